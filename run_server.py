@@ -1,0 +1,112 @@
+"""Run the payment backend: flags + environment -> Config -> make_app() -> listen."""
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import tornado.httpserver
+
+from server import config as server_config
+from server.app import make_app
+from server.catalog import CatalogError
+from server.store import StoreError
+
+log = logging.getLogger("run_server")
+DRAIN_SECONDS = 10.0
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="WeChat Mini Program payment backend.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--simulator", action="store_true",
+                   help="run the bundled WeChat simulator in this process, with the demo credentials")
+    p.add_argument("--simulator-port", type=int, default=9000)
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="with --simulator: scale the simulator's WeChat durations")
+    p.add_argument("--database-url", help="overrides DATABASE_URL")
+    p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
+    p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def build_config(args, environ):
+    overrides = {"database_url": args.database_url, "sign_type": args.sign_type,
+                 "notify_url": args.notify_url}
+    if args.simulator:
+        sim = "http://127.0.0.1:%d" % args.simulator_port
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        overrides.update(
+            appid=server_config.DEMO_APPID, app_secret=server_config.DEMO_APP_SECRET,
+            mch_id=server_config.DEMO_MCH_ID, api_key=server_config.DEMO_API_KEY,
+            login_base_url=sim, pay_base_url=sim,
+            notify_url=args.notify_url or "http://%s:%d/wechat/pay/notify" % (host, args.port))
+    return server_config.Config.from_env(environ, overrides)
+
+
+def setup_logging(level):
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # curl's debug output echoes request lines, and the jscode2session URL carries the AppSecret
+    logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)
+
+
+def start_simulator(args):
+    """The bundled simulator on --simulator-port (imported here: server/ never imports it)."""
+    from simulator.app import make_app as make_sim_app
+    from simulator.state import SimConfig, State
+    sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale))
+    sim_app.listen(args.simulator_port, "127.0.0.1")
+    print("WeChat simulator on http://127.0.0.1:%d (demo credentials)" % args.simulator_port, flush=True)
+    return sim_app
+
+
+async def serve(args, config):
+    app = make_app(config)
+    await app.service.store.open()
+    sim_app = start_simulator(args) if args.simulator else None
+    server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
+    server.listen(args.port, args.host)
+    print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
+        args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: no new connections, draining requests in flight")
+    server.stop()
+    await drain(app)
+    if sim_app is not None:
+        sim_app.sim_notifier.shutdown()
+    app.service.wechat.close()
+    await app.service.store.close()
+    log.info("stopped")
+
+
+async def drain(app, timeout=DRAIN_SECONDS):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while app.inflight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.log_level)
+    try:
+        config = build_config(args, os.environ)
+        asyncio.run(serve(args, config))
+    except (server_config.ConfigError, CatalogError, StoreError) as exc:
+        print("run_server.py: %s" % exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print("run_server.py: cannot start: %s" % (exc.strerror or exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""WeChat Mini Program payment backend (Tornado)."""

@@ -1,0 +1,163 @@
+"""Thin HTTP handlers; BaseHandler is the one place errors become JSON responses."""
+import json
+import logging
+
+import tornado.web
+
+from server import wxpay
+from server.service import ServiceError, order_view
+from server.store import StoreError
+from server.wechat import WeChatError
+
+log = logging.getLogger("server.handlers")
+
+MAX_JSON_BYTES = 16 * 1024
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    max_body = MAX_JSON_BYTES
+
+    def initialize(self, service):
+        self.service = service
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self):
+        self.application.inflight.add(self)  # for a graceful stop: see run_server.drain
+        if len(self.request.body) > self.max_body:
+            raise ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
+
+    def on_finish(self):
+        self.application.inflight.discard(self)
+
+    def on_connection_close(self):
+        self.application.inflight.discard(self)
+
+    def json_body(self):
+        """The request body as a JSON object; 400 otherwise."""
+        try:
+            data = json.loads(self.request.body.decode("utf-8")) if self.request.body else {}
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ServiceError(400, "INVALID_JSON", "the body must be a UTF-8 JSON object") from None
+        if not isinstance(data, dict):
+            raise ServiceError(400, "INVALID_JSON", "the body must be a JSON object")
+        return data
+
+    async def openid(self):
+        """The caller's openid from `Authorization: Bearer <token>`."""
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        return await self.service.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+
+    def send_json(self, status, data):
+        self.set_status(status)
+        self.finish(json.dumps(data, ensure_ascii=False))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        status, error = _error_shape(status_code, exc)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": error}, ensure_ascii=False))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, ServiceError):
+            return
+        if isinstance(value, (WeChatError, StoreError)):
+            log.warning("%s %s: %s: %s", self.request.method, self.request.path, type(value).__name__, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+def _error_shape(status_code, exc):
+    """(status, {"code", "message", "wechat_code"?}) for any exception; never a traceback."""
+    if isinstance(exc, ServiceError):
+        status, error = exc.status, {"code": exc.code, "message": exc.message}
+        wechat_code = exc.wechat_code
+    elif isinstance(exc, WeChatError):
+        status, error = exc.status, {"code": exc.code, "message": "WeChat: %s" % exc}
+        wechat_code = exc.wechat_code
+    elif isinstance(exc, StoreError):
+        status, error, wechat_code = 503, {"code": "STORE_UNAVAILABLE", "message": "storage unavailable"}, None
+    elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
+        status, wechat_code = status_code, None
+        error = {"code": _HTTP_CODES.get(status_code, "HTTP_%d" % status_code),
+                 "message": exc.log_message or "request refused"}
+    else:
+        status, error, wechat_code = 500, {"code": "INTERNAL", "message": "internal error"}, None
+    if wechat_code is not None:
+        error["wechat_code"] = wechat_code
+    return status, error
+
+
+class LoginHandler(BaseHandler):
+    async def post(self):
+        self.send_json(200, await self.service.login(self.json_body().get("code")))
+
+
+class ProductsHandler(BaseHandler):
+    def get(self):
+        products = [{"id": p.id, "name": p.name, "price": p.price} for p in self.service.catalog.all()]
+        self.send_json(200, {"products": products})
+
+
+class OrdersHandler(BaseHandler):
+    async def post(self):
+        body = self.json_body()
+        if "Authorization" not in self.request.headers and body.get("code") is not None:
+            openid = (await self.service.code2session(body["code"]))["openid"]
+        else:
+            openid = await self.openid()
+        order, payment = await self.service.create_order(
+            openid, body.get("product_id"), body.get("quantity", 1),
+            self.request.headers.get("Idempotency-Key"))
+        self.send_json(201, dict(order_view(order), payment=payment))
+
+
+class OrderHandler(BaseHandler):
+    async def get(self, out_trade_no):
+        refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
+        order = await self.service.get_order(await self.openid(), out_trade_no, refresh)
+        self.send_json(200, order_view(order))
+
+
+class PaymentHandler(BaseHandler):
+    async def post(self, out_trade_no):
+        order, payment = await self.service.repay(await self.openid(), out_trade_no)
+        self.send_json(200, dict(order_view(order), payment=payment))
+
+
+class CloseHandler(BaseHandler):
+    async def post(self, out_trade_no):
+        order = await self.service.close(await self.openid(), out_trade_no)
+        self.send_json(200, order_view(order))
+
+
+class HealthHandler(BaseHandler):
+    async def get(self):
+        await self.service.store.ping()
+        self.send_json(200, {"status": "ok"})
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self):
+        raise tornado.web.HTTPError(404, "no such endpoint")
+
+
+class PayNotifyHandler(BaseHandler):
+    """WeChat's payment notification: XML in, XML out."""
+    max_body = wxpay.MAX_XML_BYTES
+
+    async def post(self):
+        reply = await self.service.handle_notify(self.request.body)
+        self.set_header("Content-Type", "text/xml; charset=utf-8")
+        self.finish(reply)
+
+    def write_error(self, status_code, **kwargs):
+        # WeChat only reads return_code; anything but SUCCESS makes it retry later
+        exc = kwargs.get("exc_info", (None, None))[1]
+        self.set_status(_error_shape(status_code, exc)[0])
+        self.set_header("Content-Type", "text/xml; charset=utf-8")
+        self.finish(wxpay.fail_reply("temporarily unable to process"))

@@ -1,0 +1,280 @@
+"""Orders and sessions on SQLite (WAL): every state change is one conditional transaction.
+
+The service sees only the async methods of `Store`; another engine (PostgreSQL) can
+implement the same methods. SQLite work runs on one dedicated thread so the IOLoop never
+waits on the disk, and that thread's single connection serialises all writes.
+"""
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import sqlite3
+import time
+
+log = logging.getLogger("server.store")
+
+NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "PAYERROR"
+
+SCHEMA_VERSION = 1
+_MIGRATIONS = {
+    1: """
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        openid TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE orders (
+        out_trade_no TEXT PRIMARY KEY,
+        openid TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        total_fee INTEGER NOT NULL CHECK (total_fee > 0),
+        sign_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        prepay_id TEXT,
+        prepay_expires_at REAL,
+        transaction_id TEXT,
+        time_end TEXT,
+        idempotency_key TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        checked_at REAL
+    );
+    CREATE UNIQUE INDEX orders_idempotency ON orders (openid, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX orders_transaction ON orders (transaction_id);
+    CREATE TABLE order_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        out_trade_no TEXT NOT NULL REFERENCES orders (out_trade_no),
+        from_status TEXT,
+        to_status TEXT NOT NULL,
+        source TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
+}
+
+
+class StoreError(RuntimeError):
+    """The database failed or is unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    out_trade_no: str
+    openid: str
+    product_id: str
+    quantity: int
+    body: str
+    total_fee: int
+    sign_type: str
+    status: str
+    prepay_id: str = None
+    prepay_expires_at: float = None
+    transaction_id: str = None
+    time_end: str = None
+    idempotency_key: str = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    checked_at: float = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    openid: str
+    session_key: str
+    expires_at: float
+
+
+_ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
+
+
+def open_store(database_url):
+    """The store for a DATABASE_URL (only sqlite:/// for now)."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        raise StoreError("unsupported DATABASE_URL (expected sqlite:///path)")
+    return SQLiteStore(database_url[len(prefix):])
+
+
+class SQLiteStore:
+    def __init__(self, path):
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._conn = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def open(self):
+        await self._run(self._open)
+
+    async def close(self):
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    async def ping(self):
+        return await self._run(lambda: self._conn.execute("SELECT 1").fetchone()[0] == 1)
+
+    async def _run(self, fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            log.error("database error: %s", exc)
+            raise StoreError("database error") from exc
+
+    def _open(self):
+        if self.path != ":memory:" and os.path.dirname(self.path):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a transaction acknowledged to a caller survives a power cut, not just a kill.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate()
+
+    def _migrate(self):
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError("database schema %d is newer than this code (%d)" % (version, SCHEMA_VERSION))
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx():
+                # statement by statement: executescript() would commit behind our back
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute("PRAGMA user_version=%d" % target)
+            log.info("database migrated to schema %d", target)
+
+    def _tx(self):
+        return _Transaction(self._conn)
+
+    # -- sessions ----------------------------------------------------------------
+    async def create_session(self, token_hash, openid, session_key, expires_at):
+        def op():
+            with self._tx():
+                self._conn.execute(
+                    "INSERT INTO sessions (token_hash, openid, session_key, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)", (token_hash, openid, session_key, time.time(), expires_at))
+        await self._run(op)
+
+    async def get_session(self, token_hash, now):
+        """The live session for a token hash, or None when unknown or expired."""
+        def op():
+            return self._conn.execute(
+                "SELECT openid, session_key, expires_at FROM sessions"
+                " WHERE token_hash = ? AND expires_at > ?", (token_hash, now)).fetchone()
+        row = await self._run(op)
+        return Session(**dict(row)) if row else None
+
+    # -- orders ------------------------------------------------------------------
+    async def insert_order(self, order):
+        """Store a new order. Returns (stored order, created). With an idempotency key
+        already used by the same openid, returns that earlier order and created=False."""
+        def op():
+            with self._tx():
+                if order.idempotency_key is not None:
+                    existing = self._conn.execute(
+                        "SELECT * FROM orders WHERE openid = ? AND idempotency_key = ?",
+                        (order.openid, order.idempotency_key)).fetchone()
+                    if existing:
+                        return _order(existing), False
+                values = dataclasses.asdict(order)
+                self._conn.execute(
+                    "INSERT INTO orders (%s) VALUES (%s)" % (
+                        ", ".join(_ORDER_COLUMNS), ", ".join("?" * len(_ORDER_COLUMNS))),
+                    [values[c] for c in _ORDER_COLUMNS])
+                self._event(order.out_trade_no, None, order.status, "create", order.created_at)
+                return order, True
+        return await self._run(op)
+
+    async def get_order(self, out_trade_no):
+        def op():
+            return self._conn.execute(
+                "SELECT * FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()
+        row = await self._run(op)
+        return _order(row) if row else None
+
+    async def set_prepay(self, out_trade_no, prepay_id, prepay_expires_at):
+        """Record the prepay_id of an unpaid order. False when the order is no longer NOTPAY."""
+        def op():
+            with self._tx():
+                cur = self._conn.execute(
+                    "UPDATE orders SET prepay_id = ?, prepay_expires_at = ?, updated_at = ?"
+                    " WHERE out_trade_no = ? AND status = ?",
+                    (prepay_id, prepay_expires_at, time.time(), out_trade_no, NOTPAY))
+                return cur.rowcount == 1
+        return await self._run(op)
+
+    async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
+        """Atomically move an order from one of from_statuses to to_status, setting fields.
+
+        Returns (changed, order after the attempt). changed is False when the order was not
+        in any of from_statuses (someone else got there first); nothing is written then.
+        """
+        if not set(fields) <= {"transaction_id", "time_end", "checked_at"}:
+            raise ValueError("unexpected fields %r" % sorted(fields))
+
+        def op():
+            now = time.time()
+            with self._tx():
+                row = self._conn.execute(
+                    "SELECT status FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()
+                if row is None:
+                    return False
+                sets = ["status = ?", "updated_at = ?"] + ["%s = ?" % k for k in fields]
+                marks = ", ".join("?" * len(from_statuses))
+                cur = self._conn.execute(
+                    "UPDATE orders SET %s WHERE out_trade_no = ? AND status IN (%s)" % (", ".join(sets), marks),
+                    [to_status, now, *fields.values(), out_trade_no, *from_statuses])
+                if cur.rowcount != 1:
+                    return False
+                self._event(out_trade_no, row["status"], to_status, source, now)
+                return True
+        changed = await self._run(op)
+        return changed, await self.get_order(out_trade_no)
+
+    async def mark_checked(self, out_trade_no, now):
+        def op():
+            with self._tx():
+                self._conn.execute("UPDATE orders SET checked_at = ? WHERE out_trade_no = ?",
+                                   (now, out_trade_no))
+        await self._run(op)
+
+    async def events(self, out_trade_no):
+        """The audit trail of an order's transitions: [(from, to, source)] oldest first."""
+        def op():
+            return self._conn.execute(
+                "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = ?"
+                " ORDER BY id", (out_trade_no,)).fetchall()
+        return [tuple(r) for r in await self._run(op)]
+
+    def _event(self, out_trade_no, from_status, to_status, source, at):
+        self._conn.execute(
+            "INSERT INTO order_events (out_trade_no, from_status, to_status, source, at)"
+            " VALUES (?, ?, ?, ?, ?)", (out_trade_no, from_status, to_status, source, at))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _order(row):
+    return Order(**{k: row[k] for k in _ORDER_COLUMNS})

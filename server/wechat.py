@@ -1,0 +1,180 @@
+"""Async WeChat client: code2Session and the Pay v2 calls, every pay answer verified.
+
+Exceptions (all subclasses of WeChatError; `status` and `code` say how the backend's API
+reports them):
+
+- UpstreamTimeout (504 UPSTREAM_TIMEOUT): no answer within the configured timeout.
+- UpstreamError (502 UPSTREAM_ERROR): connection refused or reset, a non-200 status, a
+  body that is not WeChat's XML/JSON, a return_code FAIL, a missing or wrong signature on
+  an answer, an answer for another appid/mch_id, or SYSTEMERROR / errcode -1 after retries.
+- WeChatRefused (502 by default, carries `wechat_code`): WeChat answered, correctly signed,
+  and said no (err_code such as ORDERPAID, or a login errcode such as 40029). The service
+  decides what a given refusal means for its caller.
+
+Transport: Tornado's CurlAsyncHTTPClient (libcurl via pycurl) because it keeps upstream
+connections alive and reuses them; Tornado's simple client opens a new connection (and TLS
+handshake) for every request.
+"""
+import asyncio
+import json
+import logging
+import urllib.parse
+
+import pycurl
+from tornado.curl_httpclient import CurlAsyncHTTPClient
+from tornado.httpclient import HTTPRequest
+
+from server import wxpay
+
+log = logging.getLogger("server.wechat")
+
+
+class WeChatError(Exception):
+    status = 502
+    code = "UPSTREAM_ERROR"
+    wechat_code = None
+
+
+class UpstreamTimeout(WeChatError):
+    status = 504
+    code = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamError(WeChatError):
+    pass
+
+
+class WeChatRefused(WeChatError):
+    def __init__(self, wechat_code, message):
+        super().__init__(message)
+        self.wechat_code = wechat_code
+
+
+_RETRY_PAY = "SYSTEMERROR"
+_RETRY_LOGIN = -1
+
+
+class WeChatClient:
+    def __init__(self, config, http_client=None, attempts=3, backoff=0.2, max_clients=200):
+        self.config = config
+        self.attempts = attempts
+        self.backoff = backoff
+        self.http = http_client or CurlAsyncHTTPClient(force_instance=True, max_clients=max_clients)
+        self.connect_timeout = min(config.timeout, 5.0)
+
+    def close(self):
+        self.http.close()
+
+    # -- login -------------------------------------------------------------------
+    async def code2session(self, code):
+        """{'openid', 'session_key', 'unionid'?} for a wx.login code."""
+        query = urllib.parse.urlencode({
+            "appid": self.config.appid, "secret": self.config.app_secret,
+            "js_code": code, "grant_type": "authorization_code"})
+        url = "%s/sns/jscode2session?%s" % (self.config.login_base_url.rstrip("/"), query)
+        return await self._with_retries(lambda: self._login_once(url), "jscode2session")
+
+    async def _login_once(self, url):
+        body = await self._fetch("GET", url, None, "jscode2session")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise UpstreamError("jscode2session answered something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise UpstreamError("jscode2session answered unexpected JSON")
+        errcode = answer.get("errcode", 0)
+        if errcode == _RETRY_LOGIN:
+            return _Retry(WeChatRefused(errcode, "WeChat system busy (errcode -1)"))
+        if errcode not in (0, None):
+            raise WeChatRefused(errcode, "jscode2session errcode %s" % errcode)
+        if not answer.get("openid") or not answer.get("session_key"):
+            raise UpstreamError("jscode2session answer lacks openid or session_key")
+        return answer
+
+    # -- pay ---------------------------------------------------------------------
+    async def unified_order(self, **fields):
+        fields.setdefault("trade_type", "JSAPI")
+        return await self._pay("/pay/unifiedorder", fields)
+
+    async def order_query(self, out_trade_no):
+        return await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
+
+    async def close_order(self, out_trade_no):
+        return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
+
+    async def _pay(self, path, fields):
+        name = path.rsplit("/", 1)[-1]
+        params = {"appid": self.config.appid, "mch_id": self.config.mch_id, **fields}
+        if self.config.sign_type != wxpay.MD5:
+            params["sign_type"] = self.config.sign_type
+        url = self.config.pay_base_url.rstrip("/") + path
+
+        async def once():
+            # a fresh nonce per attempt; the business fields stay identical, so a retried
+            # unifiedorder is the same order at WeChat
+            params["nonce_str"] = wxpay.nonce()
+            body = wxpay.signed_xml(params, self.config.api_key, self.config.sign_type)
+            return self._check_pay_answer(name, await self._fetch("POST", url, body, name))
+        return await self._with_retries(once, name)
+
+    def _check_pay_answer(self, name, body):
+        try:
+            answer = wxpay.from_xml(body)
+        except wxpay.XMLError as exc:
+            raise UpstreamError("%s answered invalid XML: %s" % (name, exc)) from None
+        if answer.get("return_code") != "SUCCESS":
+            raise UpstreamError("%s return_code=%s: %s" % (
+                name, answer.get("return_code"), answer.get("return_msg", "")))
+        if not wxpay.verify(answer, self.config.api_key, self.config.sign_type):
+            raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
+        if answer.get("appid") != self.config.appid or answer.get("mch_id") != self.config.mch_id:
+            raise UpstreamError("%s answer is for another appid/mch_id" % name)
+        if answer.get("result_code") != "SUCCESS":
+            err = WeChatRefused(answer.get("err_code", "FAIL"), answer.get("err_code_des", ""))
+            if err.wechat_code == _RETRY_PAY:
+                return _Retry(err)
+            raise err
+        return answer
+
+    # -- transport ---------------------------------------------------------------
+    async def _with_retries(self, once, name):
+        """Call once() up to `attempts` times while it asks for a retry (SYSTEMERROR, -1)."""
+        for attempt in range(1, self.attempts + 1):
+            result = await once()
+            if not isinstance(result, _Retry):
+                return result
+            log.warning("%s: WeChat asked for a retry (%s), attempt %d/%d",
+                        name, result.error.wechat_code, attempt, self.attempts)
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise UpstreamError("%s still failing after %d attempts (%s)" % (
+            name, self.attempts, result.error.wechat_code))
+
+    async def _fetch(self, method, url, body, name):
+        request = HTTPRequest(
+            url, method=method, body=body, headers={"Content-Type": "text/xml; charset=utf-8"},
+            connect_timeout=self.connect_timeout, request_timeout=self.config.timeout,
+            follow_redirects=False, decompress_response=True)
+        response = await self.http.fetch(request, raise_error=False)
+        if response.code == 599:
+            raise _transport_error(name, response.error)
+        if response.code != 200:
+            raise UpstreamError("%s answered HTTP %d" % (name, response.code))
+        return response.body
+
+
+class _Retry:
+    def __init__(self, error):
+        self.error = error
+
+
+def _transport_error(name, error):
+    errno = getattr(error, "errno", None)
+    if errno == pycurl.E_OPERATION_TIMEDOUT or "timed out" in str(error).lower():
+        return UpstreamTimeout("%s: WeChat did not answer in time" % name)
+    return UpstreamError("%s: cannot reach WeChat (%s)" % (name, _safe(error)))
+
+
+def _safe(error):
+    # curl's messages can echo the URL, and the jscode2session URL carries the AppSecret
+    return str(error).split("?", 1)[0]
