@@ -1,0 +1,110 @@
+"""Unit tests for server/store.py: atomic transitions, idempotency keys, durability."""
+import asyncio
+import sqlite3
+
+import pytest
+
+from server.store import CLOSED, NOTPAY, SUCCESS, SCHEMA_VERSION, Order, SQLiteStore, StoreError
+
+
+def order(no="T1", **kw):
+    values = dict(out_trade_no=no, openid="o" * 28, product_id="coffee", quantity=1, body="Coffee",
+                  total_fee=1200, sign_type="MD5", status=NOTPAY, created_at=1.0, updated_at=1.0)
+    values.update(kw)
+    return Order(**values)
+
+
+pytestmark = pytest.mark.gen_test
+
+
+@pytest.fixture
+def store(tmp_path, io_loop):
+    s = SQLiteStore(str(tmp_path / "p.db"))
+    io_loop.run_sync(s.open)
+    yield s
+    io_loop.run_sync(s.close)
+
+
+async def test_insert_and_get(store):
+    stored, created = await store.insert_order(order())
+    assert created and stored == order()
+    assert await store.get_order("T1") == order()
+    assert await store.get_order("nope") is None
+
+
+async def test_idempotency_key_returns_the_first_order(store):
+    first, created = await store.insert_order(order("A", idempotency_key="k1"))
+    again, created_again = await store.insert_order(order("B", idempotency_key="k1"))
+    assert created and not created_again and again.out_trade_no == "A"
+    assert await store.get_order("B") is None
+    other_user, created_other = await store.insert_order(order("C", openid="p" * 28, idempotency_key="k1"))
+    assert created_other and other_user.out_trade_no == "C"
+
+
+async def test_fifty_racing_transitions_change_once(store):
+    await store.insert_order(order())
+    results = await asyncio.gather(*[
+        store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4200%024d" % i, time_end="20261126120000")
+        for i in range(50)])
+    assert sum(changed for changed, _ in results) == 1
+    final = await store.get_order("T1")
+    assert final.status == SUCCESS
+    winner = next(o for changed, o in results if changed)
+    assert final.transaction_id == winner.transaction_id
+    assert await store.events("T1") == [(None, NOTPAY, "create"), (NOTPAY, SUCCESS, "notify")]
+
+
+async def test_paid_order_is_never_closed(store):
+    await store.insert_order(order())
+    await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+    changed, after = await store.transition("T1", (NOTPAY,), CLOSED, "close")
+    assert not changed and after.status == SUCCESS
+
+
+async def test_set_prepay_only_while_unpaid(store):
+    await store.insert_order(order())
+    assert await store.set_prepay("T1", "wx1", 100.0)
+    await store.transition("T1", (NOTPAY,), CLOSED, "close")
+    assert not await store.set_prepay("T1", "wx2", 200.0)
+    assert (await store.get_order("T1")).prepay_id == "wx1"
+
+
+async def test_sessions_expire(store):
+    await store.create_session("h", "o" * 28, "sk", expires_at=100.0)
+    assert (await store.get_session("h", now=99.0)).openid == "o" * 28
+    assert await store.get_session("h", now=100.0) is None
+    assert await store.get_session("other", now=1.0) is None
+
+
+async def test_durable_across_reopen_and_wal(tmp_path):
+    path = str(tmp_path / "p.db")
+    s = SQLiteStore(path)
+    await s.open()
+    await s.insert_order(order())
+    await s.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+    await s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    s2 = SQLiteStore(path)
+    await s2.open()
+    assert (await s2.get_order("T1")).status == SUCCESS
+    await s2.close()
+
+
+async def test_newer_schema_refused(tmp_path):
+    path = str(tmp_path / "p.db")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=%d" % (SCHEMA_VERSION + 1))
+    conn.close()
+    s = SQLiteStore(path)
+    with pytest.raises(StoreError):
+        await s.open()
+
+
+async def test_failed_transaction_rolls_back(store):
+    await store.insert_order(order())
+    with pytest.raises(StoreError):
+        await store.insert_order(order())  # same primary key
+    assert await store.events("T1") == [(None, NOTPAY, "create")]
