@@ -22,7 +22,7 @@ import urllib.parse
 
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from server import wxpay
 
@@ -155,9 +155,10 @@ class WeChatClient:
             url, method=method, body=body, headers={"Content-Type": "text/xml; charset=utf-8"},
             connect_timeout=self.connect_timeout, request_timeout=self.config.timeout,
             follow_redirects=False, decompress_response=True)
-        response = await self.http.fetch(request, raise_error=False)
-        if response.code == 599:
-            raise _transport_error(name, response.error)
+        try:
+            response = await self.http.fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as exc:  # no HTTP answer at all (curl's 599)
+            raise _transport_error(name, exc) from None
         if response.code != 200:
             raise UpstreamError("%s answered HTTP %d" % (name, response.code))
         return response.body

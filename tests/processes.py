@@ -38,6 +38,7 @@ class Proc:
             [sys.executable, os.path.join(ROOT, script), *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
+        self._log.close()  # the child holds its own handle
         if wait_port and port:
             self.wait_port(timeout)
 

@@ -1,0 +1,318 @@
+"""In-process integration: the backend and the simulator on one IOLoop (pytest-tornado)."""
+import asyncio
+import json
+
+import pytest
+
+from server.store import CLOSED, NOTPAY, SUCCESS
+from tests.conftest import DEMO
+
+pytestmark = pytest.mark.gen_test(timeout=20)
+
+
+async def call(http_client, method, url, body=None, headers=None, raw=None):
+    """(status, JSON answer) of one request; never raises on HTTP errors."""
+    payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    if payload is None and method == "POST":
+        payload = b""
+    r = await http_client.fetch(url, method=method, body=payload, headers=headers, raise_error=False)
+    return r.code, json.loads(r.body) if r.body else None
+
+
+async def wx_login(http_client, sim, user="alice"):
+    status, data = await call(http_client, "POST", sim.url + "/sim/login", {"appid": DEMO["appid"], "user": user})
+    assert status == 200, data
+    return data["code"]
+
+
+async def login(http_client, base_url, sim, user="alice"):
+    status, data = await call(http_client, "POST", base_url + "/api/login",
+                              {"code": await wx_login(http_client, sim, user)})
+    assert status == 200, data
+    return {"Authorization": "Bearer " + data["token"]}
+
+
+async def create(http_client, base_url, auth, body=None, headers=None):
+    status, data = await call(http_client, "POST", base_url + "/api/orders",
+                              body or {"product_id": "coffee"}, dict(auth, **(headers or {})))
+    assert status == 201, data
+    return data
+
+
+async def pay(http_client, sim, payment, result=None):
+    body = dict(payment, appid=DEMO["appid"], **({"result": result} if result else {}))
+    return await call(http_client, "POST", sim.url + "/sim/pay", body)
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def paid_in_store(app, no):
+    async def check():
+        return (await app.service.store.get_order(no)).status == SUCCESS
+    await wait_for(check)
+
+
+@pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])
+async def test_full_flow_to_success(http_client, base_url, sim, app, sign_type):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth, {"product_id": "coffee", "quantity": 2})
+    assert order["status"] == NOTPAY and order["total_fee"] == 2400
+    payment = order["payment"]
+    assert set(payment) == {"timeStamp", "nonceStr", "package", "signType", "paySign"}
+    assert payment["signType"] == sign_type and payment["package"].startswith("prepay_id=wx")
+    assert payment["timeStamp"].isdigit() and len(payment["timeStamp"]) == 10
+    status, paid = await pay(http_client, sim, payment)
+    assert status == 200 and paid["errMsg"] == "requestPayment:ok"
+    await paid_in_store(app, order["out_trade_no"])
+    status, view = await call(http_client, "GET", base_url + "/api/orders/" + order["out_trade_no"], headers=auth)
+    assert status == 200 and view["status"] == SUCCESS
+    assert view["transaction_id"] == paid["transaction_id"] and view["paid_at"].endswith("+08:00")
+    stored = await app.service.store.get_order(order["out_trade_no"])
+    assert stored.sign_type == sign_type
+    assert await app.service.store.events(order["out_trade_no"]) == [
+        (None, NOTPAY, "create"), (NOTPAY, SUCCESS, "notify")]
+
+
+async def test_one_call_flow_with_code(http_client, base_url, sim, app):
+    code = await wx_login(http_client, sim, "bob")
+    status, order = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea", "code": code})
+    assert status == 201 and order["total_fee"] == 800
+    status, paid = await pay(http_client, sim, order["payment"])
+    assert status == 200
+    await paid_in_store(app, order["out_trade_no"])
+
+
+async def test_client_amount_ignored(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth, {"product_id": "cake", "total_fee": 1, "price": 1, "amount": 1})
+    assert order["total_fee"] == 2600
+    assert (await app.service.store.get_order(order["out_trade_no"])).total_fee == 2600
+    stored = sim.state.find_order(DEMO["mch_id"], order["out_trade_no"])
+    assert stored.total_fee == 2600
+
+
+async def test_other_users_order_is_404_everywhere(http_client, base_url, sim, app):
+    alice = await login(http_client, base_url, sim, "alice")
+    mallory = await login(http_client, base_url, sim, "mallory")
+    no = (await create(http_client, base_url, alice))["out_trade_no"]
+    for method, path in (("GET", ""), ("POST", "/payment"), ("POST", "/close")):
+        status, data = await call(http_client, method, base_url + "/api/orders/" + no + path, headers=mallory)
+        assert status == 404 and data["error"]["code"] == "ORDER_NOT_FOUND"
+    assert (await app.service.store.get_order(no)).status == NOTPAY
+
+
+async def test_reused_and_invalid_codes_are_401_with_wechat_code(http_client, base_url, sim, app):
+    code = await wx_login(http_client, sim)
+    assert (await call(http_client, "POST", base_url + "/api/login", {"code": code}))[0] == 200
+    status, data = await call(http_client, "POST", base_url + "/api/login", {"code": code})
+    assert status == 401 and data["error"]["code"] == "LOGIN_FAILED" and data["error"]["wechat_code"] == 40163
+    status, data = await call(http_client, "POST", base_url + "/api/login", {"code": "no-such-code"})
+    assert status == 401 and data["error"]["wechat_code"] == 40029
+    status, data = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea", "code": code})
+    assert status == 401 and data["error"]["wechat_code"] == 40163
+
+
+async def test_login_errors(http_client, base_url, sim, app):
+    status, data = await call(http_client, "POST", base_url + "/api/login", {})
+    assert status == 400 and data["error"]["code"] == "INVALID_CODE"
+    status, data = await call(http_client, "POST", base_url + "/api/login", {"code": "errcode-40226"})
+    assert status == 401 and data["error"]["wechat_code"] == 40226
+    status, data = await call(http_client, "POST", base_url + "/api/login", {"code": "errcode--1"})
+    assert status == 502 and data["error"]["code"] == "UPSTREAM_ERROR"
+    status, data = await call(http_client, "GET", base_url + "/api/orders/x", headers={"Authorization": "Bearer nope"})
+    assert status == 401 and data["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_session_token_is_opaque_and_expires(http_client, base_url, sim, app, clock):
+    auth = await login(http_client, base_url, sim)
+    token = auth["Authorization"].split()[1]
+    assert len(token) >= 43  # 32 random bytes, urlsafe base64
+    clock.offset += app.service.config.session_ttl + 1
+    status, data = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea"}, auth)
+    assert status == 401
+
+
+async def test_repeated_and_duplicate_notifications_processed_once(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    await pay(http_client, sim, order["payment"])
+    await paid_in_store(app, no)
+    for mode in ("normal", "duplicate", "normal"):
+        status, _ = await call(http_client, "POST", sim.url + "/sim/orders/%s/notify" % no, {"mode": mode})
+        assert status == 200
+    async def all_answered():
+        attempts = [a for a in (await call(http_client, "GET", sim.url + "/sim/notifications"))[1]["notifications"]
+                    if a["out_trade_no"] == no]
+        return len(attempts) >= 8 and all(a.get("outcome") for a in attempts)
+    await wait_for(all_answered)
+    _, data = await call(http_client, "GET", sim.url + "/sim/notifications")
+    attempts = [a for a in data["notifications"] if a["out_trade_no"] == no]
+    assert all(a["outcome"] == "success" for a in attempts), attempts
+    assert await app.service.store.events(no) == [(None, NOTPAY, "create"), (NOTPAY, SUCCESS, "notify")]
+
+
+@pytest.mark.parametrize("mode", ["bad_sign", "wrong_amount"])
+async def test_forged_notifications_refused(http_client, base_url, sim, app, mode):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    status, _ = await call(http_client, "POST", sim.url + "/sim/orders/%s/notify" % no, {"mode": mode})
+    assert status == 200
+    async def answered():
+        data = (await call(http_client, "GET", sim.url + "/sim/notifications"))[1]["notifications"]
+        return any(a["out_trade_no"] == no and a.get("outcome") for a in data)
+    await wait_for(answered)
+    _, data = await call(http_client, "GET", sim.url + "/sim/notifications")
+    attempt = next(a for a in data["notifications"] if a["out_trade_no"] == no)
+    assert attempt["outcome"] != "success"
+    stored = await app.service.store.get_order(no)
+    assert stored.status == NOTPAY and stored.transaction_id is None
+    assert await app.service.store.events(no) == [(None, NOTPAY, "create")]
+
+
+async def test_lost_notification_recovered_by_orderquery(http_client, base_url, sim, app, clock):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    lost = asyncio.Event()
+
+    async def drop_notification(body):
+        lost.set()
+        return b"<xml><return_code>FAIL</return_code></xml>"
+    real = app.service.handle_notify
+    app.service.handle_notify = drop_notification
+    try:
+        status, paid = await pay(http_client, sim, order["payment"])
+        await asyncio.wait_for(lost.wait(), 5)
+        status, view = await call(http_client, "GET", base_url + "/api/orders/" + no, headers=auth)
+        assert view["status"] == NOTPAY  # young order: no automatic query yet
+        status, view = await call(http_client, "GET", base_url + "/api/orders/%s?refresh=1" % no, headers=auth)
+        assert status == 200 and view["status"] == SUCCESS and view["transaction_id"] == paid["transaction_id"]
+    finally:
+        app.service.handle_notify = real
+    assert (await app.service.store.events(no))[-1] == (NOTPAY, SUCCESS, "orderquery")
+
+
+async def test_stale_unpaid_order_reconciled_without_asking(http_client, base_url, sim, app, clock):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    app.service.handle_notify = lambda body: asyncio.sleep(0, b"<xml><return_code>FAIL</return_code></xml>")
+    await pay(http_client, sim, order["payment"])
+    clock.offset += 61
+    async def paid():
+        return (await call(http_client, "GET", base_url + "/api/orders/" + no, headers=auth))[1]["status"] == SUCCESS
+    await wait_for(paid)
+
+
+async def test_repay_reuses_prepay_then_renews(http_client, base_url, sim, app, clock):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    status, again = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 200 and again["payment"]["package"] == order["payment"]["package"]
+    assert again["payment"]["nonceStr"] != order["payment"]["nonceStr"]
+    clock.offset += 7200 - 599  # less than the safety margin left on the prepay_id
+    await call(http_client, "POST", sim.url + "/sim/clock", {"advance": 7200})
+    status, renewed = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 200 and renewed["payment"]["package"] != order["payment"]["package"]
+    assert renewed["out_trade_no"] == no
+    status, paid = await pay(http_client, sim, renewed["payment"])
+    assert status == 200
+    await paid_in_store(app, no)
+    status, data = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 409
+
+
+async def test_close_then_paid_close_is_409(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    status, view = await call(http_client, "POST", base_url + "/api/orders/%s/close" % no, headers=auth)
+    assert status == 200 and view["status"] == CLOSED
+    assert sim.state.find_order(DEMO["mch_id"], no).trade_state == "CLOSED"
+    status, _ = await pay(http_client, sim, order["payment"])
+    assert status >= 400
+    status, data = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 409
+
+    paid_order = await create(http_client, base_url, auth)
+    await pay(http_client, sim, paid_order["payment"])
+    await paid_in_store(app, paid_order["out_trade_no"])
+    status, data = await call(http_client, "POST", base_url + "/api/orders/%s/close" % paid_order["out_trade_no"], headers=auth)
+    assert status == 409
+
+
+async def test_close_when_wechat_says_paid_reconciles_and_409(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    app.service.handle_notify = lambda body: asyncio.sleep(0, b"<xml><return_code>FAIL</return_code></xml>")
+    await pay(http_client, sim, order["payment"])
+    status, data = await call(http_client, "POST", base_url + "/api/orders/%s/close" % no, headers=auth)
+    assert status == 409 and data["error"]["code"] == "ORDER_PAID"
+    assert (await app.service.store.get_order(no)).status == SUCCESS
+
+
+async def test_idempotency_key_returns_same_order(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    key = {"Idempotency-Key": "cart-42"}
+    first = await create(http_client, base_url, auth, headers=key)
+    second = await create(http_client, base_url, auth, headers=key)
+    assert first["out_trade_no"] == second["out_trade_no"]
+    assert first["payment"]["package"] == second["payment"]["package"]
+    status, data = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea"}, dict(auth, **key))
+    assert status == 409 and data["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+@pytest.mark.parametrize("body", [
+    {"product_id": "nope"}, {"product_id": ["coffee"]}, {"product_id": "coffee", "quantity": 0},
+    {"product_id": "coffee", "quantity": 100}, {"product_id": "coffee", "quantity": "2"},
+    {"product_id": "coffee", "quantity": 1.5}, {"product_id": "coffee", "quantity": True}, {},
+])
+async def test_bad_order_input_is_400_and_nothing_stored(http_client, base_url, sim, app, body):
+    auth = await login(http_client, base_url, sim)
+    status, data = await call(http_client, "POST", base_url + "/api/orders", body, auth)
+    assert status == 400 and set(data["error"]) >= {"code", "message"}
+    assert sim.state.orders == {} or not sim.state.orders
+
+
+async def test_unsigned_pay_answer_is_502_and_no_prepay_stored(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    status, _ = await call(http_client, "POST", sim.url + "/sim/faults",
+                           {"path": "/pay/unifiedorder", "kind": "bad_sign", "count": 1})
+    assert status == 201
+    key = {"Idempotency-Key": "k-1"}
+    status, data = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea"}, dict(auth, **key))
+    assert status == 502 and data["error"]["code"] == "UPSTREAM_ERROR"
+    retried = await create(http_client, base_url, auth, {"product_id": "tea"}, key)
+    stored = await app.service.store.get_order(retried["out_trade_no"])
+    assert stored.prepay_id and retried["payment"]["package"] == "prepay_id=" + stored.prepay_id
+
+
+async def test_upstream_timeout_is_504(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    app.service.wechat.config = app.service.config.__class__(**dict(app.service.config.__dict__, timeout=0.3))
+    await call(http_client, "POST", sim.url + "/sim/faults",
+               {"path": "/pay/unifiedorder", "kind": "latency", "value": 1000, "count": 1})
+    status, data = await call(http_client, "POST", base_url + "/api/orders", {"product_id": "tea"}, auth)
+    assert status == 504 and data["error"]["code"] == "UPSTREAM_TIMEOUT"
+
+
+async def test_products_health_and_unknown_routes(http_client, base_url, app):
+    status, data = await call(http_client, "GET", base_url + "/api/products")
+    assert status == 200 and {p["id"] for p in data["products"]} == {"coffee", "tea", "cake"}
+    assert all(isinstance(p["price"], int) for p in data["products"])
+    assert await call(http_client, "GET", base_url + "/healthz") == (200, {"status": "ok"})
+    status, data = await call(http_client, "GET", base_url + "/nope")
+    assert status == 404 and data["error"]["code"] == "NOT_FOUND"
+    status, data = await call(http_client, "DELETE", base_url + "/api/products")
+    assert status == 405 and data["error"]["code"] == "METHOD_NOT_ALLOWED"
+    status, data = await call(http_client, "POST", base_url + "/api/login", raw=b"\xff\xfe")
+    assert status == 400 and data["error"]["code"] == "INVALID_JSON"
