@@ -1,0 +1,1 @@
+"""Offline WeChat simulator: login, Pay v2, notifications, control plane."""

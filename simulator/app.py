@@ -1,0 +1,53 @@
+"""make_app(state): the simulator's tornado Application, routes and notifier."""
+import tornado.web
+
+from simulator import handlers as h
+from simulator.notifier import Notifier
+
+# Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
+PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
+
+
+class SimApplication(tornado.web.Application):
+    """An Application whose listen() caps request bodies (WeChat answers are small too)."""
+
+    def listen(self, port, address=None, **kwargs):
+        kwargs.setdefault("max_body_size", h.MAX_BODY)
+        return super().listen(port, address, **kwargs)
+
+
+def routes(state, notifier):
+    deps = {"state": state, "notifier": notifier}
+    wechat = [
+        (PREFIX + r"/pay/unifiedorder/?", h.UnifiedOrderHandler),
+        (PREFIX + r"/pay/orderquery/?", h.OrderQueryHandler),
+        (PREFIX + r"/pay/closeorder/?", h.CloseOrderHandler),
+        (r"/sandboxnew/pay/getsignkey/?", h.GetSignKeyHandler),
+        (h.GETSIGNKEY_XDC + "/?", h.GetSignKeyHandler),
+        (PREFIX + r"/sns/jscode2session/?", h.Code2SessionHandler),
+        (PREFIX + r"/cgi-bin/token/?", h.TokenHandler),
+    ]
+    control = [
+        (r"/sim/login", h.SimLoginHandler),
+        (r"/sim/pay", h.SimPayHandler),
+        (r"/sim/orders", h.SimOrdersHandler),
+        (r"/sim/orders/([^/]+)", h.SimOrderHandler),
+        (r"/sim/orders/([^/]+)/notify", h.SimNotifyHandler),
+        (r"/sim/notifications", h.SimNotificationsHandler),
+        (r"/sim/requests", h.SimRequestsHandler),
+        (r"/sim/faults", h.SimFaultsHandler),
+        (r"/sim/faults/([^/]+)", h.SimFaultHandler),
+        (r"/sim/clock", h.SimClockHandler),
+        (r"/sim/reset", h.SimResetHandler),
+        (r"/sim/config", h.SimConfigHandler),
+    ]
+    return [(pattern, handler, deps) for pattern, handler in wechat + control]
+
+
+def make_app(state, notify_timeout=5.0):
+    """The Application; its notifier (app.sim_notifier) delivers on the current IOLoop."""
+    notifier = Notifier(state, timeout=notify_timeout)
+    app = SimApplication(routes(state, notifier), default_handler_class=h.NotFoundHandler)
+    app.sim_state = state
+    app.sim_notifier = notifier
+    return app

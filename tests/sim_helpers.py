@@ -1,0 +1,97 @@
+"""Helpers for the simulator tests: requests signed with wechatpy's signer, not the simulator's."""
+import asyncio
+import json
+import time
+
+from tornado.httpclient import HTTPRequest
+from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
+
+from simulator import protocol
+from simulator.state import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
+
+__all__ = ["DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
+           "signed_xml", "order_fields", "post_xml", "call", "login", "pay_params",
+           "new_order", "wait_for"]
+
+
+def ext_sign(fields, key=DEMO_API_KEY, sign_type="MD5"):
+    """An independent signer (wechatpy's), so the simulator's code is checked, not trusted."""
+    data = {k: v for k, v in fields.items() if k != "sign"}
+    if sign_type == "HMAC-SHA256":
+        return calculate_signature_hmac(data, key)
+    return calculate_signature(data, key)
+
+
+def signed_xml(fields, key=DEMO_API_KEY, sign_type="MD5"):
+    fields = dict(fields)
+    if sign_type != "MD5":
+        fields.setdefault("sign_type", sign_type)
+    fields["sign"] = ext_sign(fields, key, sign_type)
+    return protocol.to_xml(fields)
+
+
+def order_fields(openid, out_trade_no="T1", **overrides):
+    fields = {"appid": DEMO_APPID, "mch_id": DEMO_MCH_ID, "nonce_str": "n0nce",
+              "body": "demo-product", "out_trade_no": out_trade_no, "total_fee": "100",
+              "spbill_create_ip": "127.0.0.1", "notify_url": "http://127.0.0.1:1/notify",
+              "trade_type": "JSAPI", "openid": openid}
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+async def post_xml(client, url, body, headers=None):
+    """POST body (bytes, or fields to sign with MD5); returns (response, parsed dict or None)."""
+    if isinstance(body, dict):
+        body = signed_xml(body)
+    resp = await client.fetch(HTTPRequest(url, method="POST", body=body, headers=headers or {}),
+                              raise_error=False)
+    try:
+        return resp, protocol.parse_xml(resp.body)
+    except protocol.XMLError:
+        return resp, None
+
+
+async def call(client, url, method="GET", body=None):
+    """A control-plane call: (status, JSON)."""
+    payload = None if body is None else json.dumps(body)
+    if method in ("POST", "PUT") and payload is None:
+        payload = ""
+    resp = await client.fetch(HTTPRequest(url, method=method, body=payload), raise_error=False)
+    return resp.code, json.loads(resp.body) if resp.body else None
+
+
+async def login(client, base, user="alice", appid=DEMO_APPID):
+    status, data = await call(client, base + "/sim/login", "POST", {"appid": appid, "user": user})
+    assert status == 200, data
+    return data["code"], data["openid"]
+
+
+def pay_params(prepay_id, key=DEMO_API_KEY, sign_type="MD5", appid=DEMO_APPID):
+    """What a backend hands to wx.requestPayment (protocol.md 5), signed independently."""
+    params = {"appId": appid, "timeStamp": str(int(time.time())), "nonceStr": "abc123",
+              "package": "prepay_id=" + prepay_id, "signType": sign_type}
+    params["paySign"] = ext_sign(params, key, sign_type)
+    del params["appId"]
+    params["appid"] = appid
+    return params
+
+
+async def new_order(client, base, out_trade_no="T1", sign_type="MD5", prefix="",
+                    key=DEMO_API_KEY, user="alice", **overrides):
+    """login + unifiedorder; returns (prepay_id, openid)."""
+    _, openid = await login(client, base, user)
+    fields = order_fields(openid, out_trade_no, **overrides)
+    resp, data = await post_xml(client, base + prefix + "/pay/unifiedorder",
+                                signed_xml(fields, key, sign_type))
+    assert data["result_code"] == "SUCCESS", data
+    return data["prepay_id"], openid
+
+
+async def wait_for(predicate, timeout=5.0, interval=0.01):
+    """Poll predicate() on the IOLoop until it is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return False
