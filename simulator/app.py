@@ -1,4 +1,6 @@
 """make_app(state): the simulator's tornado Application, routes and notifier."""
+import logging
+
 import tornado.web
 
 from simulator import handlers as h
@@ -14,6 +16,15 @@ class SimApplication(tornado.web.Application):
     def listen(self, port, address=None, **kwargs):
         kwargs.setdefault("max_body_size", h.MAX_BODY)
         return super().listen(port, address, **kwargs)
+
+
+def log_request(handler):
+    """Access log without query strings: jscode2session carries the AppSecret in its query."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    logging.getLogger("simulator.access").log(
+        level, "%d %s %s %.2fms", status, handler.request.method, handler.request.path,
+        1000.0 * handler.request.request_time())
 
 
 def routes(state, notifier):
@@ -47,7 +58,8 @@ def routes(state, notifier):
 def make_app(state, notify_timeout=5.0):
     """The Application; its notifier (app.sim_notifier) delivers on the current IOLoop."""
     notifier = Notifier(state, timeout=notify_timeout)
-    app = SimApplication(routes(state, notifier), default_handler_class=h.NotFoundHandler)
+    app = SimApplication(routes(state, notifier), default_handler_class=h.NotFoundHandler,
+                         log_function=log_request)
     app.sim_state = state
     app.sim_notifier = notifier
     return app

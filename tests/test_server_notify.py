@@ -1,0 +1,92 @@
+"""The backend's /wechat/pay/notify against notifications the test forges itself."""
+import pytest
+
+from server import wxpay
+from server.service import cut_utf8, new_out_trade_no
+from server.store import NOTPAY, SUCCESS
+from tests.conftest import DEMO
+from tests.test_integration import create, login
+
+pytestmark = pytest.mark.gen_test(timeout=20)
+
+
+def notification(order, **overrides):
+    fields = {"return_code": "SUCCESS", "appid": DEMO["appid"], "mch_id": DEMO["mch_id"],
+              "nonce_str": wxpay.nonce(), "result_code": "SUCCESS", "openid": "o" * 28,
+              "trade_type": "JSAPI", "bank_type": "CMC", "total_fee": str(order["total_fee"]),
+              "cash_fee": str(order["total_fee"]), "fee_type": "CNY",
+              "transaction_id": "4200001234202611260000000001", "out_trade_no": order["out_trade_no"],
+              "time_end": "20261126120000"}
+    fields.update(overrides)
+    return fields
+
+
+async def post_notify(http_client, base_url, body):
+    r = await http_client.fetch(base_url + "/wechat/pay/notify", method="POST", body=body, raise_error=False)
+    return r.code, wxpay.from_xml(r.body)
+
+
+async def unpaid_order(http_client, base_url, sim):
+    return await create(http_client, base_url, await login(http_client, base_url, sim))
+
+
+def signed(fields, key=DEMO["api_key"], sign_type="MD5"):
+    return wxpay.signed_xml(fields, key, sign_type)
+
+
+@pytest.mark.parametrize("sign_type", ["HMAC-SHA256"])
+async def test_md5_signature_on_hmac_order_is_a_refused_downgrade(http_client, base_url, sim, app, sign_type):
+    order = await unpaid_order(http_client, base_url, sim)
+    for body in (signed(notification(order), sign_type="MD5"),
+                 signed(notification(order, sign_type="MD5"), sign_type="MD5")):
+        status, reply = await post_notify(http_client, base_url, body)
+        assert reply["return_code"] == "FAIL"
+    assert (await app.service.store.get_order(order["out_trade_no"])).status == NOTPAY
+    status, reply = await post_notify(http_client, base_url, signed(notification(order), sign_type="HMAC-SHA256"))
+    assert reply["return_code"] == "SUCCESS"
+    assert (await app.service.store.get_order(order["out_trade_no"])).status == SUCCESS
+
+
+@pytest.mark.parametrize("forge", [
+    lambda o: signed(notification(o), key="0" * 32),
+    lambda o: signed(notification(o, appid="wx0000000000000000")),
+    lambda o: signed(notification(o, mch_id="99999999")),
+    lambda o: signed(notification(o, total_fee="1")),
+    lambda o: signed(notification(o, out_trade_no="NOSUCHORDER")),
+    lambda o: signed(notification(o, transaction_id="")),
+    lambda o: wxpay.to_xml(notification(o)),
+    lambda o: signed(notification(o, result_code="FAIL", err_code="NOTENOUGH")),
+    lambda o: signed(notification(o, return_code="FAIL")),
+    lambda o: b"<xml><not-closed>",
+], ids=["other-key", "appid", "mch_id", "amount", "unknown-order", "no-transaction", "unsigned",
+        "result-fail", "return-fail", "garbage"])
+async def test_forgeries_never_mark_paid(http_client, base_url, sim, app, forge):
+    order = await unpaid_order(http_client, base_url, sim)
+    status, reply = await post_notify(http_client, base_url, forge(order))
+    stored = await app.service.store.get_order(order["out_trade_no"])
+    assert stored.status == NOTPAY and stored.transaction_id is None
+    assert await app.service.store.events(order["out_trade_no"]) == [(None, NOTPAY, "create")]
+
+
+async def test_repeat_answers_success_and_other_transaction_is_refused(http_client, base_url, sim, app):
+    order = await unpaid_order(http_client, base_url, sim)
+    body = signed(notification(order))
+    for _ in range(3):
+        assert (await post_notify(http_client, base_url, body))[1]["return_code"] == "SUCCESS"
+    other = signed(notification(order, transaction_id="4200009999202611260000000009"))
+    assert (await post_notify(http_client, base_url, other))[1]["return_code"] == "FAIL"
+    stored = await app.service.store.get_order(order["out_trade_no"])
+    assert stored.transaction_id == "4200001234202611260000000001"
+    assert len(await app.service.store.events(order["out_trade_no"])) == 2
+
+
+def test_out_trade_no_shape():
+    numbers = {new_out_trade_no(1764158400.0) for _ in range(1000)}
+    assert len(numbers) == 1000
+    assert all(len(n) == 32 and n.isalnum() and n.startswith("20251126") for n in numbers)
+
+
+def test_body_cut_on_character_boundary():
+    assert cut_utf8("中" * 50, 127) == "中" * 42  # 126 bytes; the 43rd character would split
+    assert cut_utf8("abc", 127) == "abc"
+    assert len(cut_utf8("a" + "中" * 60, 127).encode("utf-8")) <= 127
