@@ -15,7 +15,9 @@ MAX_JSON_BYTES = 16 * 1024
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    """Bodies are streamed so an oversized one is refused (413) before it is read."""
     max_body = MAX_JSON_BYTES
 
     def initialize(self, service):
@@ -27,8 +29,15 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self):
         self.application.inflight.add(self)  # for a graceful stop: see run_server.drain
-        if len(self.request.body) > self.max_body:
+        self.body = b""
+        length = self.request.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > self.max_body:
             raise ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
+        # a chunked body has no Content-Length: the connection enforces the limit as it reads
+        self.request.connection.set_max_body_size(self.max_body)
+
+    def data_received(self, chunk):
+        self.body += chunk
 
     def on_finish(self):
         self.application.inflight.discard(self)
@@ -39,7 +48,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def json_body(self):
         """The request body as a JSON object; 400 otherwise."""
         try:
-            data = json.loads(self.request.body.decode("utf-8")) if self.request.body else {}
+            data = json.loads(self.body.decode("utf-8")) if self.body else {}
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise ServiceError(400, "INVALID_JSON", "the body must be a UTF-8 JSON object") from None
         if not isinstance(data, dict):
@@ -143,6 +152,7 @@ class HealthHandler(BaseHandler):
 
 class NotFoundHandler(BaseHandler):
     def prepare(self):
+        super().prepare()
         raise tornado.web.HTTPError(404, "no such endpoint")
 
 
@@ -151,7 +161,7 @@ class PayNotifyHandler(BaseHandler):
     max_body = wxpay.MAX_XML_BYTES
 
     async def post(self):
-        reply = await self.service.handle_notify(self.request.body)
+        reply = await self.service.handle_notify(self.body)
         self.set_header("Content-Type", "text/xml; charset=utf-8")
         self.finish(reply)
 

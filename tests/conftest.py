@@ -48,13 +48,13 @@ def sign_type():
 
 @pytest.fixture
 def sim(io_loop):
-    """The simulator (demo credentials, time scale 0.001) on its own port in the test's IOLoop."""
+    """The simulator (demo credentials, time scale 0.01) on its own port in the test's IOLoop."""
     import tornado.httpserver
     import tornado.testing
     from simulator.app import make_app as make_sim_app
     from simulator.state import SimConfig, State
 
-    state = State(SimConfig.demo(), time_scale=0.001)
+    state = State(SimConfig.demo(), time_scale=0.01)
     sim_app = make_sim_app(state, notify_timeout=2.0)
     sock, port = tornado.testing.bind_unused_port()
     server = tornado.httpserver.HTTPServer(sim_app)
@@ -72,16 +72,24 @@ def clock():
 
 
 @pytest.fixture
-def app(sim, io_loop, tmp_path, http_port, sign_type, clock):
+def backend_overrides():
+    """Config fields a test module or test overrides (e.g. timeout, pay_base_url)."""
+    return {}
+
+
+@pytest.fixture
+def app(sim, io_loop, tmp_path, http_port, sign_type, clock, backend_overrides):
     """The backend (pytest-tornado serves it on http_port) wired to the in-process simulator."""
     from server.app import make_app
     from server.config import Config
 
-    config = Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
-                    api_key=DEMO["api_key"], sign_type=sign_type, timeout=3.0,
-                    notify_url="http://127.0.0.1:%d/wechat/pay/notify" % http_port,
-                    login_base_url=sim.url, pay_base_url=sim.url,
-                    database_url="sqlite:///%s" % (tmp_path / "payments.db"))
+    values = dict(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
+                  api_key=DEMO["api_key"], sign_type=sign_type, timeout=3.0,
+                  notify_url="http://127.0.0.1:%d/wechat/pay/notify" % http_port,
+                  login_base_url=sim.url, pay_base_url=sim.url,
+                  database_url="sqlite:///%s" % (tmp_path / "payments.db"))
+    values.update(backend_overrides)
+    config = Config(**values)
     backend = make_app(config, clock=clock)
     io_loop.run_sync(backend.service.store.open)
     yield backend
