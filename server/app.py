@@ -27,6 +27,9 @@ def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
         (r"/api/orders/%s/payment" % TRADE_NO, handlers.PaymentHandler),
         (r"/api/orders/%s/close" % TRADE_NO, handlers.CloseHandler),
         (r"/wechat/pay/notify", handlers.PayNotifyHandler),
+        (r"/wechat/refund/notify", handlers.RefundNotifyHandler),
+        (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
+        (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
         (r"/healthz", handlers.HealthHandler),
     ]
     app = tornado.web.Application(

@@ -1,5 +1,6 @@
 """Configuration: one frozen object built at start from the environment and flags."""
 import dataclasses
+import os
 import re
 from urllib.parse import urlsplit
 
@@ -25,8 +26,17 @@ ENV = {
     "CATALOG_FILE": ("catalog_file", ""),
     "SESSION_TTL": ("session_ttl", "7200"),
     "SPBILL_CREATE_IP": ("spbill_create_ip", "127.0.0.1"),
+    "WECHAT_CERT_FILE": ("cert_file", ""),
+    "WECHAT_KEY_FILE": ("key_file", ""),
+    "WECHAT_CA_FILE": ("ca_file", ""),
+    "WECHAT_REFUND_NOTIFY_URL": ("refund_notify_url", ""),
+    "ADMIN_TOKEN": ("admin_token", ""),
 }
-_SECRETS = {"app_secret", "api_key"}
+_SECRETS = {"app_secret", "api_key", "admin_token"}
+
+
+PAY_NOTIFY_PATH = "/wechat/pay/notify"
+REFUND_NOTIFY_PATH = "/wechat/refund/notify"
 
 
 class ConfigError(ValueError):
@@ -52,6 +62,11 @@ class Config:
     catalog_file: str = ""
     session_ttl: int = 7200
     spbill_create_ip: str = "127.0.0.1"
+    cert_file: str = ""   # PEM client certificate for /secapi/ (refunds)
+    key_file: str = ""
+    ca_file: str = ""     # extra CA to trust (the simulator's, with --tls)
+    refund_notify_url: str = ""
+    admin_token: str = dataclasses.field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -74,6 +89,8 @@ class Config:
         values = dict(raw)
         values["timeout"] = float(raw["timeout"])
         values["session_ttl"] = int(raw["session_ttl"])
+        if not values.get("refund_notify_url") and values["notify_url"].endswith(PAY_NOTIFY_PATH):
+            values["refund_notify_url"] = values["notify_url"][:-len(PAY_NOTIFY_PATH)] + REFUND_NOTIFY_PATH
         return cls(**values)
 
     def describe(self):
@@ -94,8 +111,21 @@ def _problems(raw):
         ("timeout", _positive_number, "WECHAT_TIMEOUT must be a positive number of seconds"),
         ("database_url", lambda v: v.startswith("sqlite:///") and len(v) > len("sqlite:///"), "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:)"),
         ("session_ttl", lambda v: str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
+        ("cert_file", _readable, "WECHAT_CERT_FILE must be a readable PEM file"),
+        ("key_file", _readable, "WECHAT_KEY_FILE must be a readable PEM file"),
+        ("ca_file", _readable, "WECHAT_CA_FILE must be a readable PEM file"),
+        ("refund_notify_url", _notify_url_ok, "WECHAT_REFUND_NOTIFY_URL must be an http(s) URL without a query string"),
+        ("admin_token", lambda v: len(v) >= 16 and v.isascii() and v.isprintable(),
+         "ADMIN_TOKEN must be at least 16 printable ASCII characters"),
     ]
-    return [msg for field, ok, msg in checks if raw.get(field) not in (None, "") and not ok(str(raw[field]))]
+    problems = [msg for field, ok, msg in checks if raw.get(field) not in (None, "") and not ok(str(raw[field]))]
+    if bool(raw.get("cert_file")) != bool(raw.get("key_file")):
+        problems.append("WECHAT_CERT_FILE and WECHAT_KEY_FILE go together")
+    return problems
+
+
+def _readable(path):
+    return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
 def _url_ok(value):

@@ -1,11 +1,12 @@
 """Thin HTTP handlers; BaseHandler is the one place errors become JSON responses."""
+import hmac
 import json
 import logging
 
 import tornado.web
 
 from server import wxpay
-from server.service import ServiceError, order_view
+from server.service import ServiceError, order_view, refund_view, refundable_fee
 from server.store import StoreError
 from server.wechat import WeChatError
 
@@ -129,7 +130,7 @@ class OrderHandler(BaseHandler):
     async def get(self, out_trade_no):
         refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
         order = await self.service.get_order(await self.openid(), out_trade_no, refresh)
-        self.send_json(200, order_view(order))
+        self.send_json(200, await self.service.view(order))
 
 
 class PaymentHandler(BaseHandler):
@@ -156,12 +157,44 @@ class NotFoundHandler(BaseHandler):
         raise tornado.web.HTTPError(404, "no such endpoint")
 
 
+class AdminHandler(BaseHandler):
+    """`Authorization: Bearer <ADMIN_TOKEN>`; without ADMIN_TOKEN configured, always 401."""
+
+    def require_admin(self):
+        expected = self.service.config.admin_token
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if not (expected and scheme.lower() == "bearer"
+                and hmac.compare_digest(token.strip().encode(), expected.encode())):
+            raise ServiceError(401, "UNAUTHORIZED", "admin token missing or wrong")
+
+
+class AdminOrderHandler(AdminHandler):
+    async def get(self, out_trade_no):
+        self.require_admin()
+        refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
+        order, refunds = await self.service.admin_order(out_trade_no, refresh)
+        self.send_json(200, dict(await self.service.view(order, refunds), openid=order.openid,
+                                 refundable_fee=refundable_fee(order, refunds),
+                                 refunds=[refund_view(r) for r in refunds]))
+
+
+class AdminRefundsHandler(AdminHandler):
+    async def post(self, out_trade_no):
+        self.require_admin()
+        body = self.json_body()
+        refund = await self.service.refund(out_trade_no, body.get("refund_fee"), body.get("reason"),
+                                           body.get("out_refund_no"))
+        self.send_json(202, refund_view(refund))
+
+
 class PayNotifyHandler(BaseHandler):
     """WeChat's payment notification: XML in, XML out."""
     max_body = wxpay.MAX_XML_BYTES
 
     async def post(self):
-        reply = await self.service.handle_notify(self.body)
+        self.send_xml(await self.service.handle_notify(self.body))
+
+    def send_xml(self, reply):
         self.set_header("Content-Type", "text/xml; charset=utf-8")
         self.finish(reply)
 
@@ -171,3 +204,10 @@ class PayNotifyHandler(BaseHandler):
         self.set_status(_error_shape(status_code, exc)[0])
         self.set_header("Content-Type", "text/xml; charset=utf-8")
         self.finish(wxpay.fail_reply("temporarily unable to process"))
+
+
+class RefundNotifyHandler(PayNotifyHandler):
+    """WeChat's refund notification: encrypted req_info, no sign."""
+
+    async def post(self):
+        self.send_xml(await self.service.handle_refund_notify(self.body))

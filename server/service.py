@@ -2,12 +2,14 @@
 import datetime
 import hashlib
 import logging
+import re
 import secrets
 import string
 import time
 
 from server import wxpay
-from server.store import CLOSED, NOTPAY, PAYERROR, REFUND, SUCCESS, Order
+from server.store import (CLOSED, FAILED, NOTPAY, PAYERROR, PENDING, PROCESSING, REFUND, REFUND_RELEASED,
+                          SUCCESS, Order, Refund, RefundRefused)
 from server.wechat import UpstreamError, WeChatError, WeChatRefused
 
 log = logging.getLogger("server.service")
@@ -19,7 +21,17 @@ RECONCILE_EVERY = 10        # ... but not more often than this
 MAX_QUANTITY = 99
 BODY_MAX_BYTES = 127
 LOGIN_REFUSALS = {40029, 40163, 40226}
+MAX_REFUNDS = 50            # WeChat's limit of partial refunds per order
+REFUND_DESC_MAX = 80
+REFUND_OUTCOMES = (SUCCESS, "REFUNDCLOSE", "CHANGE")
 _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
+_OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+_REFUND_REFUSALS = {
+    "not_paid": (409, "ORDER_NOT_PAID", "only a paid order can be refunded"),
+    "amount": (409, "REFUND_EXCEEDS_PAID", "the refunds would exceed what was paid"),
+    "count": (409, "TOO_MANY_REFUNDS", "an order takes at most %d refunds" % MAX_REFUNDS),
+    "conflict": (409, "REFUND_NO_CONFLICT", "this out_refund_no was used for another refund"),
+}
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 
@@ -243,6 +255,163 @@ class Service:
             return (await self.store.transition(order.out_trade_no, (NOTPAY, PAYERROR), target, "orderquery"))[1]
         await self.store.mark_checked(order.out_trade_no, self.clock())
         return await self.store.get_order(order.out_trade_no)
+
+    # -- refunds (admin) ---------------------------------------------------------
+    async def refund(self, out_trade_no, refund_fee, reason=None, out_refund_no=None):
+        """Store a refund, then ask WeChat. Safe to retry with the same out_refund_no."""
+        _check_refund_input(refund_fee, reason, out_refund_no)
+        order = await self._any_order(out_trade_no)
+        now = self.clock()
+        try:
+            refund, _ = await self.store.insert_refund(Refund(
+                out_refund_no=out_refund_no or "R" + new_out_trade_no(now)[:31], out_trade_no=order.out_trade_no,
+                refund_fee=refund_fee, reason=reason or "", status=PENDING, created_at=now, updated_at=now),
+                MAX_REFUNDS)
+        except RefundRefused as exc:
+            raise ServiceError(*_REFUND_REFUSALS[exc.reason]) from None
+        if refund.status != PENDING:
+            return refund  # a retry of a refund WeChat already accepted
+        return await self._submit_refund(order, refund)
+
+    async def _submit_refund(self, order, refund):
+        try:
+            answer = await self.wechat.refund(
+                out_trade_no=order.out_trade_no, out_refund_no=refund.out_refund_no,
+                total_fee=str(order.total_fee), refund_fee=str(refund.refund_fee),
+                refund_desc=refund.reason or None, notify_url=self.config.refund_notify_url or None)
+        except WeChatRefused as exc:
+            # a definite no: the amount is free again; any other failure leaves it PENDING for a retry
+            await self.store.refund_transition(refund.out_refund_no, (PENDING,), FAILED, "refund",
+                                               error=str(exc.wechat_code))
+            raise ServiceError(502, "UPSTREAM_ERROR", "WeChat refused the refund: %s" % exc,
+                               exc.wechat_code) from None
+        if answer.get("out_refund_no") != refund.out_refund_no or answer.get("refund_fee") != str(refund.refund_fee):
+            raise UpstreamError("refund answer does not match the request")
+        log.info("refund %s of %d fen for order %s accepted", refund.out_refund_no, refund.refund_fee, order.out_trade_no)
+        return (await self.store.refund_transition(refund.out_refund_no, (PENDING,), PROCESSING, "refund",
+                                                   refund_id=answer.get("refund_id")))[1]
+
+    async def admin_order(self, out_trade_no, refresh=False):
+        """(order, refunds), refunds reconciled with refundquery when asked or stale."""
+        order = await self._any_order(out_trade_no)
+        refunds = await self.store.refunds_of(order.out_trade_no)
+        now = self.clock()
+        stale = [r for r in refunds if r.status == PROCESSING and (
+            refresh or (now - r.created_at > RECONCILE_AFTER and now - (r.checked_at or 0) > RECONCILE_EVERY))]
+        for refund in stale:
+            await self.reconcile_refund(refund)
+        if stale:
+            order, refunds = await self.store.get_order(out_trade_no), await self.store.refunds_of(out_trade_no)
+        return order, refunds
+
+    async def reconcile_refund(self, refund):
+        """Bring a refund in line with refundquery (for a lost refund notification)."""
+        try:
+            answer = await self.wechat.refund_query(refund.out_refund_no)
+        except WeChatRefused as exc:
+            if exc.wechat_code != "REFUNDNOTEXIST":
+                raise
+            answer = {}
+        n = next((i for i in range(int(answer.get("refund_count", "0") or 0))
+                  if answer.get("out_refund_no_%d" % i) == refund.out_refund_no), None)
+        if n is None:
+            await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
+            return refund
+        if answer.get("refund_fee_%d" % n) != str(refund.refund_fee):
+            raise UpstreamError("refundquery: refund_fee of %s does not match" % refund.out_refund_no)
+        status = answer.get("refund_status_%d" % n)
+        if status in REFUND_OUTCOMES:
+            return (await self.store.refund_transition(
+                refund.out_refund_no, (PENDING, PROCESSING), status, "refundquery",
+                refund_id=answer.get("refund_id_%d" % n), success_time=answer.get("refund_success_time_%d" % n)))[1]
+        await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
+        return refund
+
+    async def handle_refund_notify(self, body):
+        """Decrypt and apply a refund notification. Returns the XML reply for WeChat."""
+        try:
+            params = wxpay.from_xml(body)
+            problem = self._refund_envelope_problem(params)
+            info = None if problem else wxpay.decrypt_req_info(params["req_info"], self.config.api_key)
+        except wxpay.XMLError as exc:
+            problem = str(exc)
+        refund = None
+        if not problem:
+            refund = await self.store.get_refund(info.get("out_refund_no", ""))
+            problem = await self._refund_problem(info, refund)
+        if problem:
+            log.warning("refund notify refused: %s", problem)
+            return wxpay.fail_reply(problem)
+        changed, refund = await self.store.refund_transition(
+            refund.out_refund_no, (PENDING, PROCESSING), info["refund_status"], "notify",
+            refund_id=info.get("refund_id"), success_time=info.get("success_time"))
+        if not changed and refund.status != info["refund_status"]:
+            log.error("refund %s is %s; a notification says %s: not applied",
+                      refund.out_refund_no, refund.status, info["refund_status"])
+            return wxpay.fail_reply("refund already settled differently")
+        if changed:
+            log.info("refund %s: %s (notify)", refund.out_refund_no, refund.status)
+        return wxpay.SUCCESS_REPLY
+
+    def _refund_envelope_problem(self, params):
+        if params.get("return_code") != "SUCCESS":
+            return "return_code is not SUCCESS"
+        if params.get("appid") != self.config.appid or params.get("mch_id") != self.config.mch_id:
+            return "appid or mch_id does not match"
+        if not params.get("req_info"):
+            return "req_info missing"
+        return None
+
+    async def _refund_problem(self, info, refund):
+        if refund is None:
+            return "unknown refund"
+        order = await self.store.get_order(refund.out_trade_no)
+        if info.get("out_trade_no") != refund.out_trade_no:
+            return "out_trade_no does not match the refund"
+        if info.get("refund_fee") != str(refund.refund_fee) or info.get("total_fee") != str(order.total_fee):
+            return "amounts do not match the refund"
+        if info.get("refund_status") not in REFUND_OUTCOMES:
+            return "unexpected refund_status"
+        return None
+
+    async def _any_order(self, out_trade_no):
+        order = await self.store.get_order(out_trade_no) if _plausible_trade_no(out_trade_no) else None
+        if order is None:
+            raise ServiceError(404, "ORDER_NOT_FOUND", "no such order")
+        return order
+
+    async def view(self, order, refunds=None):
+        """The API's JSON for an order; with refunds listed when given (admin view)."""
+        data = order_view(order)
+        if refunds is None and order.status != REFUND:
+            return data
+        if refunds is None:
+            refunds = await self.store.refunds_of(order.out_trade_no)
+        data["refunded_fee"] = sum(r.refund_fee for r in refunds if r.status == SUCCESS)
+        return data
+
+
+def refund_view(refund):
+    view = {"out_refund_no": refund.out_refund_no, "out_trade_no": refund.out_trade_no,
+            "refund_fee": refund.refund_fee, "status": refund.status, "reason": refund.reason}
+    for key in ("refund_id", "success_time", "error"):
+        if getattr(refund, key):
+            view[key] = getattr(refund, key)
+    return view
+
+
+def refundable_fee(order, refunds):
+    """What is left to refund: total_fee less every refund not closed or failed."""
+    return order.total_fee - sum(r.refund_fee for r in refunds if r.status not in REFUND_RELEASED)
+
+
+def _check_refund_input(refund_fee, reason, out_refund_no):
+    if type(refund_fee) is not int or refund_fee <= 0:
+        raise ServiceError(400, "INVALID_REFUND_FEE", "refund_fee must be a positive integer (fen)")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > REFUND_DESC_MAX):
+        raise ServiceError(400, "INVALID_REASON", "reason must be a string of at most %d characters" % REFUND_DESC_MAX)
+    if out_refund_no is not None and not (isinstance(out_refund_no, str) and _OUT_REFUND_NO.fullmatch(out_refund_no)):
+        raise ServiceError(400, "INVALID_OUT_REFUND_NO", "out_refund_no must be 1 to 64 of [0-9A-Za-z_-|*@]")
 
 
 def order_view(order):

@@ -15,8 +15,12 @@ import time
 log = logging.getLogger("server.store")
 
 NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "PAYERROR"
+# Refund states: PENDING is ours (stored, WeChat has not accepted it yet); the rest are WeChat's.
+PENDING, PROCESSING, REFUNDCLOSE, CHANGE, FAILED = "PENDING", "PROCESSING", "REFUNDCLOSE", "CHANGE", "FAILED"
+REFUND_FINAL = (SUCCESS, REFUNDCLOSE, CHANGE, FAILED)
+REFUND_RELEASED = (REFUNDCLOSE, FAILED)  # their amount may be refunded again
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS = {
     1: """
     CREATE TABLE sessions (
@@ -56,11 +60,43 @@ _MIGRATIONS = {
         at REAL NOT NULL
     );
     """,
+    2: """
+    CREATE TABLE refunds (
+        out_refund_no TEXT PRIMARY KEY,
+        out_trade_no TEXT NOT NULL REFERENCES orders (out_trade_no),
+        refund_fee INTEGER NOT NULL CHECK (refund_fee > 0),
+        reason TEXT NOT NULL,
+        status TEXT NOT NULL,
+        refund_id TEXT,
+        success_time TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        checked_at REAL
+    );
+    CREATE INDEX refunds_order ON refunds (out_trade_no);
+    CREATE TABLE refund_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        out_refund_no TEXT NOT NULL REFERENCES refunds (out_refund_no),
+        from_status TEXT,
+        to_status TEXT NOT NULL,
+        source TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 }
 
 
 class StoreError(RuntimeError):
     """The database failed or is unusable."""
+
+
+class RefundRefused(ValueError):
+    """A refund the store will not record: `reason` is 'not_paid', 'amount', 'count' or 'conflict'."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +126,23 @@ class Session:
     expires_at: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Refund:
+    out_refund_no: str
+    out_trade_no: str
+    refund_fee: int
+    reason: str
+    status: str
+    refund_id: str = None
+    success_time: str = None
+    error: str = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    checked_at: float = None
+
+
 _ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
+_REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
 
 
 def open_store(database_url):
@@ -261,6 +313,105 @@ class SQLiteStore:
             "INSERT INTO order_events (out_trade_no, from_status, to_status, source, at)"
             " VALUES (?, ?, ?, ?, ?)", (out_trade_no, from_status, to_status, source, at))
 
+    # -- refunds -----------------------------------------------------------------
+    async def insert_refund(self, refund, max_refunds):
+        """Record a new refund of a paid order, checking in the same transaction that the
+        refunds not released (REFUNDCLOSE, FAILED) never add up to more than total_fee and
+        number at most max_refunds. Returns (refund, created); the same out_refund_no with the
+        same order and amount returns the stored refund. Raises RefundRefused."""
+        def op():
+            with self._tx():
+                order = self._conn.execute("SELECT status, total_fee FROM orders WHERE out_trade_no = ?",
+                                           (refund.out_trade_no,)).fetchone()
+                existing = self._conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?",
+                                              (refund.out_refund_no,)).fetchone()
+                if existing:
+                    same = (existing["out_trade_no"], existing["refund_fee"]) == (refund.out_trade_no, refund.refund_fee)
+                    if not same:
+                        raise RefundRefused("conflict")
+                    return _refund(existing), False
+                if order is None or order["status"] not in (SUCCESS, REFUND):
+                    raise RefundRefused("not_paid")
+                marks = ", ".join("?" * len(REFUND_RELEASED))
+                committed, count = self._conn.execute(
+                    "SELECT coalesce(sum(refund_fee), 0), count(*) FROM refunds"
+                    " WHERE out_trade_no = ? AND status NOT IN (%s)" % marks,
+                    (refund.out_trade_no, *REFUND_RELEASED)).fetchone()
+                if count >= max_refunds:
+                    raise RefundRefused("count")
+                if committed + refund.refund_fee > order["total_fee"]:
+                    raise RefundRefused("amount")
+                values = dataclasses.asdict(refund)
+                self._conn.execute("INSERT INTO refunds (%s) VALUES (%s)" % (
+                    ", ".join(_REFUND_COLUMNS), ", ".join("?" * len(_REFUND_COLUMNS))),
+                    [values[c] for c in _REFUND_COLUMNS])
+                self._refund_event(refund.out_refund_no, None, refund.status, "create", refund.created_at)
+                return refund, True
+        return await self._run(op)
+
+    async def get_refund(self, out_refund_no):
+        def op():
+            return self._conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?", (out_refund_no,)).fetchone()
+        row = await self._run(op)
+        return _refund(row) if row else None
+
+    async def refunds_of(self, out_trade_no):
+        """The order's refunds, oldest first."""
+        def op():
+            return self._conn.execute("SELECT * FROM refunds WHERE out_trade_no = ? ORDER BY created_at, rowid",
+                                      (out_trade_no,)).fetchall()
+        return [_refund(r) for r in await self._run(op)]
+
+    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, **fields):
+        """Atomically move a refund between states; a refund reaching SUCCESS moves its paid
+        order to REFUND in the same transaction. Returns (changed, refund after the attempt)."""
+        if not set(fields) <= {"refund_id", "success_time", "error", "checked_at"}:
+            raise ValueError("unexpected fields %r" % sorted(fields))
+
+        def op():
+            now = time.time()
+            with self._tx():
+                row = self._conn.execute("SELECT status, out_trade_no FROM refunds WHERE out_refund_no = ?",
+                                         (out_refund_no,)).fetchone()
+                if row is None:
+                    return False
+                sets = ["status = ?", "updated_at = ?"] + ["%s = ?" % k for k in fields]
+                cur = self._conn.execute(
+                    "UPDATE refunds SET %s WHERE out_refund_no = ? AND status IN (%s)" % (
+                        ", ".join(sets), ", ".join("?" * len(from_statuses))),
+                    [to_status, now, *fields.values(), out_refund_no, *from_statuses])
+                if cur.rowcount != 1:
+                    return False
+                self._refund_event(out_refund_no, row["status"], to_status, source, now)
+                if to_status == SUCCESS:
+                    moved = self._conn.execute(
+                        "UPDATE orders SET status = ?, updated_at = ? WHERE out_trade_no = ? AND status = ?",
+                        (REFUND, now, row["out_trade_no"], SUCCESS))
+                    if moved.rowcount:
+                        self._event(row["out_trade_no"], SUCCESS, REFUND, "refund " + out_refund_no, now)
+                return True
+        changed = await self._run(op)
+        return changed, await self.get_refund(out_refund_no)
+
+    async def mark_refund_checked(self, out_refund_no, now):
+        def op():
+            with self._tx():
+                self._conn.execute("UPDATE refunds SET checked_at = ? WHERE out_refund_no = ?", (now, out_refund_no))
+        await self._run(op)
+
+    async def refund_events(self, out_refund_no):
+        """The audit trail of a refund: [(from, to, source)] oldest first."""
+        def op():
+            return self._conn.execute(
+                "SELECT from_status, to_status, source FROM refund_events WHERE out_refund_no = ?"
+                " ORDER BY id", (out_refund_no,)).fetchall()
+        return [tuple(r) for r in await self._run(op)]
+
+    def _refund_event(self, out_refund_no, from_status, to_status, source, at):
+        self._conn.execute(
+            "INSERT INTO refund_events (out_refund_no, from_status, to_status, source, at)"
+            " VALUES (?, ?, ?, ?, ?)", (out_refund_no, from_status, to_status, source, at))
+
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
@@ -278,3 +429,7 @@ class _Transaction:
 
 def _order(row):
     return Order(**{k: row[k] for k in _ORDER_COLUMNS})
+
+
+def _refund(row):
+    return Refund(**{k: row[k] for k in _REFUND_COLUMNS})

@@ -102,7 +102,14 @@ class WeChatClient:
     async def close_order(self, out_trade_no):
         return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
 
-    async def _pay(self, path, fields):
+    async def refund(self, **fields):
+        """secapi/pay/refund with the merchant's client certificate. Accepted, not yet done."""
+        return await self._pay("/secapi/pay/refund", fields, client_cert=True)
+
+    async def refund_query(self, out_refund_no):
+        return await self._pay("/pay/refundquery", {"out_refund_no": out_refund_no})
+
+    async def _pay(self, path, fields, client_cert=False):
         name = path.rsplit("/", 1)[-1]
         params = {"appid": self.config.appid, "mch_id": self.config.mch_id, **fields}
         if self.config.sign_type != wxpay.MD5:
@@ -114,7 +121,8 @@ class WeChatClient:
             # unifiedorder is the same order at WeChat
             params["nonce_str"] = wxpay.nonce()
             body = wxpay.signed_xml(params, self.config.api_key, self.config.sign_type)
-            return self._check_pay_answer(name, await self._fetch("POST", url, body, name))
+            answer = await self._fetch("POST", url, body, name, client_cert)
+            return self._check_pay_answer(name, answer)
         return await self._with_retries(once, name)
 
     def _check_pay_answer(self, name, body):
@@ -150,11 +158,14 @@ class WeChatClient:
         raise UpstreamError("%s still failing after %d attempts (%s)" % (
             name, self.attempts, result.error.wechat_code))
 
-    async def _fetch(self, method, url, body, name):
+    async def _fetch(self, method, url, body, name, client_cert=False):
+        tls = {"ca_certs": self.config.ca_file or None}
+        if client_cert and self.config.cert_file:
+            tls.update(client_cert=self.config.cert_file, client_key=self.config.key_file)
         request = HTTPRequest(
             url, method=method, body=body, headers={"Content-Type": "text/xml; charset=utf-8"},
             connect_timeout=self.connect_timeout, request_timeout=self.config.timeout,
-            follow_redirects=False, decompress_response=True)
+            follow_redirects=False, decompress_response=True, **tls)
         try:
             response = await self.http.fetch(request, raise_error=False)
         except (HTTPClientError, OSError) as exc:  # no HTTP answer at all (curl's 599)

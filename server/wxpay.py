@@ -1,9 +1,13 @@
 """WeChat Pay v2 wire format: sign, verify (constant time), hardened XML in/out, nonces."""
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
 import string
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from lxml import etree
 
 MD5 = "MD5"
@@ -53,7 +57,7 @@ def nonce(length=32):
     return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(length))
 
 
-def from_xml(body, max_bytes=MAX_XML_BYTES):
+def from_xml(body, max_bytes=MAX_XML_BYTES, root_tag="xml"):
     """Parse a flat `<xml>` document into a dict of str. Raises XMLError on anything else."""
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -73,12 +77,12 @@ def from_xml(body, max_bytes=MAX_XML_BYTES):
         raise XMLError("malformed XML: %s" % exc.msg) from None
     if root.getroottree().docinfo.doctype:
         raise XMLError("DOCTYPE and entities are not allowed")
-    return _flat_children(root)
+    return _flat_children(root, root_tag)
 
 
-def _flat_children(root):
-    if root.tag != "xml":
-        raise XMLError("root element must be <xml>")
+def _flat_children(root, root_tag):
+    if root.tag != root_tag:
+        raise XMLError("root element must be <%s>" % root_tag)
     out = {}
     for child in root:
         if not isinstance(child.tag, str):
@@ -121,3 +125,17 @@ SUCCESS_REPLY = to_xml({"return_code": "SUCCESS", "return_msg": "OK"})
 def fail_reply(message):
     """The merchant's FAIL answer to a notification."""
     return to_xml({"return_code": "FAIL", "return_msg": message})
+
+
+def decrypt_req_info(req_info, api_key):
+    """The refund notification's req_info: base64(AES-256-ECB(<root> XML, key = hex md5(API key)))."""
+    key = hashlib.md5(api_key.encode("utf-8")).hexdigest().encode("ascii")
+    try:
+        data = base64.b64decode(req_info, validate=True)
+        decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+        padded = decryptor.update(data) + decryptor.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        plain = unpadder.update(padded) + unpadder.finalize()
+    except (binascii.Error, ValueError) as exc:
+        raise XMLError("req_info cannot be decrypted: %s" % type(exc).__name__) from None
+    return from_xml(plain, root_tag="root")

@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 
-from server.store import CLOSED, NOTPAY, SUCCESS, SCHEMA_VERSION, Order, SQLiteStore, StoreError
+from server.store import (CLOSED, NOTPAY, SCHEMA_VERSION, SUCCESS, Order, Refund, RefundRefused, SQLiteStore,
+                          StoreError)
 
 
 def order(no="T1", **kw):
@@ -108,3 +109,83 @@ async def test_failed_transaction_rolls_back(store):
     with pytest.raises(StoreError):
         await store.insert_order(order())  # same primary key
     assert await store.events("T1") == [(None, NOTPAY, "create")]
+
+
+def refund(no="R1", fee=500, trade="T1", status="PENDING"):
+    return Refund(out_refund_no=no, out_trade_no=trade, refund_fee=fee, reason="", status=status,
+                  created_at=1.0, updated_at=1.0)
+
+
+async def paid(store):
+    await store.insert_order(order())
+    await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+
+
+async def test_refund_only_of_paid_orders(store):
+    await store.insert_order(order())
+    with pytest.raises(RefundRefused) as info:
+        await store.insert_refund(refund(), 50)
+    assert info.value.reason == "not_paid"
+
+
+async def test_refunds_never_exceed_total_and_released_amounts_return(store):
+    await paid(store)
+    assert (await store.insert_refund(refund("R1", 700), 50))[1]
+    with pytest.raises(RefundRefused) as info:
+        await store.insert_refund(refund("R2", 501), 50)
+    assert info.value.reason == "amount"
+    await store.refund_transition("R1", ("PENDING",), "REFUNDCLOSE", "notify")
+    assert (await store.insert_refund(refund("R2", 1200), 50))[1]
+
+
+async def test_refund_count_limit_and_number_conflict(store):
+    await paid(store)
+    for i in range(3):
+        await store.insert_refund(refund("R%d" % i, 1), 3)
+    with pytest.raises(RefundRefused) as info:
+        await store.insert_refund(refund("R9", 1), 3)
+    assert info.value.reason == "count"
+    again, created = await store.insert_refund(refund("R0", 1), 3)
+    assert not created and again.out_refund_no == "R0"
+    with pytest.raises(RefundRefused) as info:
+        await store.insert_refund(refund("R0", 2), 3)
+    assert info.value.reason == "conflict"
+
+
+async def test_racing_refund_inserts_respect_the_total(store):
+    await paid(store)
+    results = await asyncio.gather(*[store.insert_refund(refund("R%d" % i, 500), 50) for i in range(5)],
+                                   return_exceptions=True)
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 2  # 2 x 500 <= 1200 < 3 x 500
+
+
+async def test_refund_success_moves_order_to_refund_once(store):
+    await paid(store)
+    await store.insert_refund(refund("R1", 500), 50)
+    await store.insert_refund(refund("R2", 500), 50)
+    results = await asyncio.gather(*[store.refund_transition("R1", ("PENDING", "PROCESSING"), "SUCCESS", "notify")
+                                     for _ in range(10)])
+    assert sum(changed for changed, _ in results) == 1
+    await store.refund_transition("R2", ("PENDING",), "SUCCESS", "notify")
+    assert (await store.get_order("T1")).status == "REFUND"
+    assert [e for e in await store.events("T1") if e[1] == "REFUND"] == [("SUCCESS", "REFUND", "refund R1")]
+    assert await store.refund_events("R1") == [(None, "PENDING", "create"), ("PENDING", "SUCCESS", "notify")]
+
+
+async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
+    from server.store import _MIGRATIONS
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[1].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
+                 " status, created_at, updated_at) VALUES ('OLD', 'o', 'tea', 1, 'Tea', 800, 'MD5', 'SUCCESS', 1, 1)")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(path)
+    await s.open()
+    assert (await s.get_order("OLD")).status == SUCCESS
+    assert (await s.insert_refund(refund("R1", 800, "OLD"), 50))[1]
+    await s.close()

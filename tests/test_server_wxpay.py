@@ -82,3 +82,20 @@ def test_nonce_shape():
     nonces = {wxpay.nonce() for _ in range(100)}
     assert len(nonces) == 100
     assert all(len(n) == 32 and n.isalnum() for n in nonces)
+
+
+def test_refund_vector_r1_decrypts():
+    for vector in load_vectors()["refund_notify"]:
+        assert wxpay.decrypt_req_info(vector["req_info"], vector["api_key"]) == vector["expected"]
+
+
+@pytest.mark.parametrize("req_info", ["", "not base64!", "QUJD", "A" * 44])
+def test_refund_garbage_refused(req_info):
+    with pytest.raises(wxpay.XMLError):
+        wxpay.decrypt_req_info(req_info, "OF4Ne3znh8KqL0V4NqmALQa0uXMYKcEk")
+
+
+def test_refund_wrong_key_refused():
+    vector = load_vectors()["refund_notify"][0]
+    with pytest.raises(wxpay.XMLError):
+        wxpay.decrypt_req_info(vector["req_info"], "0" * 32)
