@@ -3,6 +3,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 
@@ -26,6 +27,8 @@ def parse_args(argv):
     p.add_argument("--simulator-port", type=int, default=9000)
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="with --simulator: scale the simulator's WeChat durations")
+    p.add_argument("--simulator-tls-dir", default="sim-tls",
+                   help="with --simulator: where the simulator's CA and the merchant certificate are kept")
     p.add_argument("--database-url", help="overrides DATABASE_URL")
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
     p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
@@ -33,17 +36,19 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def build_config(args, environ):
+def build_config(args, environ, tls_files=None):
     overrides = {"database_url": args.database_url, "sign_type": args.sign_type,
                  "notify_url": args.notify_url}
     if args.simulator:
-        sim = "http://127.0.0.1:%d" % args.simulator_port
+        sim = "https://127.0.0.1:%d" % args.simulator_port
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         overrides.update(
             appid=server_config.DEMO_APPID, app_secret=server_config.DEMO_APP_SECRET,
             mch_id=server_config.DEMO_MCH_ID, api_key=server_config.DEMO_API_KEY,
             login_base_url=sim, pay_base_url=sim,
-            notify_url=args.notify_url or "http://%s:%d/wechat/pay/notify" % (host, args.port))
+            notify_url=args.notify_url or "http://%s:%d/wechat/pay/notify" % (host, args.port),
+            refund_notify_url=None, ca_file=tls_files.ca_cert, cert_file=tls_files.client_cert,
+            key_file=tls_files.client_key)
     return server_config.Config.from_env(environ, overrides)
 
 
@@ -54,20 +59,29 @@ def setup_logging(level):
     logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)
 
 
-def start_simulator(args):
-    """The bundled simulator on --simulator-port (imported here: server/ never imports it)."""
+def simulator_tls(args):
+    """The simulator's CA, server and merchant certificates (simulator/ is imported only here:
+    server/ never imports it)."""
+    from simulator import tls
+    return tls.prepare(args.simulator_tls_dir, mch_id=server_config.DEMO_MCH_ID)
+
+
+def start_simulator(args, tls_files):
+    """The bundled simulator on --simulator-port, HTTPS, /secapi/ requiring the merchant certificate."""
+    from simulator import tls
     from simulator.app import make_app as make_sim_app
     from simulator.state import SimConfig, State
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale))
-    sim_app.listen(args.simulator_port, "127.0.0.1")
-    print("WeChat simulator on http://127.0.0.1:%d (demo credentials)" % args.simulator_port, flush=True)
+    sim_app.listen(args.simulator_port, "127.0.0.1", ssl_options=tls.server_context(tls_files))
+    print("WeChat simulator on https://127.0.0.1:%d (demo credentials; CA %s)" % (
+        args.simulator_port, tls_files.ca_cert), flush=True)
     return sim_app
 
 
-async def serve(args, config):
+async def serve(args, config, tls_files=None):
     app = make_app(config)
     await app.service.store.open()
-    sim_app = start_simulator(args) if args.simulator else None
+    sim_app = start_simulator(args, tls_files) if args.simulator else None
     server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
     server.listen(args.port, args.host)
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
@@ -97,8 +111,14 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level)
     try:
-        config = build_config(args, os.environ)
-        asyncio.run(serve(args, config))
+        tls_files = simulator_tls(args) if args.simulator else None
+        environ = dict(os.environ)
+        if args.simulator and not environ.get("ADMIN_TOKEN"):
+            environ["ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+            print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % environ["ADMIN_TOKEN"],
+                  flush=True)
+        config = build_config(args, environ, tls_files)
+        asyncio.run(serve(args, config, tls_files))
     except (server_config.ConfigError, CatalogError, StoreError) as exc:
         print("run_server.py: %s" % exc, file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
 """`run_simulator.py demo`: play a Mini Program against a running backend, step by step."""
 import argparse
+import os
 import sys
 import time
 
 import requests
 
 STEPS = 6
+DEFAULT_CA = os.path.join("sim-tls", "ca.pem")
 
 
 class DemoFailed(Exception):
@@ -16,7 +18,10 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="run_simulator.py demo",
                                 description="Play a Mini Program (login, order, pay) against a backend.")
     p.add_argument("--backend", default="http://127.0.0.1:8000", help="the backend's base URL")
-    p.add_argument("--simulator", default="http://127.0.0.1:9000", help="the simulator's base URL")
+    p.add_argument("--simulator", default="https://127.0.0.1:9000", help="the simulator's base URL")
+    p.add_argument("--ca-file", default=DEFAULT_CA,
+                   help="CA certificate to trust for an https simulator (default: %(default)s, "
+                        "written by run_server.py --simulator and run_simulator.py --tls)")
     p.add_argument("--appid", help="the Mini Program's appid (default: the simulator's first app)")
     p.add_argument("--user", default="demo-user", help="who plays the phone")
     p.add_argument("--product", help="product id (default: the first in the catalog)")
@@ -28,6 +33,8 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     http = requests.Session()
+    if args.simulator.startswith("https:") and os.path.exists(args.ca_file):
+        http.verify = args.ca_file
     try:
         run(args, http)
     except DemoFailed as exc:
@@ -77,7 +84,8 @@ def wait_paid(http, url, headers, timeout):
 
 
 def call(http, method, url, expect=200, **kwargs):
-    response = http.request(method, url, timeout=15, **kwargs)
+    # per request: a session's verify loses to REQUESTS_CA_BUNDLE in the environment
+    response = http.request(method, url, timeout=15, verify=http.verify, **kwargs)
     try:
         data = response.json()
     except ValueError:

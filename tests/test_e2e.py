@@ -184,9 +184,10 @@ def test_lost_notification_recovered_by_orderquery(tmp_path):
 def test_quick_start_and_demo(tmp_path):
     port, sim_port = free_port(), free_port()
     with Proc("run_server.py", ["--simulator", "--port", str(port), "--simulator-port", str(sim_port),
-                                "--database-url", "sqlite:///%s" % (tmp_path / "q.db")], port=port) as server:
-        demo = Proc("run_simulator.py", ["demo", "--backend", server.url,
-                                         "--simulator", "http://127.0.0.1:%d" % sim_port], wait_port=False)
+                                "--database-url", "sqlite:///%s" % (tmp_path / "q.db"),
+                                "--simulator-tls-dir", str(tmp_path / "tls")], port=port) as server:
+        demo = Proc("run_simulator.py", ["demo", "--backend", server.url, "--ca-file", str(tmp_path / "tls" / "ca.pem"),
+                                         "--simulator", "https://127.0.0.1:%d" % sim_port], wait_port=False)
         assert demo.wait(60) == 0, demo.output()
         out = demo.output()
         assert "[6/6]" in out and "SUCCESS" in out

@@ -25,10 +25,12 @@ class Backend:
         self.db = str(tmp_path / "fuzz.db")
         self.proc = Proc("run_server.py", ["--simulator", "--port", str(self.port), "--simulator-port",
                                            str(self.sim_port), "--database-url", "sqlite:///" + self.db,
+                                           "--simulator-tls-dir", str(tmp_path / "tls"),
                                            "--log-level", "WARNING"], port=self.port)
-        self.url, self.sim = self.proc.url, "http://127.0.0.1:%d" % self.sim_port
+        self.url, self.sim = self.proc.url, "https://127.0.0.1:%d" % self.sim_port
         self.http = requests.Session()
-        code = self.http.post(self.sim + "/sim/login", json={"user": "fuzzer"}, timeout=5).json()["code"]
+        ca = str(tmp_path / "tls" / "ca.pem")
+        code = self.http.post(self.sim + "/sim/login", json={"user": "fuzzer"}, timeout=5, verify=ca).json()["code"]
         token = self.http.post(self.url + "/api/login", json={"code": code}, timeout=5).json()["token"]
         self.auth = {"Authorization": "Bearer " + token}
 

@@ -131,13 +131,14 @@ def test_secrets_never_in_logs_or_answers(tmp_path):
     answers = []
 
     def call(method, url, **kw):
-        r = requests.request(method, url, timeout=10, **kw)
+        r = requests.request(method, url, timeout=10, verify=str(tmp_path / "tls" / "ca.pem"), **kw)
         answers.append(r.text)
         return r
     with Proc("run_server.py", ["--simulator", "--port", str(port), "--simulator-port", str(sim_port),
-                                "--database-url", "sqlite:///" + db, "--time-scale", "0.01"],
+                                "--database-url", "sqlite:///" + db, "--time-scale", "0.01",
+                                "--simulator-tls-dir", str(tmp_path / "tls")],
               env={"LOG_LEVEL": "DEBUG"}, port=port) as server:
-        sim = "http://127.0.0.1:%d" % sim_port
+        sim = "https://127.0.0.1:%d" % sim_port
         codes = [call("POST", sim + "/sim/login", json={"user": "u%d" % i}).json()["code"] for i in range(3)]
         token = call("POST", server.url + "/api/login", json={"code": codes[0]}).json()["token"]
         call("POST", server.url + "/api/login", json={"code": codes[0]})  # reused: 401
