@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Run the offline WeChat simulator: login, Pay v2, notifications and the /sim/ control plane."""
+"""Run the offline WeChat simulator: login, Pay v2 (refunds included), notifications and the
+/sim/ control plane; with --tls over HTTPS with a local CA and client certificates."""
 import argparse
 import asyncio
 import errno
 import logging
 import signal
+import ssl
 import sys
 
 import tornado.httpserver
 import tornado.netutil
 
 from simulator import state as sim
+from simulator import tls
 from simulator.app import make_app
 from simulator.handlers import MAX_BODY
 
@@ -24,6 +27,16 @@ def positive_float(text):
         raise argparse.ArgumentTypeError("not a number: %r" % text) from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number: %r" % text)
+    return value
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if not 0 <= value < 1e9:
+        raise argparse.ArgumentTypeError("must be a number of seconds >= 0: %r" % text)
     return value
 
 
@@ -52,6 +65,19 @@ def parse_args(argv):
                    help="multiplies every WeChat duration: 0.001 turns 15 s into 15 ms")
     p.add_argument("--notify-timeout", type=positive_float, default=5.0,
                    help="seconds a notify_url has to answer (not scaled; default 5)")
+    p.add_argument("--refund-delay", type=non_negative_float, default=sim.REFUND_DELAY,
+                   help="seconds a refund stays PROCESSING before it settles (SUCCESS, or what "
+                   "the control plane chose) and its notification goes out; scaled by "
+                   "--time-scale like every WeChat duration (default %g)" % sim.REFUND_DELAY)
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
+                   "merchant's client certificate issued by that CA, like WeChat")
+    p.add_argument("--tls-dir", default="sim-tls",
+                   help="where --tls creates or reuses ca.pem, server.pem, merchant.pem and "
+                   "their keys (default ./sim-tls)")
+    p.add_argument("--tls-ca-cert", help="with --tls: issue from this CA certificate (PEM) "
+                   "instead of creating one; needs --tls-ca-key")
+    p.add_argument("--tls-ca-key", help="with --tls: the private key (PEM) of --tls-ca-cert")
     return p.parse_args(argv)
 
 
@@ -66,7 +92,27 @@ def build_config(args):
                                 args.mch_id or sim.DEMO_MCH_ID, args.api_key or sim.DEMO_API_KEY)
 
 
-def banner(base, config, time_scale):
+def check_tls_args(args):
+    if (args.tls_ca_cert is None) != (args.tls_ca_key is None):
+        raise sim.ConfigError("--tls-ca-cert and --tls-ca-key go together")
+    if args.tls_ca_cert is not None and not args.tls:
+        raise sim.ConfigError("--tls-ca-cert and --tls-ca-key need --tls")
+
+
+def prepare_tls(args, config):
+    """The CA, server and merchant certificates: {mch_id: (cert, key)} and TLSFiles."""
+    merchants = list(config.merchants)
+    hosts = () if args.host in ("", "0.0.0.0", "::") else (args.host,)
+    files = tls.prepare(args.tls_dir, mch_id=merchants[0], ca_cert=args.tls_ca_cert,
+                        ca_key=args.tls_ca_key, hosts=hosts)
+    certs = {merchants[0]: (files.client_cert, files.client_key)}
+    for mch_id in merchants[1:]:
+        certs[mch_id] = tls.issue_merchant(files, mch_id)
+    return files, certs
+
+
+def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=None,
+           merchant_certs=None):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
@@ -78,7 +124,24 @@ def banner(base, config, time_scale):
         lines.append("  merchant  mch_id=%s  api_key=%s  appids=%s"
                      % (m.mch_id, m.api_key, ",".join(m.appids)))
     lines.append(time_scale_line(time_scale))
+    lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
+                 "chooses)" % (refund_delay * time_scale))
+    lines.extend(tls_lines(tls_files, merchant_certs or {}))
     return "\n".join(lines)
+
+
+def tls_lines(files, merchant_certs):
+    if files is None:
+        return ["  no TLS: /secapi/pay/refund works over plain HTTP WITHOUT a client certificate "
+                "(real WeChat requires HTTPS and the merchant's apiclient_cert; run with --tls "
+                "to test that)"]
+    lines = ["  TLS: HTTPS only; /secapi/ requires a client certificate issued by this CA "
+             "(without one the connection is closed unanswered, as at WeChat)",
+             "  CA certificate  %s   (backend: WECHAT_CA_FILE)" % files.ca_cert]
+    for mch_id, (cert, key) in merchant_certs.items():
+        lines.append("  merchant %s  cert %s   (WECHAT_CERT_FILE)" % (mch_id, cert))
+        lines.append("  merchant %s  key  %s   (WECHAT_KEY_FILE)" % (mch_id, key))
+    return lines
 
 
 def time_scale_line(time_scale):
@@ -93,26 +156,28 @@ def fail(message):
     return 2
 
 
-def listen(app, host, port):
+def listen(app, host, port, ssl_options=None):
     """Bind first, so a busy port is reported before anything is printed."""
     sockets = tornado.netutil.bind_sockets(port, host)
-    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY)
+    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY, ssl_options=ssl_options)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
 
-async def serve(args, config):
-    state = sim.State(config, time_scale=args.time_scale)
+async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None):
+    state = sim.State(config, time_scale=args.time_scale, refund_delay=args.refund_delay)
     app = make_app(state, notify_timeout=args.notify_timeout)
     try:
-        server, port = listen(app, args.host, args.port)
+        server, port = listen(app, args.host, args.port, ssl_options)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return fail("port %d on %s is already in use (another simulator? try --port)"
                         % (args.port, args.host))
         return fail("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc))
     host = "[%s]" % args.host if ":" in args.host else args.host
-    print(banner("http://%s:%d" % (host, port), config, args.time_scale), flush=True)
+    scheme = "https" if tls_files else "http"
+    print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
+                 args.refund_delay, tls_files, merchant_certs), flush=True)
     await wait_for_signal()
     server.stop()
     app.sim_notifier.shutdown()
@@ -140,10 +205,15 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         config = build_config(args)
-    except sim.ConfigError as exc:
+        check_tls_args(args)
+        tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
+        ssl_options = tls.server_context(tls_files) if tls_files else None
+    except (sim.ConfigError, tls.TLSError) as exc:
         return fail(str(exc))
+    except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
+        return fail("TLS: %s" % exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(serve(args, config))
+    return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options))
 
 
 if __name__ == "__main__":

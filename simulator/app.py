@@ -5,6 +5,7 @@ import tornado.web
 
 from simulator import handlers as h
 from simulator.notifier import Notifier
+from simulator.state import check_refund_delay
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
@@ -33,6 +34,8 @@ def routes(state, notifier):
         (PREFIX + r"/pay/unifiedorder/?", h.UnifiedOrderHandler),
         (PREFIX + r"/pay/orderquery/?", h.OrderQueryHandler),
         (PREFIX + r"/pay/closeorder/?", h.CloseOrderHandler),
+        (PREFIX + r"/secapi/pay/refund/?", h.RefundHandler),
+        (PREFIX + r"/pay/refundquery/?", h.RefundQueryHandler),
         (r"/sandboxnew/pay/getsignkey/?", h.GetSignKeyHandler),
         (h.GETSIGNKEY_XDC + "/?", h.GetSignKeyHandler),
         (PREFIX + r"/sns/jscode2session/?", h.Code2SessionHandler),
@@ -44,6 +47,10 @@ def routes(state, notifier):
         (r"/sim/orders", h.SimOrdersHandler),
         (r"/sim/orders/([^/]+)", h.SimOrderHandler),
         (r"/sim/orders/([^/]+)/notify", h.SimNotifyHandler),
+        (r"/sim/orders/([^/]+)/refund-outcome", h.SimRefundOutcomeHandler),
+        (r"/sim/refunds", h.SimRefundsHandler),
+        (r"/sim/refunds/([^/]+)", h.SimRefundHandler),
+        (r"/sim/refunds/([^/]+)/notify", h.SimRefundNotifyHandler),
         (r"/sim/notifications", h.SimNotificationsHandler),
         (r"/sim/requests", h.SimRequestsHandler),
         (r"/sim/faults", h.SimFaultsHandler),
@@ -55,11 +62,20 @@ def routes(state, notifier):
     return [(pattern, handler, deps) for pattern, handler in wechat + control]
 
 
-def make_app(state, notify_timeout=5.0):
-    """The Application; its notifier (app.sim_notifier) delivers on the current IOLoop."""
+def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):
+    """The Application; its notifier (app.sim_notifier) delivers on the current IOLoop.
+
+    refund_delay: seconds (WeChat time, scaled by the state's time scale) a refund stays
+    PROCESSING; None keeps the state's (State(refund_delay=...), default 5).
+    client_certs: whether /secapi/ requires a verified client certificate. None (default):
+    on requests that came over TLS (HTTPServer(ssl_options=simulator.tls.server_context(..)))
+    yes, over plain HTTP no; True: always (plain HTTP is then refused); False: never.
+    """
+    if refund_delay is not None:
+        state.refund_delay = check_refund_delay(refund_delay)
     notifier = Notifier(state, timeout=notify_timeout)
     app = SimApplication(routes(state, notifier), default_handler_class=h.NotFoundHandler,
-                         log_function=log_request)
+                         log_function=log_request, sim_client_certs=client_certs)
     app.sim_state = state
     app.sim_notifier = notifier
     return app

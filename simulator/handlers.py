@@ -7,12 +7,14 @@ import math
 import re
 import secrets
 
+import tornado.iostream
 import tornado.web
 
 from simulator import protocol
 from simulator.notifier import FORGED, MODES
-from simulator.state import (CODE_TTL, DES, TRADE_STATE_DESC, LoginError, PayError,
-                             ProtocolFail, beijing)
+from simulator.refunds import REFUND_FORGED, REFUND_MODES
+from simulator.state import (CODE_TTL, DES, REFUND_OUTCOMES, REFUND_PAGE, REFUND_STATUSES,
+                             TRADE_STATE_DESC, LoginError, PayError, ProtocolFail, beijing)
 
 log = logging.getLogger("simulator")
 
@@ -35,7 +37,15 @@ MAX_BODY = 1 << 20
 SANDBOX_PREFIXES = ("/sandboxnew", "/xdc/apiv2sandbox")
 GETSIGNKEY_XDC = "/xdc/apiv2getsignkey/sign/getsignkey"
 WECHAT_APIS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/pay/getsignkey",
-               "/sns/jscode2session", "/cgi-bin/token")
+               "/secapi/pay/refund", "/pay/refundquery", "/sns/jscode2session", "/cgi-bin/token")
+# /secapi/ without the merchant's client certificate: WeChat does not answer at all, it closes
+# the connection (SDK users report "failed to respond" / "not enough data" until they
+# configure apiclient_cert.pem, e.g. egzosn/pay-java-parent#24, befinal/node-tenpay#77).
+NO_CLIENT_CERT = "NO_CLIENT_CERT"
+NO_CLIENT_CERT_DETAIL = ("/secapi/ needs the merchant's client certificate (apiclient_cert.pem "
+                         "and apiclient_key.pem; here the simulator's merchant.pem and "
+                         "merchant-key.pem, issued by its CA): WeChat closes the connection "
+                         "without an answer")
 FAULT_KINDS = ("latency", "status", "system_error", "malformed", "bad_sign", "drop")
 PAY_RESULTS = ("SUCCESS", "CANCEL", "FAIL", "USERPAYING")
 NEGATIVE_TEST = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -97,11 +107,11 @@ class WeChatHandler(tornado.web.RequestHandler):
             self.finish(self.malformed)
         return self._finished
 
-    def drop(self):
+    def drop(self, error="dropped"):
         """Close the connection without a byte of answer."""
         self.request.connection.close()
         self._finished = True   # nothing may be written any more
-        self.entry["error"] = "dropped"
+        self.entry["error"] = error
         self.on_finish()
 
     def on_finish(self):
@@ -124,6 +134,8 @@ class PayHandler(WeChatHandler):
     """parse -> required fields -> signature -> appid -> scenarios -> rules -> signed answer."""
     required = ("appid", "mch_id", "nonce_str", "sign")
     sandbox = False
+    needs_client_cert = False   # /secapi/: the merchant's client certificate, over TLS
+    client_cn = None            # the CN of a verified client certificate
 
     def get(self, prefix=None):
         self.fail(ProtocolFail(REQUIRE_POST))
@@ -131,6 +143,8 @@ class PayHandler(WeChatHandler):
     async def post(self, prefix=None):
         self.sandbox = prefix is not None
         self.msg, self.merchant, self.sign_type = {}, None, protocol.MD5
+        if self.needs_client_cert and not self.check_client_cert():
+            return
         if await self.apply_faults():
             return
         try:
@@ -144,6 +158,29 @@ class PayHandler(WeChatHandler):
             self.fail(exc)
         except PayError as exc:
             self.business_fail(exc)
+
+    def check_client_cert(self):
+        """TLS comes first at WeChat: without a verified client certificate, no answer.
+
+        The application setting sim_client_certs decides: None (default) requires one on
+        requests that came over TLS and lets plain HTTP through (quick local runs); True
+        requires one always; False never.
+        """
+        tls = isinstance(getattr(self.request.connection, "stream", None),
+                         tornado.iostream.SSLIOStream)
+        mode = self.settings.get("sim_client_certs")
+        required = tls if mode is None else bool(mode)
+        cert = self.request.get_ssl_certificate() if tls else None
+        if cert:
+            self.client_cn = common_name(cert)
+            self.entry["client_cert"] = "CN=%s" % self.client_cn
+        else:
+            self.entry["client_cert"] = "none" if tls else "none (plain HTTP)"
+        if required and not cert:
+            self.entry["detail"] = NO_CLIENT_CERT_DETAIL
+            self.drop(NO_CLIENT_CERT)
+            return False
+        return True
 
     def parse(self):
         body = self.request.body
@@ -317,6 +354,90 @@ class CloseOrderHandler(PayHandler):
         return {"result_msg": "OK"}
 
 
+def common_name(cert):
+    """The subject CN of ssl.getpeercert()'s dict."""
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return ""
+
+
+class RefundHandler(PayHandler):
+    """POST /secapi/pay/refund: accepted means PROCESSING; it settles after the refund delay."""
+    api = "/secapi/pay/refund"
+    needs_client_cert = True
+    required = PayHandler.required + ("out_refund_no", "total_fee", "refund_fee")
+
+    def required_fields(self, msg):
+        if not (msg.get("transaction_id") or msg.get("out_trade_no")):
+            return self.required + ("out_trade_no",)
+        return self.required
+
+    def check_appid(self, msg):
+        super().check_appid(msg)
+        # A certificate of the simulator's CA, but another merchant's (CN = mch_id).
+        if self.client_cn is not None and self.client_cn != msg["mch_id"]:
+            self.entry["explanation"] = {"hints": [
+                "the client certificate is merchant %s's (CN=%s), the request is for mch_id %s"
+                % (self.client_cn, self.client_cn, msg["mch_id"])]}
+            raise PayError("CERT_ERROR")
+
+    def rules(self, msg):
+        refund, repeated = self.state.refund(self.merchant, msg, self.sandbox)
+        self.entry.update(out_refund_no=refund.out_refund_no, repeated=repeated)
+        if not repeated:
+            self.notifier.schedule_settlement(refund)
+        return {"transaction_id": refund.transaction_id, "out_trade_no": refund.out_trade_no,
+                "out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id,
+                "refund_channel": "", "refund_fee": str(refund.refund_fee),
+                "total_fee": str(refund.total_fee), "cash_fee": str(refund.total_fee),
+                "cash_refund_fee": str(refund.refund_fee), "coupon_refund_fee": "0",
+                "coupon_refund_count": "0"}
+
+
+class RefundQueryHandler(PayHandler):
+    """POST /pay/refundquery: refund_id > out_refund_no > transaction_id > out_trade_no."""
+    api = "/pay/refundquery"
+    keys = ("refund_id", "out_refund_no", "transaction_id", "out_trade_no")
+
+    def required_fields(self, msg):
+        if not any(msg.get(k) for k in self.keys):
+            return self.required + ("out_trade_no",)
+        return self.required
+
+    def rules(self, msg):
+        self.notifier.settle_due()
+        order, refunds = self.state.query_refunds(msg["mch_id"], msg["appid"], msg)
+        offset = msg.get("offset", "")
+        if offset and (not offset.isdigit() or int(offset) >= len(refunds)):
+            raise PayError("PARAM_ERROR", DES["OFFSET"])
+        start = int(offset or 0)
+        page = refunds[start:start + REFUND_PAGE]
+        out = {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+               "total_fee": str(order.total_fee), "cash_fee": str(order.total_fee),
+               "fee_type": order.fields.get("fee_type") or "CNY",
+               "refund_count": str(len(page)), "total_refund_count": str(len(order.refunds))}
+        if offset:
+            out["offset"] = offset
+        for n, refund in enumerate(page):
+            out.update(refund_query_fields(refund, n))
+        return out
+
+
+def refund_query_fields(refund, n):
+    out = {"out_refund_no_%d" % n: refund.out_refund_no, "refund_id_%d" % n: refund.refund_id,
+           "refund_channel_%d" % n: refund.refund_channel,
+           "refund_fee_%d" % n: str(refund.refund_fee),
+           "settlement_refund_fee_%d" % n: str(refund.refund_fee),
+           "refund_status_%d" % n: refund.refund_status,
+           "refund_account_%d" % n: refund.refund_account,
+           "refund_recv_accout_%d" % n: refund.refund_recv_accout}
+    if refund.success_time:
+        out["refund_success_time_%d" % n] = refund.success_time
+    return out
+
+
 class GetSignKeyHandler(PayHandler):
     """The sandbox key, requested with the real API key (MD5) and answered unsigned."""
     api = "/pay/getsignkey"
@@ -481,6 +602,18 @@ class SimHandler(tornado.web.RequestHandler):
                            % out_trade_no)
         return orders[0]
 
+    def refund_named(self, out_refund_no):
+        refunds = self.state.refunds_named(out_refund_no)
+        mch_id = self.get_query_argument("mch_id", None)
+        if mch_id is not None:
+            refunds = [r for r in refunds if r.mch_id == mch_id]
+        if not refunds:
+            raise SimError(404, "REFUND_NOT_FOUND", "no refund %s" % out_refund_no)
+        if len(refunds) > 1:
+            raise SimError(409, "AMBIGUOUS", "several merchants have refund %s: add ?mch_id="
+                           % out_refund_no)
+        return refunds[0]
+
 
 def number(data, name, default=None, low=None, high=None):
     """A finite JSON number within [low, high]; SimError otherwise."""
@@ -634,12 +767,87 @@ def paysign_variants(params):
 
 class SimOrdersHandler(SimHandler):
     def get(self):
+        self.notifier.settle_due()
         self.reply({"orders": [o.to_json() for o in self.state.orders.values()]})
 
 
 class SimOrderHandler(SimHandler):
     def get(self, out_trade_no):
+        self.notifier.settle_due()
         self.reply(self.order_named(out_trade_no).to_json())
+
+
+def refund_status(data, allowed):
+    status = data.get("status")
+    if status not in allowed:
+        raise SimError(400, "BAD_FIELD", "status must be one of " + ", ".join(allowed))
+    return status
+
+
+class SimRefundOutcomeHandler(SimHandler):
+    """POST /sim/orders/<no>/refund-outcome {"status"}: how the order's next refund ends."""
+
+    def post(self, out_trade_no):
+        status = refund_status(self.json_body(), REFUND_OUTCOMES)
+        order = self.order_named(out_trade_no)
+        order.refund_outcome = "" if status == "SUCCESS" else status
+        self.reply({"out_trade_no": order.out_trade_no, "mch_id": order.mch_id,
+                    "next_refund_outcome": status})
+
+
+class SimRefundsHandler(SimHandler):
+    """GET /sim/refunds[?out_trade_no=&mch_id=&status=]: every refund the simulator holds."""
+
+    def get(self):
+        self.notifier.settle_due()
+        filters = {k: self.get_query_argument(k, None)
+                   for k in ("out_trade_no", "mch_id", "refund_status")}
+        filters["refund_status"] = self.get_query_argument("status", None)
+        if filters["refund_status"] not in (None,) + REFUND_STATUSES:
+            raise SimError(400, "BAD_FIELD", "status must be one of " + ", ".join(REFUND_STATUSES))
+        refunds = [r.to_json() for r in self.state.refunds.values()]
+        refunds = [r for r in refunds if all(v is None or r[k] == v for k, v in filters.items())]
+        self.reply({"refunds": refunds, "refund_delay": self.state.refund_delay,
+                    "refund_delay_scaled": self.state.clock.scaled(self.state.refund_delay)})
+
+
+class SimRefundHandler(SimHandler):
+    """GET /sim/refunds/<out_refund_no>; POST {"status"} settles a PROCESSING refund now."""
+
+    def get(self, out_refund_no):
+        self.notifier.settle_due()
+        self.reply(self.refund_named(out_refund_no).to_json())
+
+    def post(self, out_refund_no):
+        status = refund_status(self.json_body(), REFUND_OUTCOMES)
+        self.notifier.settle_due()
+        refund = self.refund_named(out_refund_no)
+        if refund.refund_status != "PROCESSING":
+            raise SimError(409, "ALREADY_SETTLED", "refund %s is already %s"
+                           % (out_refund_no, refund.refund_status))
+        self.notifier.settle(refund, status)
+        self.reply(refund.to_json())
+
+
+class SimRefundNotifyHandler(SimHandler):
+    """POST /sim/refunds/<out_refund_no>/notify {"mode"?, "count"?}: resend (or forge)."""
+
+    async def post(self, out_refund_no):
+        data = self.json_body()
+        mode = data.get("mode") or "normal"
+        if mode not in REFUND_MODES:
+            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(REFUND_MODES))
+        count = number(data, "count", 5, 1, 50)
+        self.notifier.settle_due()
+        refund = self.refund_named(out_refund_no)
+        if refund.refund_status == "PROCESSING" and mode not in REFUND_FORGED:
+            raise SimError(409, "NOT_SETTLED", "refund %s is PROCESSING: settle it first (POST "
+                           "/sim/refunds/%s {\"status\"})" % (out_refund_no, out_refund_no))
+        if not refund.notify_url:
+            raise SimError(409, "NO_NOTIFY_URL", "refund %s was requested without notify_url"
+                           % out_refund_no)
+        attempts = await self.notifier.resend_refund(refund, mode, int(count))
+        self.reply({"attempts": attempts})
 
 
 class SimNotifyHandler(SimHandler):
@@ -662,10 +870,13 @@ class SimNotifyHandler(SimHandler):
 
 
 class SimNotificationsHandler(SimHandler):
+    """GET /sim/notifications[?out_trade_no=&kind=payment|refund&out_refund_no=]."""
+
     def get(self):
-        out_trade_no = self.get_query_argument("out_trade_no", None)
+        filters = {k: self.get_query_argument(k, None)
+                   for k in ("out_trade_no", "kind", "out_refund_no")}
         records = [r for r in self.state.notifications
-                   if out_trade_no is None or r["out_trade_no"] == out_trade_no]
+                   if all(v is None or r.get(k) == v for k, v in filters.items())]
         self.reply({"notifications": records, "pending": self.notifier.pending()})
 
 
@@ -775,4 +986,5 @@ class SimConfigHandler(SimHandler):
         self.reply({"apps": [{"appid": a} for a in config.apps],
                     "merchants": [{"mch_id": m.mch_id, "appids": list(m.appids)}
                                   for m in config.merchants.values()],
-                    "time_scale": self.state.clock.time_scale})
+                    "time_scale": self.state.clock.time_scale,
+                    "refund_delay": self.state.refund_delay})

@@ -71,8 +71,12 @@ def _parser():
                            remove_pis=True, encoding="utf-8")
 
 
-def parse_xml(body):
-    """bytes -> {name: text}; raises XMLError for anything WeChat would refuse."""
+def parse_xml(body, root_tag="xml"):
+    """bytes -> {name: text}; raises XMLError for anything WeChat would refuse.
+
+    root_tag is "xml" for every message on the wire, "root" for the decrypted req_info of
+    a refund notification.
+    """
     if not body or not body.strip():
         raise XMLError("empty body")
     _check_utf8(body)
@@ -84,8 +88,8 @@ def parse_xml(body):
         raise XMLError("not well-formed XML: %s" % exc) from None
     if root.getroottree().docinfo.doctype:
         raise XMLError("DOCTYPE is not allowed")
-    if root.tag != "xml":
-        raise XMLError("root element must be <xml>, not <%s>" % root.tag)
+    if root.tag != root_tag:
+        raise XMLError("root element must be <%s>, not <%s>" % (root_tag, root.tag))
     return _flat_fields(root)
 
 
@@ -101,7 +105,7 @@ def _check_utf8(body):
 
 def _flat_fields(root):
     if (root.text or "").strip():
-        raise XMLError("text directly inside <xml>")
+        raise XMLError("text directly inside <%s>" % root.tag)
     fields = {}
     for child in root:
         if not isinstance(child.tag, str):

@@ -1,4 +1,5 @@
-"""Simulator state and WeChat's rules: apps, merchants, login codes, orders, faults, clock."""
+"""Simulator state and WeChat's rules: apps, merchants, login codes, orders, refunds, faults,
+clock."""
 import base64
 import collections
 import dataclasses
@@ -19,6 +20,14 @@ PREPAY_TTL = 7200       # a prepay_id lives 2 hours
 # WeChat's notify retry gaps after attempt 1, 2, ... (protocol.md 6): 16 attempts in 24h4m.
 NOTIFY_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600,
                    10800, 10800, 10800, 21600, 21600)
+# How long a refund stays PROCESSING before it settles, in WeChat seconds (scaled by the time
+# scale like every other duration). Real refunds to the balance take minutes, to a bank card
+# days; a few seconds lets a developer see PROCESSING and then the notification.
+REFUND_DELAY = 5.0
+MAX_REFUNDS = 50        # partial refunds per order
+REFUND_PAGE = 10        # refunds per refundquery answer (then offset)
+REFUND_STATUSES = ("PROCESSING", "SUCCESS", "REFUNDCLOSE", "CHANGE")
+REFUND_OUTCOMES = ("SUCCESS", "REFUNDCLOSE", "CHANGE")
 REQUEST_LOG_SIZE = 1000
 NOTIFICATION_LOG_SIZE = 5000
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
@@ -40,7 +49,18 @@ DES = {
     "SYSTEMERROR": "系统超时",
     "NOTENOUGH": "余额不足",
     "NOAUTH": "商户无此接口权限",
+    # Refunds: texts from real answers (SDK issues and captured traffic).
+    "REFUND_FEE_MISMATCH": "订单金额或退款金额与之前请求不一致，请核实后再试",
+    "FULLY_REFUNDED": "订单已全额退款",
+    "REFUND_FEE_EXCEEDS": "refund_fee大于可退金额",
+    "REFUND_COUNT": "退款次数超过限制，一笔订单最多退款50次",
+    "OUT_REFUND_NO_USED": "out_refund_no已用于另一笔订单",
+    "REFUNDNOTEXIST": "退款订单查询失败",
+    "CERT_ERROR": "证书校验错误",
+    "OFFSET": "offset超过total_refund_count",
 }
+INVALID_REFUND_FEE = "invalid refund_fee"
+INVALID_TOTAL_FEE = "invalid total_fee"
 TRADE_STATE_DESC = {
     "SUCCESS": "支付成功",
     "REFUND": "订单发生过退款，退款详情请查询退款单",
@@ -63,6 +83,7 @@ TRADE_TYPES = ("JSAPI", "NATIVE", "APP", "MWEB")
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{1,32}$")
 TOTAL_FEE = re.compile(r"^[1-9][0-9]{0,9}$")
 TIME_14 = re.compile(r"^[0-9]{14}$")
+OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
 # The fields that make an order "the same order" when out_trade_no is repeated.
 BUSINESS_FIELDS = ("appid", "body", "detail", "attach", "total_fee", "fee_type", "trade_type",
                    "openid", "product_id", "goods_tag", "limit_pay", "time_expire",
@@ -309,6 +330,7 @@ class Order:
     bank_type: str = ""
     refunds: list = dataclasses.field(default_factory=list)
     notify_delivered: bool = False
+    refund_outcome: str = ""    # how the next refund ends (control plane); "" = SUCCESS
 
     @property
     def total_fee(self):
@@ -326,12 +348,55 @@ class Order:
     def paid(self):
         return self.trade_state in ("SUCCESS", "REFUND")
 
+    @property
+    def refunded_fee(self):
+        """What is refunded or being refunded: every refund that did not end REFUNDCLOSE."""
+        return sum(r.refund_fee for r in self.refunds if r.refund_status != "REFUNDCLOSE")
+
     def to_json(self):
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "fields"}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("fields", "refunds")}
         data.update({k: self.fields.get(k) for k in ("body", "attach", "trade_type",
                                                      "openid", "notify_url")})
         data["total_fee"] = self.total_fee
+        data["refunded_fee"] = self.refunded_fee
+        data["refunds"] = [r.to_json() for r in self.refunds]
         return data
+
+
+@dataclasses.dataclass
+class Refund:
+    """One refund of a paid order: PROCESSING until due_at, then `outcome`."""
+    mch_id: str
+    appid: str
+    out_trade_no: str
+    transaction_id: str
+    out_refund_no: str
+    refund_id: str
+    total_fee: int
+    refund_fee: int
+    sandbox: bool
+    sign_type: str
+    notify_url: str             # "" = no notification
+    created_at: float
+    due_at: float
+    outcome: str = "SUCCESS"    # the status it settles to
+    refund_status: str = "PROCESSING"
+    success_time: str = ""      # yyyy-MM-dd HH:mm:ss Beijing, when SUCCESS
+    settled_at: float = 0.0
+    refund_desc: str = ""
+    refund_account: str = "REFUND_SOURCE_UNSETTLED_FUNDS"
+    refund_recv_accout: str = "支付用户的零钱"
+    refund_channel: str = "ORIGINAL"
+    fee_type: str = "CNY"
+    notify_delivered: bool = False
+
+    @property
+    def key(self):
+        return (self.mch_id, self.out_refund_no)
+
+    def to_json(self):
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -348,9 +413,10 @@ class Fault:
 class State:
     """Everything the simulator remembers; reset() forgets it all."""
 
-    def __init__(self, config, time_scale=1.0):
+    def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY):
         self.config = config
         self.clock = Clock(time_scale)
+        self.refund_delay = check_refund_delay(refund_delay)
         self.reset()
 
     def reset(self):
@@ -360,6 +426,8 @@ class State:
         self.orders = {}                                # (mch_id, out_trade_no) -> Order
         self.by_prepay = {}
         self.by_transaction = {}
+        self.refunds = {}                               # (mch_id, out_refund_no) -> Refund
+        self.by_refund_id = {}
         self.notifications = collections.deque(maxlen=NOTIFICATION_LOG_SIZE)
         self.requests = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self.faults = []
@@ -460,6 +528,102 @@ class State:
     def orders_named(self, out_trade_no):
         return [o for (_, no), o in self.orders.items() if no == out_trade_no]
 
+    # --- refunds -----------------------------------------------------------------
+    def refund(self, merchant, msg, sandbox):
+        """POST /secapi/pay/refund (protocol.md 7): (Refund, repeated) or raises.
+
+        The same out_refund_no refunds once: repeated with the same amounts it answers the
+        refund already accepted (whatever its status); with other amounts it fails.
+        """
+        total_fee, refund_fee = check_refund(msg)
+        order = self.find_order(merchant.mch_id, msg.get("out_trade_no", ""),
+                                msg.get("transaction_id", ""))
+        if order is None or order.appid != msg["appid"] or not order.paid:
+            raise PayError("ORDERNOTEXIST")
+        existing = self.refunds.get((merchant.mch_id, msg["out_refund_no"]))
+        if existing is not None:
+            if existing.out_trade_no != order.out_trade_no:
+                raise PayError("INVALID_REQUEST", DES["OUT_REFUND_NO_USED"])
+            if (existing.total_fee, existing.refund_fee) != (total_fee, refund_fee):
+                raise PayError("REFUND_FEE_MISMATCH")
+            return existing, True
+        if total_fee != order.total_fee:
+            raise PayError("REFUND_FEE_MISMATCH")
+        if len(order.refunds) >= MAX_REFUNDS:
+            raise PayError("INVALID_REQUEST", DES["REFUND_COUNT"])
+        left = order.total_fee - order.refunded_fee
+        if left <= 0:
+            raise PayError("ERROR", DES["FULLY_REFUNDED"])
+        if refund_fee > left:
+            raise PayError("INVALID_REQUEST", DES["REFUND_FEE_EXCEEDS"])
+        return self._new_refund(order, msg, refund_fee, sandbox), False
+
+    def _new_refund(self, order, msg, refund_fee, sandbox):
+        now = self.clock.now()
+        refund = Refund(
+            mch_id=order.mch_id, appid=order.appid, out_trade_no=order.out_trade_no,
+            transaction_id=order.transaction_id, out_refund_no=msg["out_refund_no"],
+            refund_id=self._refund_id(now), total_fee=order.total_fee, refund_fee=refund_fee,
+            sandbox=sandbox, sign_type=msg.get("sign_type") or protocol.MD5,
+            notify_url=msg.get("notify_url", ""), created_at=now,
+            due_at=now + self.clock.scaled(self.refund_delay),
+            outcome=order.refund_outcome or "SUCCESS", refund_desc=msg.get("refund_desc", ""),
+            refund_account=msg.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS",
+            fee_type=msg.get("refund_fee_type") or "CNY")
+        order.refund_outcome = ""
+        order.refunds.append(refund)
+        order.trade_state = "REFUND"
+        self.refunds[refund.key] = refund
+        self.by_refund_id[refund.refund_id] = refund
+        return refund
+
+    def _refund_id(self, now):
+        """29 digits like WeChat's: 50300 + 5 digits + yyyyMMdd + 11 digits."""
+        while True:
+            refund_id = "50300" + _random_digits(5) + beijing(now, "%Y%m%d") + _random_digits(11)
+            if refund_id not in self.by_refund_id:
+                return refund_id
+
+    def query_refunds(self, mch_id, appid, msg):
+        """refundquery: (order, refunds); refund_id > out_refund_no > transaction_id >
+        out_trade_no, as WeChat documents. Raises REFUNDNOTEXIST when there is none."""
+        if msg.get("refund_id") or msg.get("out_refund_no"):
+            if msg.get("refund_id"):
+                refund = self.by_refund_id.get(msg["refund_id"])
+            else:
+                refund = self.refunds.get((mch_id, msg["out_refund_no"]))
+            ok = refund is not None and refund.mch_id == mch_id and refund.appid == appid
+            if not ok:
+                raise PayError("REFUNDNOTEXIST")
+            return self.orders[(mch_id, refund.out_trade_no)], [refund]
+        order = self.find_order(mch_id, msg.get("out_trade_no", ""),
+                                msg.get("transaction_id", ""))
+        if order is None or order.appid != appid or not order.refunds:
+            raise PayError("REFUNDNOTEXIST")
+        return order, list(order.refunds)
+
+    def settle_refund(self, refund, status):
+        """PROCESSING -> SUCCESS, REFUNDCLOSE or CHANGE."""
+        if status not in REFUND_OUTCOMES:
+            raise ValueError("a refund ends SUCCESS, REFUNDCLOSE or CHANGE, not %r" % status)
+        now = self.clock.now()
+        refund.refund_status = status
+        refund.settled_at = now
+        if status == "SUCCESS":
+            refund.success_time = beijing(now, "%Y-%m-%d %H:%M:%S")
+        return refund
+
+    def due_refunds(self):
+        now = self.clock.now()
+        return [r for r in self.refunds.values()
+                if r.refund_status == "PROCESSING" and now >= r.due_at]
+
+    def pending_refunds(self):
+        return [r for r in self.refunds.values() if r.refund_status == "PROCESSING"]
+
+    def refunds_named(self, out_refund_no):
+        return [r for (_, no), r in self.refunds.items() if no == out_refund_no]
+
     # --- faults ------------------------------------------------------------------
     def add_fault(self, path, kind, value=None, probability=1.0, count=None):
         fault = Fault(secrets.token_hex(6), path, kind, value, probability, count)
@@ -503,6 +667,36 @@ def _field_problems(msg):
     for name in ("time_start", "time_expire"):
         if msg.get(name) and not TIME_14.match(msg[name]):
             yield name, FORMAT_DES["time"]
+
+
+def check_refund_delay(value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9
+    if not ok:
+        raise ValueError("refund_delay must be a number of seconds >= 0, not %r" % (value,))
+    return float(value)
+
+
+def check_refund(msg):
+    """Formats of a refund request; returns (total_fee, refund_fee) or raises.
+
+    Real WeChat answers an impossible amount (refund_fee above total_fee, not a positive
+    integer) at the communication level: return_code FAIL, return_msg "invalid refund_fee".
+    """
+    if not TOTAL_FEE.match(msg["total_fee"]):
+        raise ProtocolFail(INVALID_TOTAL_FEE, "total_fee must be a positive integer (fen)")
+    if not TOTAL_FEE.match(msg["refund_fee"]):
+        raise ProtocolFail(INVALID_REFUND_FEE, "refund_fee must be a positive integer (fen)")
+    total_fee, refund_fee = int(msg["total_fee"]), int(msg["refund_fee"])
+    if refund_fee > total_fee:
+        raise ProtocolFail(INVALID_REFUND_FEE, "refund_fee is above total_fee")
+    if not OUT_REFUND_NO.match(msg["out_refund_no"]):
+        raise PayError("PARAM_ERROR", "out_refund_no参数格式错误，最长64位，只能是数字、"
+                       "大小写字母_-|*@")
+    if msg.get("refund_fee_type", "CNY") not in ("CNY", ""):
+        raise PayError("PARAM_ERROR", "refund_fee_type" + FORMAT_DES["format"])
+    if msg.get("notify_url"):
+        check_notify_url(msg["notify_url"])
+    return total_fee, refund_fee
 
 
 def check_notify_url(url):

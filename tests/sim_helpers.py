@@ -1,6 +1,8 @@
 """Helpers for the simulator tests: requests signed with wechatpy's signer, not the simulator's."""
 import asyncio
+import http.server
 import json
+import threading
 import time
 
 from tornado.httpclient import HTTPRequest
@@ -9,9 +11,12 @@ from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 from simulator import protocol
 from simulator.state import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
 
-__all__ = ["DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
+__all__ = ["wait_output", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
            "signed_xml", "order_fields", "post_xml", "call", "login", "pay_params",
-           "new_order", "wait_for"]
+           "new_order", "wait_for", "paid_order", "refund_fields", "NotifySink", "SUCCESS_REPLY"]
+
+SUCCESS_REPLY = (b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"
+                 b"<return_msg><![CDATA[OK]]></return_msg></xml>")
 
 
 def ext_sign(fields, key=DEMO_API_KEY, sign_type="MD5"):
@@ -95,3 +100,76 @@ async def wait_for(predicate, timeout=5.0, interval=0.01):
             return True
         await asyncio.sleep(interval)
     return False
+
+
+async def paid_order(client, base, out_trade_no="P1", sign_type="MD5", prefix="",
+                     key=DEMO_API_KEY, user="alice", **overrides):
+    """login + unifiedorder + /sim/pay SUCCESS; returns (transaction_id, openid)."""
+    prepay_id, openid = await new_order(client, base, out_trade_no, sign_type, prefix, key,
+                                        user, **overrides)
+    status, data = await call(client, base + "/sim/pay", "POST",
+                              pay_params(prepay_id, key, sign_type))
+    assert status == 200, data
+    return data["transaction_id"], openid
+
+
+def refund_fields(out_refund_no="R1", refund_fee="30", total_fee="100", out_trade_no="P1",
+                  **overrides):
+    """A refund request's fields (protocol.md 7), unsigned; None values are left out."""
+    fields = {"appid": DEMO_APPID, "mch_id": DEMO_MCH_ID, "nonce_str": "r3fund",
+              "out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
+              "total_fee": total_fee, "refund_fee": refund_fee}
+    fields.update(overrides)
+    return {k: str(v) for k, v in fields.items() if v is not None}
+
+
+def wait_output(proc, text, timeout=10):
+    """Wait until a tests.processes.Proc has printed text; its whole output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.output():
+            return proc.output()
+        time.sleep(0.05)
+    raise AssertionError("%r not in output:\n%s" % (text, proc.output()))
+
+
+class NotifySink:
+    """A notify_url in a thread, for tests against a simulator process: records each body
+    and answers replies.pop(0), else SUCCESS."""
+
+    def __init__(self):
+        self.bodies, self.replies = [], []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                sink.bodies.append(self.rfile.read(length))
+                reply = sink.replies.pop(0) if sink.replies else SUCCESS_REPLY
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/notify" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait(self, count=1, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.bodies) < count:
+            time.sleep(0.02)
+        return len(self.bodies) >= count
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
