@@ -18,6 +18,9 @@ DEMO = {
 }
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
 def load_vectors():
     with open(VECTORS_FILE, encoding="utf-8") as f:
         return json.load(f)
@@ -87,7 +90,8 @@ def app(sim, io_loop, tmp_path, http_port, sign_type, clock, backend_overrides):
                   api_key=DEMO["api_key"], sign_type=sign_type, timeout=3.0,
                   notify_url="http://127.0.0.1:%d/wechat/pay/notify" % http_port,
                   login_base_url=sim.url, pay_base_url=sim.url,
-                  database_url="sqlite:///%s" % (tmp_path / "payments.db"))
+                  refund_notify_url="http://127.0.0.1:%d/wechat/refund/notify" % http_port,
+                  admin_token=ADMIN_TOKEN, database_url="sqlite:///%s" % (tmp_path / "payments.db"))
     values.update(backend_overrides)
     config = Config(**values)
     backend = make_app(config, clock=clock)

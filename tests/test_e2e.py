@@ -79,13 +79,20 @@ class Shop:
             assert time.monotonic() < deadline, view
             time.sleep(0.05)
 
-    def events(self, no):
+    def rows(self, sql, *args):
         conn = sqlite3.connect(self.db)
         try:
-            return conn.execute("SELECT from_status, to_status, source FROM order_events"
-                                " WHERE out_trade_no = ? ORDER BY id", (no,)).fetchall()
+            return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
+
+    def events(self, no):
+        return self.rows("SELECT from_status, to_status, source FROM order_events"
+                         " WHERE out_trade_no = ? ORDER BY id", no)
+
+    def refund_events(self, out_refund_no):
+        return self.rows("SELECT from_status, to_status, source FROM refund_events"
+                         " WHERE out_refund_no = ? ORDER BY id", out_refund_no)
 
     def notifications(self, no):
         data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]

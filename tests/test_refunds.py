@@ -1,0 +1,202 @@
+"""Refunds in process: admin API, local amount checks, refund notifications, refundquery."""
+import asyncio
+import base64
+import hashlib
+
+import pytest
+
+from server import wxpay
+from server.store import REFUND, SUCCESS
+from tests.conftest import ADMIN_TOKEN, DEMO
+from tests.test_integration import call, create, login, paid_in_store, pay, wait_for
+
+pytestmark = pytest.mark.gen_test(timeout=30)
+ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+FAIL_REPLY = b"<xml><return_code>FAIL</return_code></xml>"
+
+
+async def paid_order(http_client, base_url, sim, app, product="cake"):
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth, {"product_id": product})
+    await pay(http_client, sim, order["payment"])
+    await paid_in_store(app, order["out_trade_no"])
+    return auth, order["out_trade_no"]
+
+
+async def refund(http_client, base_url, no, body, headers=ADMIN):
+    return await call(http_client, "POST", base_url + "/admin/orders/%s/refunds" % no, body, headers)
+
+
+async def admin_view(http_client, base_url, no, refresh=False):
+    status, data = await call(http_client, "GET", base_url + "/admin/orders/%s%s" % (no, "?refresh=1" if refresh else ""),
+                              headers=ADMIN)
+    assert status == 200, data
+    return data
+
+
+async def settled(app, out_refund_no, status=SUCCESS):
+    async def check():
+        return (await app.service.store.get_refund(out_refund_no)).status == status
+    await wait_for(check, 10)
+
+
+async def sim_refund_calls(http_client, sim):
+    _, data = await call(http_client, "GET", sim.url + "/sim/requests")
+    return [r for r in data["requests"] if r["api"] == "/secapi/pay/refund"]
+
+
+async def test_partial_then_rest_then_refused_locally(http_client, base_url, sim, app):
+    auth, no = await paid_order(http_client, base_url, sim, app)
+    status, first = await refund(http_client, base_url, no, {"refund_fee": 1000, "reason": "少了一块"})
+    assert status == 202 and first["status"] == "PROCESSING" and first["refund_id"]
+    await settled(app, first["out_refund_no"])
+    status, view = await call(http_client, "GET", base_url + "/api/orders/" + no, headers=auth)
+    assert view["status"] == REFUND and view["refunded_fee"] == 1000
+    status, rest = await refund(http_client, base_url, no, {"refund_fee": 1600})
+    assert status == 202
+    await settled(app, rest["out_refund_no"])
+    calls = len(await sim_refund_calls(http_client, sim))
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 1})
+    assert status == 409 and data["error"]["code"] == "REFUND_EXCEEDS_PAID"
+    assert len(await sim_refund_calls(http_client, sim)) == calls  # refused before WeChat
+    admin = await admin_view(http_client, base_url, no)
+    assert admin["refunded_fee"] == 2600 and admin["refundable_fee"] == 0 and len(admin["refunds"]) == 2
+
+
+async def test_repeated_out_refund_no_refunds_once(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    answers = [await refund(http_client, base_url, no, {"refund_fee": 500, "out_refund_no": "RF-1"}) for _ in range(3)]
+    assert {(s, d["out_refund_no"], d["refund_id"]) for s, d in answers} == {(202, "RF-1", answers[0][1]["refund_id"])}
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 600, "out_refund_no": "RF-1"})
+    assert status == 409 and data["error"]["code"] == "REFUND_NO_CONFLICT"
+    _, sim_refunds = await call(http_client, "GET", sim.url + "/sim/refunds?out_trade_no=" + no)
+    assert [r["out_refund_no"] for r in sim_refunds["refunds"]] == ["RF-1"]
+    assert (await admin_view(http_client, base_url, no))["refundable_fee"] == 2100
+
+
+def encrypted_notification(info, api_key=DEMO["api_key"], appid=DEMO["appid"]):
+    """A refund notification built with an independent AES (pycryptodome), as WeChat sends it."""
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import pad
+    plain = "<root>%s</root>" % "".join("<%s><![CDATA[%s]]></%s>" % (k, v, k) for k, v in info.items())
+    key = hashlib.md5(api_key.encode()).hexdigest().encode()
+    req_info = base64.b64encode(AES.new(key, AES.MODE_ECB).encrypt(pad(plain.encode(), 16))).decode()
+    return wxpay.to_xml({"return_code": "SUCCESS", "appid": appid, "mch_id": DEMO["mch_id"],
+                         "nonce_str": wxpay.nonce(), "req_info": req_info})
+
+
+async def test_refund_notifications_processed_once_and_forgeries_refused(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    real = app.service.handle_refund_notify
+    lost = asyncio.Event()
+
+    async def lose(body):
+        lost.set()
+        return FAIL_REPLY
+    app.service.handle_refund_notify = lose
+    status, r = await refund(http_client, base_url, no, {"refund_fee": 700})
+    await asyncio.wait_for(lost.wait(), 10)
+    rno = r["out_refund_no"]
+    info = {"out_refund_no": rno, "out_trade_no": no, "refund_id": r["refund_id"], "total_fee": "2600",
+            "refund_fee": "700", "refund_status": "SUCCESS", "success_time": "2026-11-26 12:00:00"}
+    forgeries = [encrypted_notification(info, api_key="0" * 32), encrypted_notification(dict(info, refund_fee="7000")),
+                 encrypted_notification(dict(info, total_fee="1")), encrypted_notification(dict(info, out_refund_no="R404")),
+                 encrypted_notification(dict(info, out_trade_no="OTHER")), encrypted_notification(info, appid="wx0000000000000000"),
+                 encrypted_notification(dict(info, refund_status="WHATEVER")), b"<xml><req_info>!!</req_info></xml>"]
+    for body in forgeries:
+        assert wxpay.from_xml(await real(body))["return_code"] == "FAIL"
+    assert (await app.service.store.get_refund(rno)).status == "PROCESSING"
+    assert wxpay.from_xml(await real(encrypted_notification(info)))["return_code"] == "SUCCESS"
+    app.service.handle_refund_notify = real
+    for mode in ("duplicate", "bad_key", "wrong_amount", "normal"):
+        status, _ = await call(http_client, "POST", sim.url + "/sim/refunds/%s/notify" % rno, {"mode": mode, "count": 10})
+        assert status == 200
+
+    async def all_answered():
+        _, data = await call(http_client, "GET", sim.url + "/sim/notifications?kind=refund&out_refund_no=" + rno)
+        return len([n for n in data["notifications"] if n.get("outcome")]) >= 13
+    await wait_for(all_answered, 10)
+    _, data = await call(http_client, "GET", sim.url + "/sim/notifications?kind=refund&out_refund_no=" + rno)
+    outcomes = {(n["mode"], n["outcome"]) for n in data["notifications"] if n.get("outcome")}
+    assert {m for m, o in outcomes if o == "success"} >= {"duplicate", "normal"}
+    assert {m for m, o in outcomes if o == "success"}.isdisjoint({"bad_key", "wrong_amount"})
+    assert await app.service.store.refund_events(rno) == [
+        (None, "PENDING", "create"), ("PENDING", "PROCESSING", "refund"), ("PROCESSING", "SUCCESS", "notify")]
+
+
+async def test_refundclose_shown_as_failed_and_amount_released(http_client, base_url, sim, app):
+    auth, no = await paid_order(http_client, base_url, sim, app, "tea")
+    status, _ = await call(http_client, "POST", sim.url + "/sim/orders/%s/refund-outcome" % no, {"status": "REFUNDCLOSE"})
+    assert status == 200
+    status, r = await refund(http_client, base_url, no, {"refund_fee": 800})
+    await settled(app, r["out_refund_no"], "REFUNDCLOSE")
+    admin = await admin_view(http_client, base_url, no)
+    assert admin["status"] == SUCCESS and admin["refunds"][0]["status"] == "REFUNDCLOSE"
+    assert admin["refundable_fee"] == 800
+    status, view = await call(http_client, "GET", base_url + "/api/orders/" + no, headers=auth)
+    assert view["status"] == SUCCESS
+
+
+async def test_lost_refund_notification_reconciled_with_refundquery(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    app.service.handle_refund_notify = lambda body: asyncio.sleep(0, FAIL_REPLY)
+    status, r = await refund(http_client, base_url, no, {"refund_fee": 300})
+    await call(http_client, "POST", sim.url + "/sim/refunds/%s" % r["out_refund_no"], {"status": "SUCCESS"})
+    admin = await admin_view(http_client, base_url, no, refresh=True)
+    assert admin["refunds"][0]["status"] == SUCCESS and admin["status"] == REFUND
+    assert (await app.service.store.refund_events(r["out_refund_no"]))[-1] == ("PROCESSING", SUCCESS, "refundquery")
+
+
+async def test_refund_stored_before_wechat_and_safe_to_retry(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    await call(http_client, "POST", sim.url + "/sim/faults", {"path": "/secapi/pay/refund", "kind": "status", "value": 503})
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 900, "out_refund_no": "RETRY-1"})
+    assert status == 502
+    admin = await admin_view(http_client, base_url, no)
+    assert [(r["out_refund_no"], r["status"]) for r in admin["refunds"]] == [("RETRY-1", "PENDING")]
+    assert admin["refundable_fee"] == 1700  # a pending refund holds its amount
+    await call(http_client, "DELETE", sim.url + "/sim/faults")
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 900, "out_refund_no": "RETRY-1"})
+    assert status == 202 and data["status"] == "PROCESSING"
+    _, sim_refunds = await call(http_client, "GET", sim.url + "/sim/refunds?out_trade_no=" + no)
+    assert len(sim_refunds["refunds"]) == 1
+
+
+async def test_wechat_refusal_releases_the_amount_other_failures_keep_it(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    # someone refunded CLASH-1 at WeChat with another amount: WeChat will say no to ours
+    clash = {"appid": DEMO["appid"], "mch_id": DEMO["mch_id"], "nonce_str": wxpay.nonce(), "out_trade_no": no,
+             "out_refund_no": "CLASH-1", "total_fee": "2600", "refund_fee": "100"}
+    r = await http_client.fetch(sim.url + "/secapi/pay/refund", method="POST", body=wxpay.signed_xml(clash, DEMO["api_key"]))
+    assert wxpay.from_xml(r.body)["result_code"] == "SUCCESS"
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 200, "out_refund_no": "CLASH-1"})
+    assert status == 502 and data["error"]["wechat_code"] == "REFUND_FEE_MISMATCH"
+    await call(http_client, "POST", sim.url + "/sim/faults", {"path": "/secapi/pay/refund", "kind": "system_error"})
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 100, "out_refund_no": "SYS-1"})
+    assert status == 502
+    admin = await admin_view(http_client, base_url, no)
+    refunds = {r["out_refund_no"]: r["status"] for r in admin["refunds"]}
+    assert refunds == {"CLASH-1": "FAILED", "SYS-1": "PENDING"}  # SYSTEMERROR after retries is no definite no
+    assert admin["refundable_fee"] == 2500
+
+
+async def test_admin_auth_and_input_errors(http_client, base_url, sim, app):
+    auth, no = await paid_order(http_client, base_url, sim, app)
+    for headers in ({}, {"Authorization": "Bearer wrong-token-123456789"}, auth):
+        status, data = await refund(http_client, base_url, no, {"refund_fee": 1}, headers)
+        assert status == 401 and data["error"]["code"] == "UNAUTHORIZED"
+        status, data = await call(http_client, "GET", base_url + "/admin/orders/" + no, headers=headers)
+        assert status == 401
+    for body, code in (({"refund_fee": "1"}, "INVALID_REFUND_FEE"), ({"refund_fee": 0}, "INVALID_REFUND_FEE"),
+                       ({"refund_fee": 1.0}, "INVALID_REFUND_FEE"), ({}, "INVALID_REFUND_FEE"),
+                       ({"refund_fee": 1, "reason": "x" * 81}, "INVALID_REASON"),
+                       ({"refund_fee": 1, "out_refund_no": "有"}, "INVALID_OUT_REFUND_NO"),
+                       ({"refund_fee": 1, "out_refund_no": "x" * 65}, "INVALID_OUT_REFUND_NO")):
+        status, data = await refund(http_client, base_url, no, body)
+        assert status == 400 and data["error"]["code"] == code
+    status, data = await refund(http_client, base_url, "NOSUCHORDER", {"refund_fee": 1})
+    assert status == 404
+    unpaid = await create(http_client, base_url, auth)
+    status, data = await refund(http_client, base_url, unpaid["out_trade_no"], {"refund_fee": 1})
+    assert status == 409 and data["error"]["code"] == "ORDER_NOT_PAID"
+    assert (await admin_view(http_client, base_url, no))["refunds"] == []
