@@ -5,6 +5,7 @@ implement the same methods. SQLite work runs on one dedicated thread so the IOLo
 waits on the disk, and that thread's single connection serialises all writes.
 """
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -141,6 +142,9 @@ class Refund:
     checked_at: float = None
 
 
+_Table = collections.namedtuple("_Table", "name key events")
+_ORDERS = _Table("orders", "out_trade_no", "order_events")
+_REFUNDS = _Table("refunds", "out_refund_no", "refund_events")
 _ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
 _REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
 
@@ -243,7 +247,7 @@ class SQLiteStore:
                     "INSERT INTO orders (%s) VALUES (%s)" % (
                         ", ".join(_ORDER_COLUMNS), ", ".join("?" * len(_ORDER_COLUMNS))),
                     [values[c] for c in _ORDER_COLUMNS])
-                self._event(order.out_trade_no, None, order.status, "create", order.created_at)
+                self._audit(_ORDERS, order.out_trade_no, None, order.status, "create", order.created_at)
                 return order, True
         return await self._run(op)
 
@@ -275,43 +279,49 @@ class SQLiteStore:
             raise ValueError("unexpected fields %r" % sorted(fields))
 
         def op():
-            now = time.time()
             with self._tx():
-                row = self._conn.execute(
-                    "SELECT status FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()
-                if row is None:
-                    return False
-                sets = ["status = ?", "updated_at = ?"] + ["%s = ?" % k for k in fields]
-                marks = ", ".join("?" * len(from_statuses))
-                cur = self._conn.execute(
-                    "UPDATE orders SET %s WHERE out_trade_no = ? AND status IN (%s)" % (", ".join(sets), marks),
-                    [to_status, now, *fields.values(), out_trade_no, *from_statuses])
-                if cur.rowcount != 1:
-                    return False
-                self._event(out_trade_no, row["status"], to_status, source, now)
-                return True
+                return self._move(_ORDERS, out_trade_no, from_statuses, to_status, source, fields)
         changed = await self._run(op)
         return changed, await self.get_order(out_trade_no)
 
+    def _move(self, table, key, from_statuses, to_status, source, fields):
+        """In the caller's transaction: the conditional UPDATE and its audit row. False when the
+        row is missing or not in from_statuses (nothing written then)."""
+        now = time.time()
+        row = self._conn.execute("SELECT status FROM %s WHERE %s = ?" % (table.name, table.key), (key,)).fetchone()
+        if row is None:
+            return False
+        sets = ["status = ?", "updated_at = ?"] + ["%s = ?" % k for k in fields]
+        cur = self._conn.execute("UPDATE %s SET %s WHERE %s = ? AND status IN (%s)" % (
+            table.name, ", ".join(sets), table.key, ", ".join("?" * len(from_statuses))),
+            [to_status, now, *fields.values(), key, *from_statuses])
+        if cur.rowcount != 1:
+            return False
+        self._audit(table, key, row["status"], to_status, source, now)
+        return True
+
     async def mark_checked(self, out_trade_no, now):
-        def op():
-            with self._tx():
-                self._conn.execute("UPDATE orders SET checked_at = ? WHERE out_trade_no = ?",
-                                   (now, out_trade_no))
-        await self._run(op)
+        await self._mark_checked(_ORDERS, out_trade_no, now)
 
     async def events(self, out_trade_no):
         """The audit trail of an order's transitions: [(from, to, source)] oldest first."""
+        return await self._audit_trail(_ORDERS, out_trade_no)
+
+    async def _mark_checked(self, table, key, now):
         def op():
-            return self._conn.execute(
-                "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = ?"
-                " ORDER BY id", (out_trade_no,)).fetchall()
+            with self._tx():
+                self._conn.execute("UPDATE %s SET checked_at = ? WHERE %s = ?" % (table.name, table.key), (now, key))
+        await self._run(op)
+
+    async def _audit_trail(self, table, key):
+        def op():
+            return self._conn.execute("SELECT from_status, to_status, source FROM %s WHERE %s = ? ORDER BY id"
+                                      % (table.events, table.key), (key,)).fetchall()
         return [tuple(r) for r in await self._run(op)]
 
-    def _event(self, out_trade_no, from_status, to_status, source, at):
-        self._conn.execute(
-            "INSERT INTO order_events (out_trade_no, from_status, to_status, source, at)"
-            " VALUES (?, ?, ?, ?, ?)", (out_trade_no, from_status, to_status, source, at))
+    def _audit(self, table, key, from_status, to_status, source, at):
+        self._conn.execute("INSERT INTO %s (%s, from_status, to_status, source, at) VALUES (?, ?, ?, ?, ?)"
+                           % (table.events, table.key), (key, from_status, to_status, source, at))
 
     # -- refunds -----------------------------------------------------------------
     async def insert_refund(self, refund, max_refunds):
@@ -345,7 +355,7 @@ class SQLiteStore:
                 self._conn.execute("INSERT INTO refunds (%s) VALUES (%s)" % (
                     ", ".join(_REFUND_COLUMNS), ", ".join("?" * len(_REFUND_COLUMNS))),
                     [values[c] for c in _REFUND_COLUMNS])
-                self._refund_event(refund.out_refund_no, None, refund.status, "create", refund.created_at)
+                self._audit(_REFUNDS, refund.out_refund_no, None, refund.status, "create", refund.created_at)
                 return refund, True
         return await self._run(op)
 
@@ -369,49 +379,22 @@ class SQLiteStore:
             raise ValueError("unexpected fields %r" % sorted(fields))
 
         def op():
-            now = time.time()
             with self._tx():
-                row = self._conn.execute("SELECT status, out_trade_no FROM refunds WHERE out_refund_no = ?",
-                                         (out_refund_no,)).fetchone()
-                if row is None:
-                    return False
-                sets = ["status = ?", "updated_at = ?"] + ["%s = ?" % k for k in fields]
-                cur = self._conn.execute(
-                    "UPDATE refunds SET %s WHERE out_refund_no = ? AND status IN (%s)" % (
-                        ", ".join(sets), ", ".join("?" * len(from_statuses))),
-                    [to_status, now, *fields.values(), out_refund_no, *from_statuses])
-                if cur.rowcount != 1:
-                    return False
-                self._refund_event(out_refund_no, row["status"], to_status, source, now)
-                if to_status == SUCCESS:
-                    moved = self._conn.execute(
-                        "UPDATE orders SET status = ?, updated_at = ? WHERE out_trade_no = ? AND status = ?",
-                        (REFUND, now, row["out_trade_no"], SUCCESS))
-                    if moved.rowcount:
-                        self._event(row["out_trade_no"], SUCCESS, REFUND, "refund " + out_refund_no, now)
-                return True
+                moved = self._move(_REFUNDS, out_refund_no, from_statuses, to_status, source, fields)
+                if moved and to_status == SUCCESS:
+                    out_trade_no = self._conn.execute("SELECT out_trade_no FROM refunds WHERE out_refund_no = ?",
+                                                      (out_refund_no,)).fetchone()[0]
+                    self._move(_ORDERS, out_trade_no, (SUCCESS,), REFUND, "refund " + out_refund_no, {})
+                return moved
         changed = await self._run(op)
         return changed, await self.get_refund(out_refund_no)
 
     async def mark_refund_checked(self, out_refund_no, now):
-        def op():
-            with self._tx():
-                self._conn.execute("UPDATE refunds SET checked_at = ? WHERE out_refund_no = ?", (now, out_refund_no))
-        await self._run(op)
+        await self._mark_checked(_REFUNDS, out_refund_no, now)
 
     async def refund_events(self, out_refund_no):
         """The audit trail of a refund: [(from, to, source)] oldest first."""
-        def op():
-            return self._conn.execute(
-                "SELECT from_status, to_status, source FROM refund_events WHERE out_refund_no = ?"
-                " ORDER BY id", (out_refund_no,)).fetchall()
-        return [tuple(r) for r in await self._run(op)]
-
-    def _refund_event(self, out_refund_no, from_status, to_status, source, at):
-        self._conn.execute(
-            "INSERT INTO refund_events (out_refund_no, from_status, to_status, source, at)"
-            " VALUES (?, ?, ?, ?, ?)", (out_refund_no, from_status, to_status, source, at))
-
+        return await self._audit_trail(_REFUNDS, out_refund_no)
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""

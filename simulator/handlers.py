@@ -591,29 +591,23 @@ class SimHandler(tornado.web.RequestHandler):
         return appid
 
     def order_named(self, out_trade_no):
-        orders = self.state.orders_named(out_trade_no)
-        mch_id = self.get_query_argument("mch_id", None)
-        if mch_id is not None:
-            orders = [o for o in orders if o.mch_id == mch_id]
-        if not orders:
-            raise SimError(404, "ORDER_NOT_FOUND", "no order %s" % out_trade_no)
-        if len(orders) > 1:
-            raise SimError(409, "AMBIGUOUS", "several merchants have order %s: add ?mch_id="
-                           % out_trade_no)
-        return orders[0]
+        return self.one_of_merchant(self.state.orders_named(out_trade_no), "ORDER_NOT_FOUND",
+                                    "order", out_trade_no)
 
     def refund_named(self, out_refund_no):
-        refunds = self.state.refunds_named(out_refund_no)
+        return self.one_of_merchant(self.state.refunds_named(out_refund_no), "REFUND_NOT_FOUND",
+                                    "refund", out_refund_no)
+
+    def one_of_merchant(self, items, missing_code, kind, name):
+        """The one item by that name, narrowed by ?mch_id= when several merchants use it."""
         mch_id = self.get_query_argument("mch_id", None)
         if mch_id is not None:
-            refunds = [r for r in refunds if r.mch_id == mch_id]
-        if not refunds:
-            raise SimError(404, "REFUND_NOT_FOUND", "no refund %s" % out_refund_no)
-        if len(refunds) > 1:
-            raise SimError(409, "AMBIGUOUS", "several merchants have refund %s: add ?mch_id="
-                           % out_refund_no)
-        return refunds[0]
-
+            items = [i for i in items if i.mch_id == mch_id]
+        if not items:
+            raise SimError(404, missing_code, "no %s %s" % (kind, name))
+        if len(items) > 1:
+            raise SimError(409, "AMBIGUOUS", "several merchants have %s %s: add ?mch_id=" % (kind, name))
+        return items[0]
 
 def number(data, name, default=None, low=None, high=None):
     """A finite JSON number within [low, high]; SimError otherwise."""
