@@ -1,0 +1,1 @@
+"""The benchmark suite (issue 5): see bench/run.py."""

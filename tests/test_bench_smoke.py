@@ -1,0 +1,42 @@
+"""Smoke run of the benchmark suite: `bench/run.py --quick` still runs end to end.
+
+It checks that the bench starts its processes, runs every phase, prints every row of the
+table with its goal and a PASS/FAIL mark, and writes valid JSON. It asserts no timing and
+no goal: figures vary from machine to machine, and judging them is the bench's job.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.e2e
+
+ROW_IDS = ["token_cpu_ratio", "onecall_cpu_ratio", "notify_cpu_ratio", "sim_cpu_ratio",
+           "burst_wall", "new_conns_per_1000", "memory_rss", "wechatpy_speedup"]
+
+
+def test_bench_quick_runs_prints_every_row_and_writes_json(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--out", str(out),
+         "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)   # a hang guard, not a timing check
+    report = proc.stdout[-6000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, report
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["complete"] is True, report
+    assert [row["id"] for row in data["rows"]] == ROW_IDS
+    table = proc.stdout[proc.stdout.index("measurement"):]
+    for row in data["rows"]:
+        assert isinstance(row["figure"], (int, float)) and math.isfinite(row["figure"]), row
+        assert isinstance(row["pass"], bool), row
+        line = next((l for l in table.splitlines() if l.startswith(row["measurement"])), None)
+        assert line is not None, "row %s not printed:\n%s" % (row["id"], table)
+        assert row["goal"] in line and line.rstrip().endswith("PASS" if row["pass"] else "FAIL"), line
+    assert data["meta"]["profile"] == "quick" and data["meta"]["loadgen"]
+    assert "[bench" in proc.stdout     # progress lines while it runs
