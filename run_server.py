@@ -55,8 +55,6 @@ def build_config(args, environ, tls_files=None):
 def setup_logging(level):
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # curl's debug output echoes request lines, and the jscode2session URL carries the AppSecret
-    logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)
 
 
 def simulator_tls(args):

@@ -11,20 +11,17 @@ reports them):
   and said no (err_code such as ORDERPAID, or a login errcode such as 40029). The service
   decides what a given refusal means for its caller.
 
-Transport: Tornado's CurlAsyncHTTPClient (libcurl via pycurl) because it keeps upstream
-connections alive and reuses them; Tornado's simple client opens a new connection (and TLS
-handshake) for every request.
+Transport: server/upstream.py, a keep-alive connection pool on Tornado's IOStream (see
+there why not a library client).
 """
 import asyncio
 import json
 import logging
 import urllib.parse
 
-import pycurl
-from tornado.curl_httpclient import CurlAsyncHTTPClient
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
 
-from server import wxpay
+from server import upstream, wxpay
 
 log = logging.getLogger("server.wechat")
 
@@ -51,16 +48,19 @@ class WeChatRefused(WeChatError):
 
 
 _RETRY_PAY = "SYSTEMERROR"
+_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-tornado"}
 _RETRY_LOGIN = -1
 
 
 class WeChatClient:
-    def __init__(self, config, http_client=None, attempts=3, backoff=0.2, max_clients=200):
+    def __init__(self, config, attempts=3, backoff=0.2):
         self.config = config
         self.attempts = attempts
         self.backoff = backoff
-        self.http = http_client or CurlAsyncHTTPClient(force_instance=True, max_clients=max_clients)
-        self.connect_timeout = min(config.timeout, 5.0)
+        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0))
+        self.tls = upstream.client_ssl_context(config.ca_file)
+        self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
+                              if config.cert_file else self.tls)
 
     def close(self):
         self.http.close()
@@ -159,34 +159,19 @@ class WeChatClient:
             name, self.attempts, result.error.wechat_code))
 
     async def _fetch(self, method, url, body, name, client_cert=False):
-        tls = {"ca_certs": self.config.ca_file or None}
-        if client_cert and self.config.cert_file:
-            tls.update(client_cert=self.config.cert_file, client_key=self.config.key_file)
-        request = HTTPRequest(
-            url, method=method, body=body, headers={"Content-Type": "text/xml; charset=utf-8"},
-            connect_timeout=self.connect_timeout, request_timeout=self.config.timeout,
-            follow_redirects=False, decompress_response=True, **tls)
+        tls = self.tls_with_cert if client_cert else self.tls
         try:
-            response = await self.http.fetch(request, raise_error=False)
-        except (HTTPClientError, OSError) as exc:  # no HTTP answer at all (curl's 599)
-            raise _transport_error(name, exc) from None
-        if response.code != 200:
-            raise UpstreamError("%s answered HTTP %d" % (name, response.code))
-        return response.body
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except (OSError, StreamClosedError, upstream.BadResponse) as exc:
+            # the message names neither URL nor query: the jscode2session URL carries the AppSecret
+            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+        if status != 200:
+            raise UpstreamError("%s answered HTTP %d" % (name, status))
+        return answer
 
 
 class _Retry:
     def __init__(self, error):
         self.error = error
-
-
-def _transport_error(name, error):
-    errno = getattr(error, "errno", None)
-    if errno == pycurl.E_OPERATION_TIMEDOUT or "timed out" in str(error).lower():
-        return UpstreamTimeout("%s: WeChat did not answer in time" % name)
-    return UpstreamError("%s: cannot reach WeChat (%s)" % (name, _safe(error)))
-
-
-def _safe(error):
-    # curl's messages can echo the URL, and the jscode2session URL carries the AppSecret
-    return str(error).split("?", 1)[0]
