@@ -33,6 +33,11 @@ def parse_args(argv):
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
     p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    p.add_argument("--access-log", action="store_true", default=os.environ.get("ACCESS_LOG") == "1",
+                   help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged")
+    p.add_argument("--xheaders", action="store_true", default=os.environ.get("TRUST_PROXY_HEADERS") == "1",
+                   help="behind a reverse proxy: take the client address from X-Real-IP / "
+                        "X-Forwarded-For (TRUST_PROXY_HEADERS=1)")
     return p.parse_args(argv)
 
 
@@ -52,9 +57,12 @@ def build_config(args, environ, tls_files=None):
     return server_config.Config.from_env(environ, overrides)
 
 
-def setup_logging(level):
+def setup_logging(level, access_log):
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not access_log:  # a line per request is the proxy's job; errors are still logged
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
+        logging.getLogger("simulator.access").setLevel(logging.WARNING)
 
 
 def simulator_tls(args):
@@ -80,7 +88,7 @@ async def serve(args, config, tls_files=None):
     app = make_app(config)
     await app.service.store.open()
     sim_app = start_simulator(args, tls_files) if args.simulator else None
-    server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
+    server = tornado.httpserver.HTTPServer(app, xheaders=args.xheaders, max_body_size=1024 * 1024)
     server.listen(args.port, args.host)
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
         args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
@@ -107,7 +115,7 @@ async def drain(app, timeout=DRAIN_SECONDS):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.access_log)
     try:
         tls_files = simulator_tls(args) if args.simulator else None
         environ = dict(os.environ)

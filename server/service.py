@@ -1,4 +1,5 @@
 """Business rules: login, server-priced orders, payment params, notify, reconcile, close."""
+import collections
 import datetime
 import hashlib
 import logging
@@ -21,6 +22,7 @@ RECONCILE_EVERY = 10        # ... but not more often than this
 MAX_QUANTITY = 99
 BODY_MAX_BYTES = 127
 LOGIN_REFUSALS = {40029, 40163, 40226}
+SESSION_CACHE = 10000       # sessions kept in memory (LRU)
 MAX_REFUNDS = 50            # WeChat's limit of partial refunds per order
 REFUND_DESC_MAX = 80
 REFUND_OUTCOMES = (SUCCESS, "REFUNDCLOSE", "CHANGE")
@@ -50,6 +52,8 @@ class Service:
         self.wechat = wechat
         self.catalog = catalog
         self.clock = clock
+        # token hash -> Session; sessions never change once issued, so a cache is safe
+        self._sessions = collections.OrderedDict()
 
     # -- login -------------------------------------------------------------------
     async def login(self, code):
@@ -76,10 +80,18 @@ class Service:
     async def authenticate(self, token):
         """The openid behind a session token; 401 when unknown or expired."""
         if token:
-            session = await self.store.get_session(_token_hash(token), self.clock())
-            if session:
+            key = _token_hash(token)
+            session = self._sessions.get(key) or await self.store.get_session(key, self.clock())
+            if session and session.expires_at > self.clock():
+                self._remember(key, session)
                 return session.openid
         raise ServiceError(401, "UNAUTHORIZED", "missing, unknown or expired session token")
+
+    def _remember(self, key, session):
+        self._sessions[key] = session
+        self._sessions.move_to_end(key)
+        if len(self._sessions) > SESSION_CACHE:
+            self._sessions.popitem(last=False)
 
     # -- orders ------------------------------------------------------------------
     async def create_order(self, openid, product_id, quantity=1, idempotency_key=None):
@@ -174,9 +186,9 @@ class Service:
         prepay_id = answer.get("prepay_id")
         if not prepay_id:
             raise UpstreamError("unifiedorder succeeded without a prepay_id")
-        if not await self.store.set_prepay(order.out_trade_no, prepay_id, now + PREPAY_TTL):
+        order = await self.store.set_prepay(order.out_trade_no, prepay_id, now + PREPAY_TTL)
+        if order is None:
             raise ServiceError(409, "ORDER_NOT_PAYABLE", "the order is no longer unpaid")
-        order = await self.store.get_order(order.out_trade_no)
         return order, self.payment_params(prepay_id)
 
     def payment_params(self, prepay_id):
@@ -437,7 +449,15 @@ def beijing_iso(time_end):
 def new_out_trade_no(now):
     """32 chars: Beijing time to the second + 18 random alphanumerics (~107 bits)."""
     stamp = datetime.datetime.fromtimestamp(now, _BEIJING).strftime("%Y%m%d%H%M%S")
-    return stamp + "".join(secrets.choice(_OUT_TRADE_NO_ALPHABET) for _ in range(18))
+    return stamp + base62(secrets.randbits(107), 18)
+
+
+def base62(number, width):
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_OUT_TRADE_NO_ALPHABET[digit])
+    return "".join(digits)
 
 
 def cut_utf8(text, max_bytes):

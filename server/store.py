@@ -3,14 +3,19 @@
 The service sees only the async methods of `Store`; another engine (PostgreSQL) can
 implement the same methods. SQLite work runs on one dedicated thread so the IOLoop never
 waits on the disk, and that thread's single connection serialises all writes.
+
+Group commit: operations that queue up while the thread is busy run as one batch inside
+one transaction, each in its own SAVEPOINT (a failing operation rolls back alone), and
+one COMMIT (one fsync) makes the whole batch durable before any caller hears back.
 """
 import asyncio
 import collections
-import concurrent.futures
 import dataclasses
 import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
 
 log = logging.getLogger("server.store")
@@ -142,11 +147,21 @@ class Refund:
     checked_at: float = None
 
 
-_Table = collections.namedtuple("_Table", "name key events")
-_ORDERS = _Table("orders", "out_trade_no", "order_events")
-_REFUNDS = _Table("refunds", "out_refund_no", "refund_events")
 _ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
 _REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
+
+
+def _order(row):
+    return Order(**{k: row[k] for k in _ORDER_COLUMNS})
+
+
+def _refund(row):
+    return Refund(**{k: row[k] for k in _REFUND_COLUMNS})
+
+
+_Table = collections.namedtuple("_Table", "name key events convert")
+_ORDERS = _Table("orders", "out_trade_no", "order_events", _order)
+_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund)
 
 
 def open_store(database_url):
@@ -158,30 +173,78 @@ def open_store(database_url):
 
 
 class SQLiteStore:
+    MAX_BATCH = 256
+
     def __init__(self, path):
         self.path = path
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._conn = None
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._loop = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self):
-        await self._run(self._open)
+        self._loop = asyncio.get_running_loop()
+        opened = self._loop.create_future()
+        self._thread = threading.Thread(target=self._work, args=(opened,), name="sqlite", daemon=True)
+        self._thread.start()
+        await self._wait(opened)
 
     async def close(self):
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
-        self._executor.shutdown(wait=True)
+        if self._thread is not None:
+            self._queue.put(None)
+            await self._loop.run_in_executor(None, self._thread.join)
+            self._thread = None
 
     async def ping(self):
         return await self._run(lambda: self._conn.execute("SELECT 1").fetchone()[0] == 1)
 
     async def _run(self, fn, *args):
+        future = self._loop.create_future()
+        self._queue.put((fn, args, future))
+        return await self._wait(future)
+
+    async def _wait(self, future):
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await future
         except sqlite3.Error as exc:
             log.error("database error: %s", exc)
             raise StoreError("database error") from exc
+
+    def _work(self, opened):
+        """The database thread: open, then take what is queued and run it as one batch,
+        answering the callers only after its COMMIT."""
+        result, error = _call(self._open, ())
+        if error is not None and self._conn is not None:
+            self._conn.close()
+        self._loop.call_soon_threadsafe(_deliver, [(opened, result, error)])
+        if error is not None:
+            return
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None and len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [job for job in batch if job is not None]
+            if jobs:
+                self._loop.call_soon_threadsafe(_deliver, self._run_batch(jobs))
+            if batch[-1] is None:
+                self._conn.close()
+                return
+
+    def _run_batch(self, jobs):
+        """[(future, result, exception)]: every job in its savepoint, one COMMIT for all."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            results = [(future, *_call(fn, args)) for fn, args, future in jobs]
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            return [(future, None, exc) for _, _, future in jobs]
+        return results
 
     def _open(self):
         if self.path != ":memory:" and os.path.dirname(self.path):
@@ -252,21 +315,22 @@ class SQLiteStore:
         return await self._run(op)
 
     async def get_order(self, out_trade_no):
-        def op():
-            return self._conn.execute(
-                "SELECT * FROM orders WHERE out_trade_no = ?", (out_trade_no,)).fetchone()
-        row = await self._run(op)
-        return _order(row) if row else None
+        return await self._run(self._get, _ORDERS, out_trade_no)
+
+    def _get(self, table, key):
+        row = self._conn.execute("SELECT * FROM %s WHERE %s = ?" % (table.name, table.key), (key,)).fetchone()
+        return table.convert(row) if row else None
 
     async def set_prepay(self, out_trade_no, prepay_id, prepay_expires_at):
-        """Record the prepay_id of an unpaid order. False when the order is no longer NOTPAY."""
+        """Record the prepay_id of an unpaid order and return the order; None when it is no
+        longer NOTPAY."""
         def op():
             with self._tx():
                 cur = self._conn.execute(
                     "UPDATE orders SET prepay_id = ?, prepay_expires_at = ?, updated_at = ?"
                     " WHERE out_trade_no = ? AND status = ?",
                     (prepay_id, prepay_expires_at, time.time(), out_trade_no, NOTPAY))
-                return cur.rowcount == 1
+            return self._get(_ORDERS, out_trade_no) if cur.rowcount == 1 else None
         return await self._run(op)
 
     async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
@@ -280,9 +344,9 @@ class SQLiteStore:
 
         def op():
             with self._tx():
-                return self._move(_ORDERS, out_trade_no, from_statuses, to_status, source, fields)
-        changed = await self._run(op)
-        return changed, await self.get_order(out_trade_no)
+                changed = self._move(_ORDERS, out_trade_no, from_statuses, to_status, source, fields)
+            return changed, self._get(_ORDERS, out_trade_no)
+        return await self._run(op)
 
     def _move(self, table, key, from_statuses, to_status, source, fields):
         """In the caller's transaction: the conditional UPDATE and its audit row. False when the
@@ -360,10 +424,7 @@ class SQLiteStore:
         return await self._run(op)
 
     async def get_refund(self, out_refund_no):
-        def op():
-            return self._conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?", (out_refund_no,)).fetchone()
-        row = await self._run(op)
-        return _refund(row) if row else None
+        return await self._run(self._get, _REFUNDS, out_refund_no)
 
     async def refunds_of(self, out_trade_no):
         """The order's refunds, oldest first."""
@@ -385,9 +446,8 @@ class SQLiteStore:
                     out_trade_no = self._conn.execute("SELECT out_trade_no FROM refunds WHERE out_refund_no = ?",
                                                       (out_refund_no,)).fetchone()[0]
                     self._move(_ORDERS, out_trade_no, (SUCCESS,), REFUND, "refund " + out_refund_no, {})
-                return moved
-        changed = await self._run(op)
-        return changed, await self.get_refund(out_refund_no)
+            return moved, self._get(_REFUNDS, out_refund_no)
+        return await self._run(op)
 
     async def mark_refund_checked(self, out_refund_no, now):
         await self._mark_checked(_REFUNDS, out_refund_no, now)
@@ -397,22 +457,35 @@ class SQLiteStore:
         return await self._audit_trail(_REFUNDS, out_refund_no)
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """One operation's unit of work inside its batch's transaction: a SAVEPOINT, released on
+    success, rolled back alone on any exception (the batch's other operations stand)."""
 
     def __init__(self, conn):
         self.conn = conn
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("SAVEPOINT op")
 
     def __exit__(self, exc_type, *_):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.conn.execute("ROLLBACK TO op")
+        self.conn.execute("RELEASE op")
         return False
 
 
-def _order(row):
-    return Order(**{k: row[k] for k in _ORDER_COLUMNS})
+def _call(fn, args):
+    """(result, None) or (None, exception) of fn(*args)."""
+    try:
+        return fn(*args), None
+    except Exception as exc:  # delivered to the caller's future, re-raised there
+        return None, exc
 
 
-def _refund(row):
-    return Refund(**{k: row[k] for k in _REFUND_COLUMNS})
+def _deliver(results):
+    for future, result, exc in results:
+        if future.cancelled():
+            continue
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
