@@ -112,7 +112,7 @@ class Service:
             raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED",
                                "this Idempotency-Key was used for a different order")
         if created:
-            log.info("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
+            log.debug("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
         elif order.status not in (NOTPAY, PAYERROR):
             return order, None  # a replay after the order was paid or closed: nothing to pay
         return await self._payable(order)

@@ -1,4 +1,4 @@
-"""A lean keep-alive HTTP/1.1 client for WeChat's hosts, on Tornado's IOStream.
+"""A lean keep-alive HTTP/1.1 client for WeChat's hosts, on asyncio streams.
 
 Why not a library client: Tornado's simple client opens a new connection (and TLS
 handshake) per request, and its curl client spent ~300 us of Python per call in our
@@ -6,18 +6,14 @@ profile (bench/) while still dropping pooled connections. WeChat's APIs need one
 small requests to a few hosts over connections that stay open. This does that, with an
 explicit connect timeout, a deadline for the whole request, and a bounded idle pool.
 
-Raises asyncio.TimeoutError when the deadline passes, OSError (including
-StreamClosedError, ssl.SSLError, ConnectionRefusedError) when the connection fails, and
-BadResponse when the answer is not HTTP/1.x we can read.
+Raises asyncio.TimeoutError when the deadline passes, OSError (including ssl.SSLError,
+ConnectionRefusedError, ConnectionResetError) when the connection fails, and BadResponse
+when the answer is not HTTP/1.x we can read.
 """
 import asyncio
 import collections
 import ssl
 from urllib.parse import urlsplit
-
-from tornado import httputil
-from tornado.iostream import StreamClosedError
-from tornado.tcpclient import TCPClient
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -28,7 +24,7 @@ class BadResponse(ValueError):
 
 
 class _Stale(Exception):
-    """A pooled connection the peer had closed before we sent anything on it."""
+    """A pooled connection the peer had closed before answering anything on it."""
 
 
 class Pool:
@@ -36,15 +32,13 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.max_idle_per_host = max_idle_per_host
         self._idle = collections.defaultdict(list)
-        self._tcp = TCPClient()
         self.connections_opened = 0
 
     def close(self):
-        for streams in self._idle.values():
-            for stream in streams:
-                stream.close()
+        for connections in self._idle.values():
+            for _, writer in connections:
+                writer.close()
         self._idle.clear()
-        self._tcp.close()
 
     async def fetch(self, method, url, body, headers, timeout, ssl_context=None):
         """(status, body bytes) of one request, all of it within `timeout` seconds."""
@@ -58,33 +52,40 @@ class Pool:
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         request = _request_bytes(method, target, parts.netloc, body, headers)
         while True:
-            idle = self._idle[key]
-            if idle:
-                stream, reused = idle.pop(), True
-            else:
-                stream, reused = await self._connect(parts.hostname, port, key[2]), False
+            connection, reused = self._take(key), True
+            if connection is None:
+                connection, reused = await self._connect(parts.hostname, port, key[2]), False
             try:
-                status, keep_alive, answer = await _exchange(stream, request, reused)
+                status, keep_alive, answer = await _exchange(*connection, request, reused)
             except _Stale:
-                stream.close()
+                connection[1].close()
                 continue  # the peer had closed this idle connection: take another one
             except BaseException:
-                stream.close()
+                connection[1].close()
                 raise
-            self._release(key, stream, keep_alive)
+            self._release(key, connection, keep_alive)
             return status, answer
 
-    async def _connect(self, host, port, ssl_context):
-        stream = await self._tcp.connect(host, port, ssl_options=ssl_context, timeout=self.connect_timeout)
-        stream.set_nodelay(True)
-        self.connections_opened += 1
-        return stream
+    def _take(self, key):
+        idle = self._idle[key]
+        while idle:
+            reader, writer = idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
 
-    def _release(self, key, stream, keep_alive):
-        if keep_alive and not stream.closed() and len(self._idle[key]) < self.max_idle_per_host:
-            self._idle[key].append(stream)
+    async def _connect(self, host, port, ssl_context):
+        connection = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES), self.connect_timeout)
+        self.connections_opened += 1
+        return connection
+
+    def _release(self, key, connection, keep_alive):
+        if keep_alive and len(self._idle[key]) < self.max_idle_per_host:
+            self._idle[key].append(connection)
         else:
-            stream.close()
+            connection[1].close()
 
 
 def client_ssl_context(ca_file=None, cert_file=None, key_file=None):
@@ -102,42 +103,65 @@ def _request_bytes(method, target, host, body, headers):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-async def _exchange(stream, request, reused):
+async def _exchange(reader, writer, request, reused):
     """Send request, read the response. Returns (status, keep_alive, body)."""
+    writer.write(request)
     try:
-        await stream.write(request)
-        head = await stream.read_until_regex(b"\r?\n\r?\n", max_bytes=MAX_HEADER_BYTES)
-    except StreamClosedError:
-        if reused:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if reused and not exc.partial:
             raise _Stale() from None
-        raise
+        raise ConnectionResetError("connection closed before the answer") from None
+    except asyncio.LimitOverrunError:
+        raise BadResponse("response head too large") from None
+    version, status, headers = _parse_head(head)
+    body = await _read_body(reader, headers)
+    framed = "transfer-encoding" in headers or "content-length" in headers  # else it ran to the close
+    keep_alive = framed and version == "HTTP/1.1" and headers.get("connection", "") != "close"
+    return status, keep_alive, body
+
+
+def _parse_head(head):
+    """(version, status, {lowercase name: lowercase value}) for the few headers we use."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not code.isdigit():
+        raise BadResponse("not an HTTP/1.x status line")
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        name = name.strip().lower()
+        if sep and name in ("content-length", "transfer-encoding", "connection"):
+            headers[name] = value.strip().lower()
+    return version, int(code), headers
+
+
+async def _read_body(reader, headers):
     try:
-        first, _, rest = head.decode("latin-1").partition("\n")
-        start = httputil.parse_response_start_line(first.strip())
-        headers = httputil.HTTPHeaders.parse(rest)
-    except httputil.HTTPInputError as exc:
-        raise BadResponse(str(exc)) from None
-    body = await _read_body(stream, headers)
-    framed = _chunked(headers) or "Content-Length" in headers  # else the body ran to the close
-    keep_alive = framed and start.version == "HTTP/1.1" and headers.get("Connection", "").lower() != "close"
-    return start.code, keep_alive, body
+        if headers.get("transfer-encoding") == "chunked":
+            return await _read_chunked(reader)
+        if "content-length" in headers:
+            length = headers["content-length"]
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                raise BadResponse("bad Content-Length %r" % length[:20])
+            return await reader.readexactly(int(length))
+        body = await reader.read(MAX_BODY_BYTES + 1)
+        while len(body) <= MAX_BODY_BYTES and not reader.at_eof():
+            body += await reader.read(MAX_BODY_BYTES + 1 - len(body))
+        if len(body) > MAX_BODY_BYTES:
+            raise BadResponse("body too large")
+        return body
+    except asyncio.IncompleteReadError:
+        raise ConnectionResetError("connection closed mid-answer") from None
+    except asyncio.LimitOverrunError:
+        raise BadResponse("chunk header too large") from None
 
 
-async def _read_body(stream, headers):
-    if _chunked(headers):
-        return await _read_chunked(stream)
-    if "Content-Length" in headers:
-        length = headers["Content-Length"]
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            raise BadResponse("bad Content-Length %r" % length[:20])
-        return await stream.read_bytes(int(length)) if int(length) else b""
-    return await stream.read_until_close()
-
-
-async def _read_chunked(stream):
+async def _read_chunked(reader):
     parts, total = [], 0
     while True:
-        line = await stream.read_until(b"\r\n", max_bytes=64)
+        line = await reader.readuntil(b"\r\n")
         try:
             size = int(line.split(b";", 1)[0].strip(), 16)
         except ValueError:
@@ -146,10 +170,6 @@ async def _read_chunked(stream):
         if total > MAX_BODY_BYTES:
             raise BadResponse("body too large")
         if size == 0:
-            await stream.read_until(b"\r\n", max_bytes=MAX_HEADER_BYTES)  # no trailers expected
+            await reader.readuntil(b"\r\n")  # no trailers expected
             return b"".join(parts)
-        parts.append((await stream.read_bytes(size + 2))[:-2])
-
-
-def _chunked(headers):
-    return headers.get("Transfer-Encoding", "").lower() == "chunked"
+        parts.append((await reader.readexactly(size + 2))[:-2])

@@ -11,15 +11,13 @@ reports them):
   and said no (err_code such as ORDERPAID, or a login errcode such as 40029). The service
   decides what a given refusal means for its caller.
 
-Transport: server/upstream.py, a keep-alive connection pool on Tornado's IOStream (see
-there why not a library client).
+Transport: server/upstream.py, a keep-alive connection pool on asyncio streams (see there
+why not a library client).
 """
 import asyncio
 import json
 import logging
 import urllib.parse
-
-from tornado.iostream import StreamClosedError
 
 from server import upstream, wxpay
 
@@ -164,7 +162,7 @@ class WeChatClient:
             status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
-        except (OSError, StreamClosedError, upstream.BadResponse) as exc:
+        except (OSError, upstream.BadResponse) as exc:
             # the message names neither URL nor query: the jscode2session URL carries the AppSecret
             raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
         if status != 200:
