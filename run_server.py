@@ -89,7 +89,7 @@ async def serve(args, config, tls_files=None):
     await app.service.store.open()
     sim_app = start_simulator(args, tls_files) if args.simulator else None
     server = tornado.httpserver.HTTPServer(app, xheaders=args.xheaders, max_body_size=1024 * 1024)
-    server.listen(args.port, args.host)
+    server.listen(args.port, args.host, backlog=1024)  # flash sales open many connections at once
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
         args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
     stop = asyncio.Event()

@@ -9,12 +9,11 @@ import signal
 import ssl
 import sys
 
-import tornado.httpserver
 import tornado.netutil
 
 from simulator import state as sim
 from simulator import tls
-from simulator.app import make_app
+from simulator.app import make_app, make_server
 from simulator.handlers import MAX_BODY
 
 PROG = "run_simulator.py"
@@ -156,10 +155,14 @@ def fail(message):
     return 2
 
 
+LISTEN_BACKLOG = 1024
+
+
 def listen(app, host, port, ssl_options=None):
     """Bind first, so a busy port is reported before anything is printed."""
-    sockets = tornado.netutil.bind_sockets(port, host)
-    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY, ssl_options=ssl_options)
+    # a deep accept queue: a burst of new connections (a flash sale) must not wait for SYN retries
+    sockets = tornado.netutil.bind_sockets(port, host, backlog=LISTEN_BACKLOG)
+    server = make_server(app, max_body_size=MAX_BODY, ssl_options=ssl_options)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/run.py [--quick] [--out bench/results.json]
 
-Starts what it needs (the simulator, a counting TCP proxy, the backend on a temporary
+Starts what it needs (the simulator, which also counts upstream connections, the backend on a temporary
 SQLite database, and bench/minimal_server.py as the baseline), runs every phase, prints a
 table (measurement, figure, goal, PASS/FAIL) and writes the figures as JSON.
 
@@ -107,18 +107,15 @@ class Bench:
 
     # -- processes ---------------------------------------------------------------------
     def start(self):
-        self.sim_port, self.proxy_port, self.ctl_port = free_port(), free_port(), free_port()
+        self.sim_port = free_port()
         self.backend_port, self.minimal_port = free_port(), free_port()
         log = lambda name: os.path.join(self.workdir, name + ".log")  # noqa: E731
-        progress("starting the simulator, the counting proxy, the backend and the minimal server"
+        progress("starting the simulator, the backend and the minimal server"
                  " (logs in %s)" % self.workdir)
         self.sim = self._child("simulator", python_argv("run_simulator.py", "--port", self.sim_port),
                                log("simulator"), port=self.sim_port)
-        self.proxy = self._child("proxy", python_argv("bench/tcpproxy.py", "--listen", self.proxy_port,
-                                                      "--target", self.sim_port, "--control", self.ctl_port),
-                                 log("proxy"), port=self.proxy_port)
         self.db_path = os.path.join(self.workdir, "bench.db")
-        upstream = "http://127.0.0.1:%d" % self.proxy_port
+        upstream = "http://127.0.0.1:%d" % self.sim_port  # connections counted by the simulator
         env = {"WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"],
                "WECHAT_MCH_ID": DEMO["mch_id"], "WECHAT_API_KEY": DEMO["api_key"],
                "WECHAT_NOTIFY_URL": "http://127.0.0.1:%d/wechat/pay/notify" % self.backend_port,
@@ -135,8 +132,8 @@ class Bench:
         self.backend = self._child("backend", argv, log("backend"), env=env, port=self.backend_port)
         self.minimal = self._child("minimal", python_argv("bench/minimal_server.py", "--port", self.minimal_port),
                                    log("minimal"), port=self.minimal_port)
-        progress("pids: simulator %d, proxy %d, backend %d, minimal %d"
-                 % (self.sim.pid, self.proxy.pid, self.backend.pid, self.minimal.pid))
+        progress("pids: simulator %d, backend %d, minimal %d"
+                 % (self.sim.pid, self.backend.pid, self.minimal.pid))
         r = self.http.get("http://127.0.0.1:%d/healthz" % self.backend_port, timeout=10)
         if r.status_code != 200:
             raise BenchError("backend /healthz answered %d: %s\n%s" % (r.status_code, r.text, self.backend.output()))
@@ -166,16 +163,10 @@ class Bench:
     def backend_url(self):
         return "http://127.0.0.1:%d" % self.backend_port
 
-    def proxy_stats(self):
-        import socket
-        with socket.create_connection(("127.0.0.1", self.ctl_port), timeout=5) as s:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        return json.loads(data)
+    def upstream_stats(self):
+        """The simulator's transport counters: connections it accepted, WeChat calls it served."""
+        stats = self.http.get(self.sim_url + "/sim/stats", timeout=5).json()
+        return {"accepted": stats["connections_accepted"], "requests": stats["wechat_requests"]}
 
     def db(self, sql, args=()):
         conn = sqlite3.connect(self.db_path, timeout=10)
@@ -311,10 +302,10 @@ class Bench:
         progress("token flow: POST /api/orders with a Bearer token, %s at concurrency %d"
                  % ("%d s" % p["token_s"] if self.use_wrk else "%d orders" % p["token"], p["concurrency"]))
         reqs = self.token_requests(self.backend_port)
-        o0, s0 = self.orders_done(), self.proxy_stats()
-        res, cpu = self.measure([self.backend, self.sim, self.proxy],
+        o0, s0 = self.orders_done(), self.upstream_stats()
+        res, cpu = self.measure([self.backend, self.sim],
                                 lambda: self.drive(self.backend_port, reqs, "rotate", p["token"], p["token_s"]))
-        orders, s1 = need(self.orders_done() - o0, "order created", self.backend), self.proxy_stats()
+        orders, s1 = need(self.orders_done() - o0, "order created", self.backend), self.upstream_stats()
         self.check_load("token", res)
         calls = need(s1["requests"] - s0["requests"], "upstream call", self.backend)
         conns = s1["accepted"] - s0["accepted"]
@@ -323,11 +314,7 @@ class Bench:
             "backend_cpu_us_per_order": cpu["backend"] / orders * 1e6,
             "backend_threads": self.last_threads,
             "upstream_calls": calls, "new_upstream_connections": conns,
-            "upstream_connections_closed_by_backend": s1["closed_by_client"] - s0["closed_by_client"],
-            "upstream_connections_closed_by_simulator": s1["closed_by_upstream"] - s0["closed_by_upstream"],
-            "simulator_cpu_us_per_unifiedorder": cpu["simulator"] / calls * 1e6,
-            "proxy_cpu_us_per_call": cpu["proxy"] / calls * 1e6,
-            "open_upstream_connections_at_end": s1["open"]}
+            "simulator_cpu_us_per_unifiedorder": cpu["simulator"] / calls * 1e6}
         self.figures["token_cpu_ratio"] = (cpu["backend"] / orders) / self.baseline
         self.phases["token"]["simulator_in_flow_ratio"] = (cpu["simulator"] / calls) / self.baseline
         self.figures["new_conns_per_1000"] = 1000.0 * conns / calls
@@ -387,9 +374,9 @@ class Bench:
         reqs = [order_request(self.backend_port, code=c) for c in codes]
         progress("one-call flow: %d POST /api/orders with the code in the body (jscode2session + "
                  "unifiedorder), concurrency %d" % (n, p["concurrency"]))
-        o0, s0 = self.orders_done(), self.proxy_stats()
+        o0, s0 = self.orders_done(), self.upstream_stats()
         res, cpu = self.measure([self.backend, self.sim], lambda: self.drive(self.backend_port, reqs, "once", n, None, self.orders_done))
-        orders, s1 = need(self.orders_done() - o0, "order created", self.backend), self.proxy_stats()
+        orders, s1 = need(self.orders_done() - o0, "order created", self.backend), self.upstream_stats()
         self.check_load("onecall", res)
         calls = s1["requests"] - s0["requests"]
         self.phases["onecall"] = {
@@ -481,11 +468,11 @@ class Bench:
             runs = []
             for rep in range(reps):
                 reqs = [order_request(self.backend_port, token=tokens[i % len(tokens)]) for i in range(n)]
-                s0, o0 = self.proxy_stats(), self.orders_done()
+                s0, o0 = self.upstream_stats(), self.orders_done()
                 before = self.backend.cpu()
                 res = self.loadgen(self.backend_port, reqs, mode="burst", timeout=120)
                 cpu = self.backend.cpu() - before
-                s1 = self.proxy_stats()
+                s1 = self.upstream_stats()
                 self.check_load("burst", res)
                 runs.append({"wall_s": res["wall"], "ok": res["ok"], "status": res["status"],
                              "errors": res["errors"], "latency_ms": res["latency_ms"],
@@ -530,7 +517,7 @@ class Bench:
         if res["errors"]:
             self.notes.append("wechatpy: %d errors: %s" % (res["errors"], res["error_samples"]))
         ours = self.phases.get("burst", {})
-        self.phases["wechatpy"] = dict(res, note="straight at the simulator (no proxy); same latency fault")
+        self.phases["wechatpy"] = dict(res, note="straight at the simulator, like the backend; same latency fault")
         if ours and ours["orders"] == n:
             ours_wall = ours["wall_s_median"]
         else:
@@ -627,7 +614,7 @@ class Bench:
                 "tornado": __import__("tornado").version,
                 "database": "temporary SQLite file in %s" % self.workdir,
                 "backend": "run_server.py with its defaults (MD5, LOG_LEVEL unset = INFO), upstream via "
-                           "bench/tcpproxy.py to run_simulator.py (time scale 1)",
+                           "straight to run_simulator.py (time scale 1), which counts connections (/sim/stats)",
                 "cpu_accounting": "utime+stime from /proc/<pid>/stat (all threads), before/after each phase",
                 "git_head": git_head(),
                 "started": datetime.datetime.now().isoformat(timespec="seconds")}

@@ -28,7 +28,7 @@ class _Stale(Exception):
 
 
 class Pool:
-    def __init__(self, connect_timeout, max_idle_per_host=256):
+    def __init__(self, connect_timeout, max_idle_per_host=1024):
         self.connect_timeout = connect_timeout
         self.max_idle_per_host = max_idle_per_host
         self._idle = collections.defaultdict(list)

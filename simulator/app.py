@@ -1,6 +1,7 @@
 """make_app(state): the simulator's tornado Application, routes and notifier."""
 import logging
 
+import tornado.httpserver
 import tornado.web
 
 from simulator import handlers as h
@@ -11,12 +12,28 @@ from simulator.state import check_refund_delay
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
 
 
+class SimHTTPServer(tornado.httpserver.HTTPServer):
+    """Counts accepted connections into the state's stats (GET /sim/stats)."""
+
+    def handle_stream(self, stream, address):
+        self.request_callback.sim_state.stats["connections_accepted"] += 1
+        return super().handle_stream(stream, address)
+
+
 class SimApplication(tornado.web.Application):
     """An Application whose listen() caps request bodies (WeChat answers are small too)."""
 
-    def listen(self, port, address=None, **kwargs):
-        kwargs.setdefault("max_body_size", h.MAX_BODY)
-        return super().listen(port, address, **kwargs)
+    def listen(self, port, address=None, backlog=1024, **kwargs):
+        # a deep accept queue: a burst of new connections must not wait for SYN retries
+        server = make_server(self, **kwargs)
+        server.listen(port, address or "", backlog=backlog)
+        return server
+
+
+def make_server(app, **kwargs):
+    """The simulator's HTTP server for app (bodies capped, connections counted)."""
+    kwargs.setdefault("max_body_size", h.MAX_BODY)
+    return SimHTTPServer(app, **kwargs)
 
 
 def log_request(handler):
@@ -58,6 +75,7 @@ def routes(state, notifier):
         (r"/sim/clock", h.SimClockHandler),
         (r"/sim/reset", h.SimResetHandler),
         (r"/sim/config", h.SimConfigHandler),
+        (r"/sim/stats", h.SimStatsHandler),
     ]
     return [(pattern, handler, deps) for pattern, handler in wechat + control]
 

@@ -87,6 +87,7 @@ class WeChatHandler(tornado.web.RequestHandler):
                       "path": self.request.path, "api": self.api, "signature": None,
                       "error": None, "faults": []}
         self.state.requests.append(self.entry)
+        self.state.stats["wechat_requests"] += 1
         self.system_error = self.bad_sign = False
 
     async def apply_faults(self):
@@ -970,6 +971,14 @@ class SimResetHandler(SimHandler):
         self.notifier.cancel_all()
         self.state.reset()
         self.reply({"reset": True})
+
+
+class SimStatsHandler(SimHandler):
+    """Transport counters: a client that reuses connections opens few for many calls."""
+
+    def get(self):
+        self.reply({"connections_accepted": self.state.stats["connections_accepted"],
+                    "wechat_requests": self.state.stats["wechat_requests"]})
 
 
 class SimConfigHandler(SimHandler):

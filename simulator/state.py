@@ -417,9 +417,12 @@ class State:
         self.config = config
         self.clock = Clock(time_scale)
         self.refund_delay = check_refund_delay(refund_delay)
+        # connections accepted and WeChat calls served: what a client's connection reuse looks like
+        self.stats = collections.Counter()
         self.reset()
 
     def reset(self):
+        """Forget orders, codes, refunds, logs and faults (transport counters in `stats` stay)."""
         self.clock.offset = 0.0
         self.codes = {}
         self.openids = collections.defaultdict(dict)    # appid -> {openid: user}

@@ -52,15 +52,14 @@ def sign_type():
 @pytest.fixture
 def sim(io_loop):
     """The simulator (demo credentials, time scale 0.01) on its own port in the test's IOLoop."""
-    import tornado.httpserver
     import tornado.testing
-    from simulator.app import make_app as make_sim_app
+    from simulator.app import make_app as make_sim_app, make_server
     from simulator.state import SimConfig, State
 
     state = State(SimConfig.demo(), time_scale=0.01)
     sim_app = make_sim_app(state, notify_timeout=2.0)
     sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(sim_app)
+    server = make_server(sim_app)
     server.add_sockets([sock])
     sim_app.url = "http://127.0.0.1:%d" % port
     sim_app.state = state

@@ -307,3 +307,13 @@ async def test_products_health_and_unknown_routes(http_client, base_url, app):
     assert status == 405 and data["error"]["code"] == "METHOD_NOT_ALLOWED"
     status, data = await call(http_client, "POST", base_url + "/api/login", raw=b"\xff\xfe")
     assert status == 400 and data["error"]["code"] == "INVALID_JSON"
+
+
+async def test_backend_reuses_upstream_connections(http_client, base_url, sim, app):
+    auth = await login(http_client, base_url, sim)
+    _, before = await call(http_client, "GET", sim.url + "/sim/stats")
+    for _ in range(20):
+        await create(http_client, base_url, auth)
+    _, after = await call(http_client, "GET", sim.url + "/sim/stats")
+    assert after["wechat_requests"] - before["wechat_requests"] == 20
+    assert after["connections_accepted"] - before["connections_accepted"] <= 1
