@@ -62,6 +62,8 @@ def parse_args(argv):
                    "(see SimConfig.from_file); excludes the four credential flags")
     p.add_argument("--time-scale", type=positive_float, default=1.0,
                    help="multiplies every WeChat duration: 0.001 turns 15 s into 15 ms")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (default: only 4xx/5xx; GET /sim/requests has them all)")
     p.add_argument("--notify-timeout", type=positive_float, default=5.0,
                    help="seconds a notify_url has to answer (not scaled; default 5)")
     p.add_argument("--refund-delay", type=non_negative_float, default=sim.REFUND_DELAY,
@@ -216,6 +218,8 @@ def main(argv=None):
     except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
         return fail("TLS: %s" % exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.access_log:
+        logging.getLogger("simulator.access").setLevel(logging.WARNING)
     return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options))
 
 

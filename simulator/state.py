@@ -9,7 +9,6 @@ import json
 import random
 import re
 import secrets
-import string
 import time
 import urllib.parse
 
@@ -299,7 +298,7 @@ def _b64(data):
 
 
 def _random_digits(n):
-    return "".join(secrets.choice(string.digits) for _ in range(n))
+    return "%0*d" % (n, secrets.randbelow(10 ** n))
 
 
 @dataclasses.dataclass
