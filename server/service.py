@@ -27,6 +27,7 @@ MAX_REFUNDS = 50            # WeChat's limit of partial refunds per order
 REFUND_DESC_MAX = 80
 REFUND_OUTCOMES = (SUCCESS, "REFUNDCLOSE", "CHANGE")
 _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
+_CODE = re.compile(r"[!-~]+")  # wx.login codes: printable ASCII, no spaces or controls
 _OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 _REFUND_REFUSALS = {
     "not_paid": (409, "ORDER_NOT_PAID", "only a paid order can be refunded"),
@@ -67,8 +68,8 @@ class Service:
 
     async def code2session(self, code):
         """WeChat's answer for a wx.login code; 401 LOGIN_FAILED when WeChat refuses it."""
-        if not isinstance(code, str) or not code.strip() or len(code) > 128:
-            raise ServiceError(400, "INVALID_CODE", "code must be the non-empty string from wx.login")
+        if not (isinstance(code, str) and 0 < len(code) <= 128 and _CODE.fullmatch(code)):
+            raise ServiceError(400, "INVALID_CODE", "code must be the string from wx.login")
         try:
             return await self.wechat.code2session(code)
         except WeChatRefused as exc:

@@ -118,7 +118,8 @@ async def test_malformed_json_at_orders_and_login(http_client, base_url, sim, ap
     assert snapshot(app) == before
 
 
-@pytest.mark.parametrize("body", [{"code": 123}, {"code": ["a"]}, {"code": ""}, {"code": "x" * 500}, {"code": None}])
+@pytest.mark.parametrize("body", [{"code": 123}, {"code": ["a"]}, {"code": ""}, {"code": "x" * 500}, {"code": None},
+                                  {"code": "\x08"}, {"code": "a b"}, {"code": "码"}, {"code": " "}])
 async def test_bad_login_codes_are_400(http_client, base_url, sim, app, body):
     before = snapshot(app)
     status, data = await call(http_client, "POST", base_url + "/api/login", body)
