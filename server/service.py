@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 import string
+import sys
 import time
 
 from server import wxpay
@@ -127,7 +128,8 @@ class Service:
             except WeChatError:
                 if refresh:
                     raise
-                log.warning("order %s: background reconciliation failed", out_trade_no, exc_info=True)
+                log.warning("order %s: background reconciliation failed: %s", out_trade_no,
+                            sys.exc_info()[1])
         return order
 
     async def repay(self, openid, out_trade_no):

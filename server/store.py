@@ -322,14 +322,14 @@ class SQLiteStore:
         return table.convert(row) if row else None
 
     async def set_prepay(self, out_trade_no, prepay_id, prepay_expires_at):
-        """Record the prepay_id of an unpaid order and return the order; None when it is no
-        longer NOTPAY."""
+        """Record the prepay_id of an unpaid order (NOTPAY, or PAYERROR being paid again) and
+        return the order; None when it is no longer unpaid."""
         def op():
             with self._tx():
                 cur = self._conn.execute(
                     "UPDATE orders SET prepay_id = ?, prepay_expires_at = ?, updated_at = ?"
-                    " WHERE out_trade_no = ? AND status = ?",
-                    (prepay_id, prepay_expires_at, time.time(), out_trade_no, NOTPAY))
+                    " WHERE out_trade_no = ? AND status IN (?, ?)",
+                    (prepay_id, prepay_expires_at, time.time(), out_trade_no, NOTPAY, PAYERROR))
             return self._get(_ORDERS, out_trade_no) if cur.rowcount == 1 else None
         return await self._run(op)
 
