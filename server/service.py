@@ -283,7 +283,11 @@ class Service:
                 refund_fee=refund_fee, reason=reason or "", status=PENDING, created_at=now, updated_at=now),
                 MAX_REFUNDS)
         except RefundRefused as exc:
-            raise ServiceError(*_REFUND_REFUSALS[exc.reason]) from None
+            status, code, message = _REFUND_REFUSALS[exc.reason]
+            if exc.reason == "amount":
+                left = refundable_fee(order, await self.store.refunds_of(order.out_trade_no))
+                message = "%s: %d fen is left to refund" % (message, left)
+            raise ServiceError(status, code, message) from None
         if refund.status != PENDING:
             return refund  # a retry of a refund WeChat already accepted
         return await self._submit_refund(order, refund)

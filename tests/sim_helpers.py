@@ -1,5 +1,6 @@
 """Helpers for the simulator tests: requests signed with wechatpy's signer, not the simulator's."""
 import asyncio
+import contextlib
 import http.server
 import json
 import threading
@@ -173,3 +174,17 @@ class NotifySink:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+@contextlib.contextmanager
+def tls_simulator(directory):
+    """A real `run_simulator.py --tls` with its CA in directory; .url and .files (tls.prepare)."""
+    from simulator import tls
+    from tests.processes import Proc, free_port
+    port = free_port()
+    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", "--tls",
+                                   "--tls-dir", directory], port=port) as proc:
+        wait_output(proc, "WECHAT_KEY_FILE")
+        proc.url = "https://127.0.0.1:%d" % port
+        proc.files = tls.prepare(directory)      # reuses what the process created
+        yield proc

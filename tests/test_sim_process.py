@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import sys
-import time
 import types
 import uuid
 
@@ -16,18 +15,9 @@ from wechatpy.exceptions import WeChatClientException, WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from tests.processes import ROOT, Proc, free_port
-from tests.sim_helpers import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
+from tests.sim_helpers import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_output(proc, text, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in proc.output():
-            return proc.output()
-        time.sleep(0.05)
-    raise AssertionError("%r not in output:\n%s" % (text, proc.output()))
 
 
 def run_failing(args, timeout=20):

@@ -9,20 +9,14 @@ from wechatpy.pay import WeChatPay
 
 from simulator import tls
 from tests.processes import Proc, free_port
-from tests.sim_helpers import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink, wait_output
+from tests.sim_helpers import tls_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink, wait_output
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def tls_sim(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("sim-tls"))
-    port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", "--tls",
-                                   "--tls-dir", directory], port=port) as proc:
-        wait_output(proc, "WECHAT_KEY_FILE")
-        proc.url = "https://127.0.0.1:%d" % port
-        proc.files = tls.prepare(directory)
+    with tls_simulator(str(tmp_path_factory.mktemp("sim-tls"))) as proc:
         yield proc
 
 

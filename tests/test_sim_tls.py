@@ -11,7 +11,7 @@ from cryptography.x509.oid import NameOID
 
 from simulator import tls
 from tests.processes import Proc, free_port
-from tests.sim_helpers import (DEMO_API_KEY, DEMO_MCH_ID, refund_fields, signed_xml,
+from tests.sim_helpers import (tls_simulator, DEMO_API_KEY, DEMO_MCH_ID, refund_fields, signed_xml,
                                wait_output)
 
 pytestmark = pytest.mark.e2e
@@ -94,13 +94,7 @@ def test_prepare_with_a_given_ca(tmp_path):
 
 @pytest.fixture(scope="module")
 def tls_sim(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("sim-tls"))
-    port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", "--tls",
-                                   "--tls-dir", directory], port=port) as proc:
-        wait_output(proc, "WECHAT_KEY_FILE")
-        proc.url = "https://127.0.0.1:%d" % port
-        proc.files = tls.prepare(directory)      # reuses what the process created
+    with tls_simulator(str(tmp_path_factory.mktemp("sim-tls"))) as proc:
         yield proc
 
 
