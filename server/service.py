@@ -165,10 +165,11 @@ class Service:
             raise ServiceError(404, "ORDER_NOT_FOUND", "no such order")
         return order
 
-    def _stale(self, order):
+    def _stale(self, record):
+        """An order or refund old enough, and not checked recently, to ask WeChat about."""
         now = self.clock()
-        return (now - order.created_at > RECONCILE_AFTER
-                and now - (order.checked_at or 0) > RECONCILE_EVERY)
+        return (now - record.created_at > RECONCILE_AFTER
+                and now - (record.checked_at or 0) > RECONCILE_EVERY)
 
     # -- payment params ----------------------------------------------------------
     async def _payable(self, order):
@@ -314,9 +315,7 @@ class Service:
         """(order, refunds), refunds reconciled with refundquery when asked or stale."""
         order = await self._any_order(out_trade_no)
         refunds = await self.store.refunds_of(order.out_trade_no)
-        now = self.clock()
-        stale = [r for r in refunds if r.status == PROCESSING and (
-            refresh or (now - r.created_at > RECONCILE_AFTER and now - (r.checked_at or 0) > RECONCILE_EVERY))]
+        stale = [r for r in refunds if r.status == PROCESSING and (refresh or self._stale(r))]
         for refund in stale:
             await self.reconcile_refund(refund)
         if stale:
