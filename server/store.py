@@ -229,22 +229,53 @@ class SQLiteStore:
                     break
             jobs = [job for job in batch if job is not None]
             if jobs:
-                self._loop.call_soon_threadsafe(_deliver, self._run_batch(jobs))
+                self._loop.call_soon_threadsafe(_deliver, self._answers(jobs))
             if batch[-1] is None:
                 self._conn.close()
                 return
 
+    def _answers(self, jobs):
+        """The batch's answers; whatever goes wrong, every caller gets one (the thread lives on)."""
+        try:
+            return self._run_batch(jobs)
+        except Exception as exc:
+            self._rollback()
+            return [(future, None, exc) for _, _, future in jobs]
+
     def _run_batch(self, jobs):
-        """[(future, result, exception)]: every job in its savepoint, one COMMIT for all."""
+        """[(future, result, exception)]: every job in its savepoint, one COMMIT for all.
+
+        A job whose error aborted the whole transaction (disk full, I/O error) gets that error;
+        the abort undid the jobs before it too, so all the others run again in a new batch.
+        """
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            results = [(future, *_call(fn, args)) for fn, args, future in jobs]
+        except sqlite3.Error as exc:
+            return [(future, None, exc) for _, _, future in jobs]
+        results = []
+        for i, (fn, args, future) in enumerate(jobs):
+            result, error = _call(fn, args)
+            if not self._conn.in_transaction:
+                error = error or StoreError("the transaction was aborted")
+                rest = jobs[:i] + jobs[i + 1:]
+                return [(future, None, error)] + (self._run_batch(rest) if rest else [])
+            results.append((future, result, error))
+        try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            self._rollback()
             return [(future, None, exc) for _, _, future in jobs]
         return results
+
+    def _rollback(self):
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # the connection's state is unknown now: start again from what is on disk
+            log.error("rollback failed (%s): reopening the database", exc)
+            self._conn.close()
+            self._open()
 
     def _open(self):
         if self.path != ":memory:" and os.path.dirname(self.path):

@@ -189,3 +189,41 @@ async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
     assert (await s.get_order("OLD")).status == SUCCESS
     assert (await s.insert_refund(refund("R1", 800, "OLD"), 50))[1]
     await s.close()
+
+
+async def test_a_job_that_aborts_the_batch_fails_alone(store):
+    """Disk full in one job aborts SQLite's whole transaction: the others are redone, and
+    every caller hears the truth about its own job."""
+    pages = await store._run(lambda: store._conn.execute("PRAGMA page_count").fetchone()[0])
+    await store._run(lambda: store._conn.execute("PRAGMA max_page_count = %d" % (pages + 8)))
+    results = await asyncio.gather(
+        store.insert_order(order("T1")), store.insert_order(order("BIG", body="x" * 200000)),
+        store.insert_order(order("T3")), store.insert_order(order("T4")), return_exceptions=True)
+    assert [isinstance(r, StoreError) for r in results] == [False, True, False, False]
+    for no in ("T1", "T3", "T4"):
+        assert await store.get_order(no) is not None
+    assert await store.get_order("BIG") is None
+    assert await store.ping()
+
+
+async def test_the_database_thread_survives_a_failing_commit_and_rollback(store):
+    class Broken:
+        """The real connection, except that COMMIT and then ROLLBACK fail once each."""
+        def __init__(self, conn):
+            self.conn, self.fail = conn, ["COMMIT", "ROLLBACK"]
+
+        def execute(self, sql, *args):
+            if self.fail and sql == self.fail[0]:
+                self.fail.pop(0)
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+    broken = store._conn = Broken(store._conn)
+    with pytest.raises(StoreError):
+        await store.insert_order(order("T1"))
+    assert await store.ping()  # answered, not hung: the store reopened the database
+    assert store._conn is not broken
+    assert await store.get_order("T1") is None
+    assert (await store.insert_order(order("T2")))[1]
