@@ -51,20 +51,29 @@ class Pool:
         key = (parts.hostname, port, ssl_context if secure else None)
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         request = _request_bytes(method, target, parts.netloc, body, headers)
-        while True:
-            connection, reused = self._take(key), True
-            if connection is None:
-                connection, reused = await self._connect(parts.hostname, port, key[2]), False
-            try:
-                status, keep_alive, answer = await _exchange(*connection, request, reused)
-            except _Stale:
-                connection[1].close()
-                continue  # the peer had closed this idle connection: take another one
-            except BaseException:
-                connection[1].close()
-                raise
-            self._release(key, connection, keep_alive)
-            return status, answer
+        connection = self._take(key)
+        try:
+            return await self._send(key, connection, request, reused=connection is not None)
+        except _Stale:
+            # the peer closed this idle connection, so it has likely closed its siblings too:
+            # drop them all and send once more, on a new connection (never more than once)
+            self._drop_idle(key)
+            return await self._send(key, None, request, reused=False)
+
+    async def _send(self, key, connection, request, reused):
+        if connection is None:
+            connection = await self._connect(key[0], key[1], key[2])
+        try:
+            status, keep_alive, answer = await _exchange(*connection, request, reused)
+        except BaseException:
+            connection[1].close()
+            raise
+        self._release(key, connection, keep_alive)
+        return status, answer
+
+    def _drop_idle(self, key):
+        for _, writer in self._idle.pop(key, []):
+            writer.close()
 
     def _take(self, key):
         idle = self._idle[key]
@@ -89,8 +98,10 @@ class Pool:
 
 
 def client_ssl_context(ca_file=None, cert_file=None, key_file=None):
-    """Verifying TLS context: the system's CAs (or ca_file), and a client certificate if given."""
-    context = ssl.create_default_context(cafile=ca_file or None)
+    """Verifying TLS context: the system's CAs plus ca_file, and a client certificate if given."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(ca_file)
     if cert_file:
         context.load_cert_chain(cert_file, key_file or None)
     return context

@@ -107,3 +107,31 @@ async def test_refused_connection_is_an_oserror():
     with pytest.raises(OSError):
         await pool.fetch("GET", url, b"", {}, 5)
     pool.close()
+
+
+async def test_a_dropped_request_is_replayed_at_most_once():
+    """A peer that reads the request and hangs up: one replay on a new connection, no more."""
+    mode = {"drop": False, "seen": 0}
+
+    async def handle(reader, writer):
+        while True:
+            request = await reader.readuntil(b"\r\n\r\n")
+            length = int(request.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if mode["drop"]:
+                mode["seen"] += 1
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = "http://127.0.0.1:%d/secapi/pay/refund" % server.sockets[0].getsockname()[1]
+    pool = upstream.Pool(connect_timeout=2)
+    await asyncio.gather(*[pool.fetch("POST", url, b"x", {}, 5) for _ in range(10)])
+    assert sum(len(v) for v in pool._idle.values()) == pool.connections_opened >= 2
+    mode["drop"] = True
+    with pytest.raises(OSError):
+        await pool.fetch("POST", url, b"refund", {}, 5)
+    assert mode["seen"] == 2
+    pool.close()
+    server.close()
