@@ -176,12 +176,13 @@ class Service:
         """Make sure the order has a live prepay_id; return (order, requestPayment params)."""
         now = self.clock()
         if order.prepay_id and order.prepay_expires_at - now > PREPAY_SAFETY_MARGIN:
-            return order, self.payment_params(order.prepay_id)
+            return order, self.payment_params(order.prepay_id, order.sign_type)
         try:
+            # the order's own sign type: its notification will be verified with it
             answer = await self.wechat.unified_order(
-                body=order.body, out_trade_no=order.out_trade_no, total_fee=str(order.total_fee),
-                spbill_create_ip=self.config.spbill_create_ip, notify_url=self.config.notify_url,
-                trade_type="JSAPI", openid=order.openid)
+                sign_type=order.sign_type, body=order.body, out_trade_no=order.out_trade_no,
+                total_fee=str(order.total_fee), spbill_create_ip=self.config.spbill_create_ip,
+                notify_url=self.config.notify_url, trade_type="JSAPI", openid=order.openid)
         except WeChatRefused as exc:
             if exc.wechat_code in ("ORDERPAID", "ORDERCLOSED"):
                 await self.reconcile(order)
@@ -190,15 +191,17 @@ class Service:
         prepay_id = answer.get("prepay_id")
         if not prepay_id:
             raise UpstreamError("unifiedorder succeeded without a prepay_id")
-        order = await self.store.set_prepay(order.out_trade_no, prepay_id, now + PREPAY_TTL)
-        if order is None:
+        # WeChat answers a repeat with the same prepay_id while it is valid: its expiry stands
+        expires_at = order.prepay_expires_at if prepay_id == order.prepay_id else now + PREPAY_TTL
+        paid_order = await self.store.set_prepay(order.out_trade_no, prepay_id, expires_at)
+        if paid_order is None:
             raise ServiceError(409, "ORDER_NOT_PAYABLE", "the order is no longer unpaid")
-        return order, self.payment_params(prepay_id)
+        return paid_order, self.payment_params(prepay_id, order.sign_type)
 
-    def payment_params(self, prepay_id):
+    def payment_params(self, prepay_id, sign_type):
         """wx.requestPayment's five fields, paySign computed here and nowhere else."""
         return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
-                                     self.config.sign_type, int(self.clock()), wxpay.nonce())
+                                     sign_type, int(self.clock()), wxpay.nonce())
 
     # -- notifications -----------------------------------------------------------
     async def handle_notify(self, body):
@@ -209,7 +212,7 @@ class Service:
             log.warning("notify refused: %s", exc)
             return wxpay.fail_reply("invalid XML")
         if params.get("return_code") != "SUCCESS":
-            log.warning("notify with return_code=%s ignored", params.get("return_code"))
+            log.warning("notify with return_code=%r ignored", params.get("return_code", "")[:16])
             return wxpay.fail_reply("return_code is not SUCCESS")
         out_trade_no = params.get("out_trade_no", "")
         order = await self.store.get_order(out_trade_no) if _plausible_trade_no(out_trade_no) else None

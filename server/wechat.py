@@ -90,9 +90,9 @@ class WeChatClient:
         return answer
 
     # -- pay ---------------------------------------------------------------------
-    async def unified_order(self, **fields):
+    async def unified_order(self, sign_type=None, **fields):
         fields.setdefault("trade_type", "JSAPI")
-        return await self._pay("/pay/unifiedorder", fields)
+        return await self._pay("/pay/unifiedorder", fields, sign_type=sign_type)
 
     async def order_query(self, out_trade_no):
         return await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
@@ -107,31 +107,33 @@ class WeChatClient:
     async def refund_query(self, out_refund_no):
         return await self._pay("/pay/refundquery", {"out_refund_no": out_refund_no})
 
-    async def _pay(self, path, fields, client_cert=False):
+    async def _pay(self, path, fields, client_cert=False, sign_type=None):
+        """Sign (with sign_type, default the configured one), send, verify the answer."""
         name = path.rsplit("/", 1)[-1]
+        sign_type = sign_type or self.config.sign_type
         params = {"appid": self.config.appid, "mch_id": self.config.mch_id, **fields}
-        if self.config.sign_type != wxpay.MD5:
-            params["sign_type"] = self.config.sign_type
+        if sign_type != wxpay.MD5:
+            params["sign_type"] = sign_type
         url = self.config.pay_base_url.rstrip("/") + path
 
         async def once():
             # a fresh nonce per attempt; the business fields stay identical, so a retried
             # unifiedorder is the same order at WeChat
             params["nonce_str"] = wxpay.nonce()
-            body = wxpay.signed_xml(params, self.config.api_key, self.config.sign_type)
+            body = wxpay.signed_xml(params, self.config.api_key, sign_type)
             answer = await self._fetch("POST", url, body, name, client_cert)
-            return self._check_pay_answer(name, answer)
+            return self._check_pay_answer(name, answer, sign_type)
         return await self._with_retries(once, name)
 
-    def _check_pay_answer(self, name, body):
+    def _check_pay_answer(self, name, body, sign_type):
         try:
             answer = wxpay.from_xml(body)
         except wxpay.XMLError as exc:
             raise UpstreamError("%s answered invalid XML: %s" % (name, exc)) from None
         if answer.get("return_code") != "SUCCESS":
-            raise UpstreamError("%s return_code=%s: %s" % (
-                name, answer.get("return_code"), answer.get("return_msg", "")))
-        if not wxpay.verify(answer, self.config.api_key, self.config.sign_type):
+            raise UpstreamError("%s return_code=%r: %r" % (
+                name, answer.get("return_code", "")[:16], answer.get("return_msg", "")[:128]))
+        if not wxpay.verify(answer, self.config.api_key, sign_type):
             raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
         if answer.get("appid") != self.config.appid or answer.get("mch_id") != self.config.mch_id:
             raise UpstreamError("%s answer is for another appid/mch_id" % name)

@@ -317,3 +317,41 @@ async def test_backend_reuses_upstream_connections(http_client, base_url, sim, a
     _, after = await call(http_client, "GET", sim.url + "/sim/stats")
     assert after["wechat_requests"] - before["wechat_requests"] == 20
     assert after["connections_accepted"] - before["connections_accepted"] <= 1
+
+
+async def test_renewal_inside_the_margin_keeps_wechats_expiry(http_client, base_url, sim, app, clock):
+    """Inside the last 10 minutes WeChat answers the same prepay_id: its expiry must not be
+    extended, or the order would be handed an expired prepay_id later."""
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    first = await app.service.store.get_order(no)
+    clock.offset += 7200 - 550
+    status, again = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 200 and again["payment"]["package"] == order["payment"]["package"]
+    assert (await app.service.store.get_order(no)).prepay_expires_at == first.prepay_expires_at
+    clock.offset += 600
+    await call(http_client, "POST", sim.url + "/sim/clock", {"advance": 7200})
+    auth = await login(http_client, base_url, sim)  # the session token expired meanwhile
+    status, renewed = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 200 and renewed["payment"]["package"] != order["payment"]["package"]
+    assert (await pay(http_client, sim, renewed["payment"]))[0] == 200
+    await paid_in_store(app, no)
+
+
+async def test_an_order_keeps_its_sign_type_when_the_configuration_changes(http_client, base_url, sim, app, clock):
+    import dataclasses
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    hmac_config = dataclasses.replace(app.service.config, sign_type="HMAC-SHA256")
+    app.service.config = app.service.wechat.config = hmac_config
+    clock.offset += 7200
+    await call(http_client, "POST", sim.url + "/sim/clock", {"advance": 7200})
+    auth = await login(http_client, base_url, sim)  # the session token expired meanwhile
+    status, renewed = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 200 and renewed["payment"]["signType"] == "MD5"
+    assert (await pay(http_client, sim, renewed["payment"]))[0] == 200
+    await paid_in_store(app, no)  # the notification is signed like the order: MD5
+    fresh = await create(http_client, base_url, auth)
+    assert fresh["payment"]["signType"] == "HMAC-SHA256"
