@@ -84,7 +84,7 @@ class BaseHandler(tornado.web.RequestHandler):
 def _error_shape(status_code, exc):
     """(status, {"code", "message", "wechat_code"?}) for any exception; never a traceback."""
     if isinstance(exc, ServiceError):
-        status, error = exc.status, {"code": exc.code, "message": exc.message}
+        status, error = exc.status, dict(exc.extra, code=exc.code, message=exc.message)
         wechat_code = exc.wechat_code
     elif isinstance(exc, WeChatError):
         status, error = exc.status, {"code": exc.code, "message": "WeChat: %s" % exc}

@@ -42,9 +42,10 @@ _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 class ServiceError(Exception):
     """An answer for the API caller: HTTP status, error code, message, WeChat's code."""
 
-    def __init__(self, status, code, message, wechat_code=None):
+    def __init__(self, status, code, message, wechat_code=None, extra=None):
         super().__init__(message)
         self.status, self.code, self.message, self.wechat_code = status, code, message, wechat_code
+        self.extra = extra or {}  # more fields for the error object (e.g. out_refund_no)
 
 
 class Service:
@@ -294,7 +295,12 @@ class Service:
             raise ServiceError(status, code, message) from None
         if refund.status != PENDING:
             return refund  # a retry of a refund WeChat already accepted
-        return await self._submit_refund(order, refund)
+        try:
+            return await self._submit_refund(order, refund)
+        except WeChatError as exc:  # WeChat may or may not have it: it stays PENDING, retry it
+            raise ServiceError(exc.status, exc.code, "WeChat: %s; the refund is stored as PENDING: repeat "
+                               "the call with its out_refund_no" % exc, exc.wechat_code,
+                               {"out_refund_no": refund.out_refund_no}) from None
 
     async def _submit_refund(self, order, refund):
         try:
@@ -318,7 +324,7 @@ class Service:
         """(order, refunds), refunds reconciled with refundquery when asked or stale."""
         order = await self._any_order(out_trade_no)
         refunds = await self.store.refunds_of(order.out_trade_no)
-        stale = [r for r in refunds if r.status == PROCESSING and (refresh or self._stale(r))]
+        stale = [r for r in refunds if r.status in (PENDING, PROCESSING) and (refresh or self._stale(r))]
         for refund in stale:
             await self.reconcile_refund(refund)
         if stale:
@@ -341,7 +347,8 @@ class Service:
         if answer.get("refund_fee_%d" % n) != str(refund.refund_fee):
             raise UpstreamError("refundquery: refund_fee of %s does not match" % refund.out_refund_no)
         status = answer.get("refund_status_%d" % n)
-        if status in REFUND_OUTCOMES:
+        if status in REFUND_OUTCOMES or (status == PROCESSING and refund.status == PENDING):
+            # a PENDING refund WeChat knows was accepted after all (its answer was lost)
             return (await self.store.refund_transition(
                 refund.out_refund_no, (PENDING, PROCESSING), status, "refundquery",
                 refund_id=answer.get("refund_id_%d" % n), success_time=answer.get("refund_success_time_%d" % n)))[1]

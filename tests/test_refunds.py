@@ -11,6 +11,11 @@ from tests.conftest import ADMIN_TOKEN, DEMO
 from tests.test_integration import call, create, login, paid_in_store, pay, wait_for
 
 pytestmark = pytest.mark.gen_test(timeout=30)
+
+
+@pytest.fixture
+def backend_overrides():
+    return {"timeout": 1.0}
 ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
 FAIL_REPLY = b"<xml><return_code>FAIL</return_code></xml>"
 
@@ -200,3 +205,19 @@ async def test_admin_auth_and_input_errors(http_client, base_url, sim, app):
     status, data = await refund(http_client, base_url, unpaid["out_trade_no"], {"refund_fee": 1})
     assert status == 409 and data["error"]["code"] == "ORDER_NOT_PAID"
     assert (await admin_view(http_client, base_url, no))["refunds"] == []
+
+
+async def test_refund_whose_answer_was_lost_is_found_by_refundquery(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    app.service.handle_refund_notify = lambda body: asyncio.sleep(0, FAIL_REPLY)  # notifications lost too
+    await call(http_client, "POST", sim.url + "/sim/faults",
+               {"path": "/secapi/pay/refund", "kind": "latency", "value": 1500, "count": 1})
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 400})
+    assert status == 504 and data["error"]["code"] == "UPSTREAM_TIMEOUT"
+    rno = data["error"]["out_refund_no"]  # so the admin can retry the same refund
+    assert (await app.service.store.get_refund(rno)).status == "PENDING"
+    await asyncio.sleep(1.0)  # WeChat (the simulator) accepts it after its delay
+    admin = await admin_view(http_client, base_url, no, refresh=True)
+    assert admin["refunds"][0]["out_refund_no"] == rno
+    assert admin["refunds"][0]["status"] in ("PROCESSING", "SUCCESS")
+    assert (await app.service.store.refund_events(rno))[1][2] == "refundquery"
