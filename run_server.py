@@ -32,6 +32,9 @@ def parse_args(argv):
     p.add_argument("--database-url", help="overrides DATABASE_URL")
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
     p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
+    p.add_argument("--sweep-interval", type=float, default=float(os.environ.get("SWEEP_INTERVAL", "60")),
+                   help="seconds between background orderquery/refundquery sweeps for missing "
+                        "notifications (SWEEP_INTERVAL; 0 turns it off)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     p.add_argument("--access-log", action="store_true", default=os.environ.get("ACCESS_LOG") == "1",
                    help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged")
@@ -96,15 +99,29 @@ async def serve(args, config, tls_files=None):
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(sweep_forever(app.service, args.sweep_interval, stop))
     await stop.wait()
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
+    await sweeper
     await drain(app)
     if sim_app is not None:
         sim_app.sim_notifier.shutdown()
     app.service.wechat.close()
     await app.service.store.close()
     log.info("stopped")
+
+
+async def sweep_forever(service, interval, stop):
+    """Every `interval` seconds, ask WeChat about orders and refunds whose notification is late."""
+    while interval > 0 and not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            try:
+                await service.sweep()
+            except Exception:  # a sweep must never end the server; the next one tries again
+                log.exception("sweep failed")
 
 
 async def drain(app, timeout=DRAIN_SECONDS):

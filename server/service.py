@@ -20,6 +20,8 @@ PREPAY_TTL = 7200          # WeChat keeps a prepay_id for 2 hours
 PREPAY_SAFETY_MARGIN = 600  # never hand out one with less than 10 minutes left
 RECONCILE_AFTER = 60        # an unpaid order older than this is checked with orderquery
 RECONCILE_EVERY = 10        # ... but not more often than this
+SWEEP_MAX_AGE = PREPAY_TTL + 3600  # the background sweep stops asking about older orders
+SWEEP_BATCH = 100
 MAX_QUANTITY = 99
 BODY_MAX_BYTES = 127
 LOGIN_REFUSALS = {40029, 40163, 40226}
@@ -407,6 +409,19 @@ class Service:
         if order is None:
             raise ServiceError(404, "ORDER_NOT_FOUND", "no such order")
         return order
+
+    async def sweep(self, limit=SWEEP_BATCH):
+        """Ask WeChat about unpaid orders and open refunds whose notification has not come
+        (protocol.md section 6). Returns how many were checked; failures are logged."""
+        orders, refunds = await self.store.due_for_check(self.clock(), RECONCILE_AFTER, SWEEP_MAX_AGE, limit)
+        for record, reconcile in [(o, self.reconcile) for o in orders] + [(r, self.reconcile_refund) for r in refunds]:
+            try:
+                await reconcile(record)
+            except (WeChatError, ServiceError) as exc:
+                log.warning("sweep: %s: %s", getattr(record, "out_refund_no", record.out_trade_no), exc)
+        if orders or refunds:
+            log.info("sweep: checked %d unpaid orders and %d open refunds", len(orders), len(refunds))
+        return len(orders) + len(refunds)
 
     async def view(self, order, refunds=None):
         """The API's JSON for an order; with refunds listed when given (admin view)."""

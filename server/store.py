@@ -81,6 +81,7 @@ _MIGRATIONS = {
         checked_at REAL
     );
     CREATE INDEX refunds_order ON refunds (out_trade_no);
+    CREATE INDEX orders_status_created ON orders (status, created_at);
     CREATE TABLE refund_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         out_refund_no TEXT NOT NULL REFERENCES refunds (out_refund_no),
@@ -394,6 +395,22 @@ class SQLiteStore:
             return False
         self._audit(table, key, row["status"], to_status, source, now)
         return True
+
+    async def due_for_check(self, now, min_age, max_age, limit):
+        """Unpaid orders with a prepay_id and open refunds (PENDING, PROCESSING) created between
+        max_age and min_age seconds ago, and not checked for a quarter of their age (so each
+        is asked about a handful of times, not every sweep). Returns (orders, refunds)."""
+        due = ("created_at BETWEEN ? AND ? AND (checked_at IS NULL OR checked_at < ? - (? - created_at) / 4.0)"
+               " ORDER BY created_at LIMIT ?")
+        args = (now - max_age, now - min_age, now, now, limit)
+
+        def op():
+            orders = self._conn.execute("SELECT * FROM orders WHERE status IN (?, ?) AND prepay_id IS NOT NULL"
+                                        " AND " + due, (NOTPAY, PAYERROR, *args)).fetchall()
+            refunds = self._conn.execute("SELECT * FROM refunds WHERE status IN (?, ?) AND " + due,
+                                         (PENDING, PROCESSING, *args)).fetchall()
+            return [_order(r) for r in orders], [_refund(r) for r in refunds]
+        return await self._run(op)
 
     async def mark_checked(self, out_trade_no, now):
         await self._mark_checked(_ORDERS, out_trade_no, now)

@@ -355,3 +355,21 @@ async def test_an_order_keeps_its_sign_type_when_the_configuration_changes(http_
     await paid_in_store(app, no)  # the notification is signed like the order: MD5
     fresh = await create(http_client, base_url, auth)
     assert fresh["payment"]["signType"] == "HMAC-SHA256"
+
+
+async def test_background_sweep_finds_a_payment_whose_notifications_were_lost(http_client, base_url, sim, app, clock):
+    auth = await login(http_client, base_url, sim)
+    paid_order = await create(http_client, base_url, auth)
+    unpaid_order = await create(http_client, base_url, auth)
+    app.service.handle_notify = lambda body: asyncio.sleep(0, b"<xml><return_code>FAIL</return_code></xml>")
+    assert (await pay(http_client, sim, paid_order["payment"]))[0] == 200
+    assert await app.service.sweep() == 0  # too young to ask about
+    clock.offset += 61
+    assert await app.service.sweep() == 2
+    assert (await app.service.store.get_order(paid_order["out_trade_no"])).status == SUCCESS
+    assert (await app.service.store.events(paid_order["out_trade_no"]))[-1] == (NOTPAY, SUCCESS, "orderquery")
+    assert await app.service.sweep() == 0  # the unpaid one was just asked about
+    clock.offset += 60
+    assert await app.service.sweep() == 1  # ... and is asked again later, less and less often
+    clock.offset += 7200 + 3600
+    assert await app.service.sweep() == 0  # past any prepay_id's life: no more questions
