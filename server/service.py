@@ -505,6 +505,8 @@ def _paid_problem(params, order):
 
 
 def _require_unpaid(order):
+    if order.status in (SUCCESS, REFUND):
+        raise ServiceError(409, "ORDER_PAID", "the order is already paid (%s)" % order.status)
     if order.status not in (NOTPAY, PAYERROR):
         raise ServiceError(409, "ORDER_%s" % order.status, "the order is %s" % order.status)
 
