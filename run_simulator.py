@@ -19,34 +19,24 @@ from simulator.handlers import MAX_BODY
 PROG = "run_simulator.py"
 
 
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive number: %r" % text)
-    return value
+def number_type(convert, ok, wrong_type, out_of_range):
+    """An argparse type: convert(text), then ok(value), each with its own one-line complaint."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(wrong_type % (text,)) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(out_of_range % (value,))
+        return value
+    return parse
 
 
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not 0 <= value < 1e9:
-        raise argparse.ArgumentTypeError("must be a number of seconds >= 0: %r" % text)
-    return value
-
-
-def port_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a port number: %r" % text) from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0..65535, not %d" % value)
-    return value
+positive_float = number_type(float, lambda v: 0 < v < float("inf"), "not a number: %r",
+                             "must be a positive number: %r")
+non_negative_float = number_type(float, lambda v: 0 <= v < 1e9, "not a number: %r",
+                                 "must be a number of seconds >= 0: %r")
+port_number = number_type(int, lambda v: 0 <= v <= 65535, "not a port number: %r", "a port is 0..65535, not %d")
 
 
 def parse_args(argv):

@@ -177,14 +177,20 @@ class NotifySink:
 
 
 @contextlib.contextmanager
+def simulator_process(ready_text, *args):
+    """A real `run_simulator.py --time-scale 0.001 [args]`, once it has printed ready_text."""
+    from tests.processes import Proc, free_port
+    port = free_port()
+    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", *args], port=port) as proc:
+        wait_output(proc, ready_text)
+        yield proc
+
+
+@contextlib.contextmanager
 def tls_simulator(directory):
     """A real `run_simulator.py --tls` with its CA in directory; .url and .files (tls.prepare)."""
     from simulator import tls
-    from tests.processes import Proc, free_port
-    port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", "--tls",
-                                   "--tls-dir", directory], port=port) as proc:
-        wait_output(proc, "WECHAT_KEY_FILE")
-        proc.url = "https://127.0.0.1:%d" % port
+    with simulator_process("WECHAT_KEY_FILE", "--tls", "--tls-dir", directory) as proc:
+        proc.url = "https://127.0.0.1:%d" % proc.port
         proc.files = tls.prepare(directory)      # reuses what the process created
         yield proc

@@ -360,7 +360,7 @@ async def test_an_order_keeps_its_sign_type_when_the_configuration_changes(http_
 async def test_background_sweep_finds_a_payment_whose_notifications_were_lost(http_client, base_url, sim, app, clock):
     auth = await login(http_client, base_url, sim)
     paid_order = await create(http_client, base_url, auth)
-    unpaid_order = await create(http_client, base_url, auth)
+    await create(http_client, base_url, auth)  # one that is never paid
     app.service.handle_notify = lambda body: asyncio.sleep(0, b"<xml><return_code>FAIL</return_code></xml>")
     assert (await pay(http_client, sim, paid_order["payment"]))[0] == 200
     assert await app.service.sweep() == 0  # too young to ask about

@@ -15,7 +15,7 @@ from wechatpy.exceptions import WeChatClientException, WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from tests.processes import ROOT, Proc, free_port
-from tests.sim_helpers import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
+from tests.sim_helpers import simulator_process, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +39,7 @@ def assert_one_clear_line(output, *needles):
 
 @pytest.fixture(scope="module")
 def sim():
-    port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001"],
-              port=port) as proc:
-        wait_output(proc, "control plane")
+    with simulator_process('control plane') as proc:
         yield proc
 
 

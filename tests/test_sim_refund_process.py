@@ -8,8 +8,7 @@ from wechatpy.exceptions import WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from simulator import tls
-from tests.processes import Proc, free_port
-from tests.sim_helpers import tls_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink, wait_output
+from tests.sim_helpers import simulator_process, tls_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +21,7 @@ def tls_sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain_sim():
-    port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001"],
-              port=port) as proc:
-        wait_output(proc, "no TLS")
+    with simulator_process('no TLS') as proc:
         yield proc
 
 
