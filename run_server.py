@@ -1,41 +1,81 @@
 """Run the payment backend: flags + environment -> Config -> make_app() -> listen."""
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 
-import tornado.httpserver
+import tornado.netutil
 
 from server import config as server_config
 from server.app import make_app
 from server.catalog import CatalogError
+from server.httpserver import GuardedHTTPServer, descriptor_limit
 from server.store import StoreError
 
 log = logging.getLogger("run_server")
 DRAIN_SECONDS = 10.0
+LISTEN_BACKLOG = 1024  # flash sales open many connections at once
+
+
+class StartError(Exception):
+    """A reason not to start, in one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the flag (argparse's own adds a usage block), exit code 2."""
+        self.exit(2, "%s: %s\n" % (self.prog, message))
+
+
+def port_number(text):
+    if not (text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError("must be a port number from 1 to 65535, not %r" % text[:16])
+    return int(text)
+
+
+def seconds(low, high, above=False):
+    """An argparse type: a number of seconds from `low` (or above it) to `high`."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not (low < value if above else low <= value) or value > high:
+            raise argparse.ArgumentTypeError("must be a number of seconds %s %g, at most %g (got %r)"
+                                             % ("above" if above else "from", low, high, text[:16]))
+        return value
+    return parse
+
+
+def log_level(text):
+    if text.upper() not in server_config.LOG_LEVELS:
+        raise argparse.ArgumentTypeError("must be one of %s" % ", ".join(server_config.LOG_LEVELS))
+    return text.upper()
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="WeChat Mini Program payment backend.")
+    p = Parser(prog="run_server.py", description="WeChat Mini Program payment backend.")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--simulator", action="store_true",
                    help="run the bundled WeChat simulator in this process, with the demo credentials")
-    p.add_argument("--simulator-port", type=int, default=9000)
-    p.add_argument("--time-scale", type=float, default=1.0,
+    p.add_argument("--simulator-port", type=port_number, default=9000)
+    p.add_argument("--time-scale", type=seconds(0, 1000, above=True), default=1.0,
                    help="with --simulator: scale the simulator's WeChat durations")
     p.add_argument("--simulator-tls-dir", default="sim-tls",
                    help="with --simulator: where the simulator's CA and the merchant certificate are kept")
     p.add_argument("--database-url", help="overrides DATABASE_URL")
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
     p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
-    p.add_argument("--sweep-interval", type=float, default=float(os.environ.get("SWEEP_INTERVAL", "60")),
+    p.add_argument("--sweep-interval", type=seconds(0, 86400),
                    help="seconds between background orderquery/refundquery sweeps for missing "
-                        "notifications (SWEEP_INTERVAL; 0 turns it off)")
-    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+                        "notifications (SWEEP_INTERVAL, default 60; 0 turns it off)")
+    p.add_argument("--log-level", type=log_level, help="LOG_LEVEL, default INFO")
     p.add_argument("--access-log", action="store_true", default=os.environ.get("ACCESS_LOG") == "1",
                    help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged")
     p.add_argument("--xheaders", action="store_true", default=os.environ.get("TRUST_PROXY_HEADERS") == "1",
@@ -61,7 +101,7 @@ def build_config(args, environ, tls_files=None):
 
 
 def setup_logging(level, access_log):
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not access_log:  # a line per request is the proxy's job; errors are still logged
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
@@ -75,31 +115,56 @@ def simulator_tls(args):
     return tls.prepare(args.simulator_tls_dir, mch_id=server_config.DEMO_MCH_ID)
 
 
-def start_simulator(args, tls_files):
+def bind(flag, port, host):
+    """Listening sockets for host:port; StartError naming the flag when that fails."""
+    try:
+        return tornado.netutil.bind_sockets(port, host, backlog=LISTEN_BACKLOG)
+    except socket.gaierror as exc:
+        raise StartError("--host %s: %s" % (host, exc.strerror)) from None
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise StartError("%s %d: cannot listen on %s: %s" % (flag, port, host, reason)) from None
+
+
+def start_simulator(args, tls_files, sockets):
     """The bundled simulator on --simulator-port, HTTPS, /secapi/ requiring the merchant certificate."""
     from simulator import tls
-    from simulator.app import make_app as make_sim_app
+    from simulator.app import make_app as make_sim_app, make_server as make_sim_server
     from simulator.state import SimConfig, State
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale))
-    sim_app.listen(args.simulator_port, "127.0.0.1", ssl_options=tls.server_context(tls_files))
+    make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)
     print("WeChat simulator on https://127.0.0.1:%d (demo credentials; CA %s)" % (
         args.simulator_port, tls_files.ca_cert), flush=True)
     return sim_app
 
 
-async def serve(args, config, tls_files=None):
+async def serve(args, options, config, tls_files=None):
     app = make_app(config)
     await app.service.store.open()
-    sim_app = start_simulator(args, tls_files) if args.simulator else None
-    server = tornado.httpserver.HTTPServer(app, xheaders=args.xheaders, max_body_size=1024 * 1024)
-    server.listen(args.port, args.host, backlog=1024)  # flash sales open many connections at once
+    sockets = []
+    try:
+        sockets = bind("--port", args.port, args.host)
+        sim_sockets = bind("--simulator-port", args.simulator_port, "127.0.0.1") if args.simulator else None
+    except StartError:
+        for sock in sockets:
+            sock.close()
+        await app.service.store.close()
+        raise
+    sim_app = start_simulator(args, tls_files, sim_sockets) if args.simulator else None
+    server = GuardedHTTPServer(app, limits=options.limits, xheaders=args.xheaders)
+    server.add_sockets(sockets)
+    limits = options.limits
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
         args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
+    print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, "
+          "at most %d connections (descriptor limit %s)" % (
+              limits.header_timeout, limits.body_timeout, limits.idle_timeout, server.max_connections,
+              descriptor_limit() or "none"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(sweep_forever(app.service, args.sweep_interval, stop))
+    sweeper = asyncio.create_task(sweep_forever(app.service, options.sweep_interval, stop))
     await stop.wait()
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
@@ -130,20 +195,40 @@ async def drain(app, timeout=DRAIN_SECONDS):
         await asyncio.sleep(0.05)
 
 
+def configure(args, environ):
+    """(ServerOptions, Config, simulator TLS files or None); ConfigError naming every problem."""
+    problems = []
+    try:
+        options = server_config.ServerOptions.from_env(
+            environ, {"sweep_interval": args.sweep_interval, "log_level": args.log_level})
+    except server_config.ConfigError as exc:
+        problems, options = exc.problems, None
+    setup_logging(options.log_level if options else "INFO", args.access_log)
+    tls_files = simulator_tls(args) if args.simulator else None
+    admin_token = None
+    if args.simulator and not environ.get("ADMIN_TOKEN"):
+        admin_token = environ["ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    try:
+        config = build_config(args, environ, tls_files)
+    except server_config.ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise server_config.ConfigError(problems)
+    if admin_token:
+        print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % admin_token, flush=True)
+    return options, config, tls_files
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    setup_logging(args.log_level, args.access_log)
     try:
-        tls_files = simulator_tls(args) if args.simulator else None
-        environ = dict(os.environ)
-        if args.simulator and not environ.get("ADMIN_TOKEN"):
-            environ["ADMIN_TOKEN"] = secrets.token_urlsafe(24)
-            print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % environ["ADMIN_TOKEN"],
-                  flush=True)
-        config = build_config(args, environ, tls_files)
-        asyncio.run(serve(args, config, tls_files))
-    except (server_config.ConfigError, CatalogError, StoreError) as exc:
+        options, config, tls_files = configure(args, dict(os.environ))
+        asyncio.run(serve(args, options, config, tls_files))
+    except (server_config.ConfigError, StartError, StoreError) as exc:
         print("run_server.py: %s" % exc, file=sys.stderr)
+        return 2
+    except CatalogError as exc:
+        print("run_server.py: CATALOG_FILE: %s" % exc, file=sys.stderr)
         return 2
     except OSError as exc:
         print("run_server.py: cannot start: %s" % (exc.strerror or exc), file=sys.stderr)

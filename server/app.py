@@ -30,6 +30,7 @@ def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
         (r"/wechat/refund/notify", handlers.RefundNotifyHandler),
         (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
         (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
+        (r"/admin/refunds", handlers.AdminRefundListHandler),
         (r"/healthz", handlers.HealthHandler),
     ]
     app = tornado.web.Application(

@@ -9,6 +9,9 @@ DEMO_PRODUCTS = [
 ]
 
 
+MAX_PRICE = 2 ** 31 - 1  # fen: WeChat's total_fee is a 32-bit integer
+
+
 class CatalogError(ValueError):
     """The catalog file is missing or malformed."""
 
@@ -39,7 +42,10 @@ class Catalog:
                 data = json.load(f)
         except (OSError, ValueError) as exc:
             raise CatalogError("cannot read catalog %s: %s" % (path, exc)) from None
-        return cls(data.get("products", []) if isinstance(data, dict) else data)
+        try:
+            return cls(data.get("products", []) if isinstance(data, dict) else data)
+        except CatalogError as exc:
+            raise CatalogError("catalog %s: %s" % (path, exc)) from None
 
     @classmethod
     def demo(cls):
@@ -61,6 +67,6 @@ def _product(raw):
         raise CatalogError("product id must be a non-empty string: %r" % (pid,))
     if not isinstance(name, str) or not name.strip():
         raise CatalogError("product %s needs a name" % pid)
-    if type(price) is not int or price <= 0:
-        raise CatalogError("product %s: price must be a positive integer in fen" % pid)
+    if type(price) is not int or not 0 < price <= MAX_PRICE:
+        raise CatalogError("product %s: price must be a positive integer in fen, at most %d" % (pid, MAX_PRICE))
     return Product(pid, name, price)

@@ -2,9 +2,10 @@
 import dataclasses
 import os
 import re
+import ssl
 from urllib.parse import urlsplit
 
-from server import wxpay
+from server import httpserver, wxpay
 
 DEMO_APPID = "wxd930ea5d5a258f4f"
 DEMO_APP_SECRET = "8a2f3c4d5e6f70819a0b1c2d3e4f5061"
@@ -102,12 +103,12 @@ def _problems(raw):
     checks = [
         ("appid", lambda v: re.fullmatch(r"wx[0-9a-zA-Z]{16}", v), "WECHAT_APPID must look like wx + 16 characters"),
         ("mch_id", lambda v: re.fullmatch(r"[0-9]{6,32}", v), "WECHAT_MCH_ID must be digits"),
-        ("api_key", lambda v: len(v) == 32 and v.isascii(), "WECHAT_API_KEY must be 32 ASCII characters (the merchant API key, not the AppSecret)"),
-        ("app_secret", lambda v: len(v) == 32 and v.isascii(), "WECHAT_APP_SECRET must be 32 ASCII characters"),
+        ("api_key", _KEY.fullmatch, "WECHAT_API_KEY must be 32 letters and digits (the merchant API key, not the AppSecret)"),
+        ("app_secret", _KEY.fullmatch, "WECHAT_APP_SECRET must be 32 letters and digits"),
         ("notify_url", _notify_url_ok, "WECHAT_NOTIFY_URL must be an http(s) URL without a query string"),
         ("sign_type", lambda v: v in wxpay.SIGN_TYPES, "WECHAT_SIGN_TYPE must be MD5 or HMAC-SHA256"),
-        ("login_base_url", _url_ok, "WECHAT_LOGIN_BASE_URL must be an http(s) URL"),
-        ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+        ("login_base_url", _url_ok, "WECHAT_LOGIN_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
+        ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("timeout", _positive_number, "WECHAT_TIMEOUT must be a positive number of seconds"),
         ("database_url", lambda v: v.startswith("sqlite:///") and len(v) > len("sqlite:///"), "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:)"),
         ("session_ttl", lambda v: str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
@@ -118,10 +119,47 @@ def _problems(raw):
         ("admin_token", lambda v: len(v) >= 16 and v.isascii() and v.isprintable(),
          "ADMIN_TOKEN must be at least 16 printable ASCII characters"),
     ]
-    problems = [msg for field, ok, msg in checks if raw.get(field) not in (None, "") and not ok(str(raw[field]))]
+    problems = [_spaces_problem(field) if _padded(raw[field]) else msg for field, ok, msg in checks
+                if raw.get(field) not in (None, "") and (_padded(raw[field]) or not ok(str(raw[field])))]
     if bool(raw.get("cert_file")) != bool(raw.get("key_file")):
         problems.append("WECHAT_CERT_FILE and WECHAT_KEY_FILE go together")
+    elif not problems:
+        problems += _pem_problems(raw)
     return problems
+
+
+_KEY = re.compile(r"[0-9A-Za-z]{32}")
+_VARIABLE = {field: var for var, (field, default) in ENV.items()}
+
+
+def _padded(value):
+    return isinstance(value, str) and value != value.strip()
+
+
+def _spaces_problem(field):
+    return "%s has leading or trailing whitespace" % _VARIABLE.get(field, field)
+
+
+def _pem_problems(raw):
+    """Load the certificate files as the WeChat client will, so a bad one is named now."""
+    problems = []
+    context = ssl.create_default_context()
+    if raw.get("ca_file"):
+        try:
+            context.load_verify_locations(raw["ca_file"])
+        except (ssl.SSLError, ValueError) as exc:
+            problems.append("WECHAT_CA_FILE %s is not a PEM CA certificate (%s)" % (raw["ca_file"], _ssl_reason(exc)))
+    if raw.get("cert_file"):
+        try:
+            context.load_cert_chain(raw["cert_file"], raw["key_file"])
+        except (ssl.SSLError, ValueError) as exc:
+            problems.append("WECHAT_CERT_FILE %s and WECHAT_KEY_FILE %s are not a PEM certificate and its key (%s)"
+                            % (raw["cert_file"], raw["key_file"], _ssl_reason(exc)))
+    return problems
+
+
+def _ssl_reason(exc):
+    return getattr(exc, "reason", None) or str(exc)
 
 
 def _readable(path):
@@ -129,8 +167,12 @@ def _readable(path):
 
 
 def _url_ok(value):
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts = urlsplit(value)
+        port = parts.port   # raises ValueError for a port that is not 0 to 65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def _notify_url_ok(value):
@@ -142,3 +184,58 @@ def _positive_number(value):
         return 0 < float(value) < 3600
     except ValueError:
         return False
+
+
+# -- the process's own settings (how it serves), apart from the shop's --------------
+SERVER_ENV = {
+    "SWEEP_INTERVAL": ("sweep_interval", "60"),
+    "LOG_LEVEL": ("log_level", "INFO"),
+    "HEADER_TIMEOUT": ("header_timeout", "10"),
+    "BODY_TIMEOUT": ("body_timeout", "30"),
+    "IDLE_TIMEOUT": ("idle_timeout", "75"),
+    "MAX_CONNECTIONS": ("max_connections", "0"),
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    sweep_interval: float = 60.0
+    log_level: str = "INFO"
+    limits: httpserver.Limits = httpserver.Limits()
+
+    @classmethod
+    def from_env(cls, environ, overrides=None):
+        """From SERVER_ENV, overrides (validated flags) winning. Raises ConfigError naming
+        the variable."""
+        raw = {field: environ.get(var, default) for var, (field, default) in SERVER_ENV.items()}
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        problems = []
+
+        def number(field, var, ok, what, convert=float):
+            try:
+                value = convert(str(raw[field]).strip())
+                if ok(value):
+                    return value
+            except ValueError:
+                pass
+            problems.append("%s must be %s (got %r)" % (var, what, str(raw[field])[:32]))
+            return None
+        sweep = number("sweep_interval", "SWEEP_INTERVAL", lambda v: 0 <= v <= 86400,
+                       "a number of seconds from 0 (off) to 86400")
+        timeouts = [number(field, var, lambda v: 0 < v <= 3600, "a number of seconds above 0, at most 3600")
+                    for var, field in (("HEADER_TIMEOUT", "header_timeout"), ("BODY_TIMEOUT", "body_timeout"),
+                                       ("IDLE_TIMEOUT", "idle_timeout"))]
+        limit = httpserver.descriptor_limit()
+        most = (limit - 32) if limit else 10 ** 6
+        max_connections = number("max_connections", "MAX_CONNECTIONS", lambda v: 0 <= v <= most,
+                                 "0 (derived from the descriptor limit) or a whole number up to %d "
+                                 "(the descriptor limit %s less 32)" % (most, limit), int)
+        level = str(raw["log_level"]).strip().upper()
+        if level not in LOG_LEVELS:
+            problems.append("LOG_LEVEL must be one of %s (got %r)" % (", ".join(LOG_LEVELS), str(raw["log_level"])[:32]))
+        if problems:
+            raise ConfigError(problems)
+        header, body, idle = timeouts
+        return cls(sweep, level, httpserver.Limits(header, idle, body, max_connections))
+

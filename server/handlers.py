@@ -2,23 +2,29 @@
 import hmac
 import json
 import logging
+import re
 
 import tornado.web
 
 from server import wxpay
 from server.service import ServiceError, order_view, refund_view, refundable_fee
-from server.store import StoreError
+from server.store import REFUND_OPEN, REFUND_STATES, StoreError
 from server.wechat import WeChatError
 
 log = logging.getLogger("server.handlers")
 
 MAX_JSON_BYTES = 16 * 1024
+MAX_PAGE = 200
+_DIGITS = re.compile(r"[0-9]+")
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
 
 
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    """Bodies are streamed so an oversized one is refused (413) before it is read."""
+    """Bodies are streamed so an oversized one is refused (413) before it is read.
+
+    An answer sent before the body was read (413, or 405 for an unknown method) says
+    `Connection: close`: Tornado closes such a connection rather than read the rest."""
     max_body = MAX_JSON_BYTES
 
     def initialize(self, service):
@@ -30,21 +36,47 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self):
         self.application.inflight.add(self)  # for a graceful stop: see run_server.drain
-        self.body = b""
-        length = self.request.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > self.max_body:
+        self._chunks, self._received = [], 0
+        declared = _declared_length(self.request.headers)
+        if declared is not None and declared > self.max_body:
             raise ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
-        # a chunked body has no Content-Length: the connection enforces the limit as it reads
-        self.request.connection.set_max_body_size(self.max_body)
+        # A malformed Content-Length, or one beside Transfer-Encoding, is refused by Tornado's
+        # parser (400, given the API's shape by server/httpserver.py). A chunked body has no
+        # length: it is counted as it arrives, so an oversized one is a 413 too; the
+        # connection's own cap is lifted so that it cannot answer first with a bare 400.
+        if "Transfer-Encoding" in self.request.headers:
+            self.request.connection.set_max_body_size(1 << 40)
 
     def data_received(self, chunk):
-        self.body += chunk
+        if self._finished:
+            return
+        self._received += len(chunk)
+        if self._received > self.max_body:
+            error = ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
+            self.send_error(413, exc_info=(ServiceError, error, None))
+            return
+        self._chunks.append(chunk)
+
+    @property
+    def body(self):
+        return b"".join(self._chunks)
+
+    def finish(self, chunk=None):
+        if not self._body_read() and _has_body(self.request.headers):
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
+
+    def _body_read(self):
+        # stream_request_body: Tornado resolves this future when the whole body has arrived
+        future = getattr(self.request, "_body_future", None)
+        return future is None or future.done()
 
     def on_finish(self):
         self.application.inflight.discard(self)
 
     def on_connection_close(self):
         self.application.inflight.discard(self)
+        super().on_connection_close()  # fails the pending body read, which frees the request
 
     def json_body(self):
         """The request body as a JSON object; 400 otherwise."""
@@ -79,6 +111,20 @@ class BaseHandler(tornado.web.RequestHandler):
             log.warning("%s %s: %s: %s", self.request.method, self.request.path, type(value).__name__, value)
             return
         super().log_exception(typ, value, tb)
+
+
+def _declared_length(headers):
+    """Content-Length as an int; None when absent or malformed (Tornado refuses those)."""
+    value = headers.get("Content-Length")
+    pieces = set(re.split(r",[ \t]*", value)) if value is not None else ()
+    if len(pieces) != 1:
+        return None
+    piece = pieces.pop()
+    return int(piece) if _DIGITS.fullmatch(piece) else None
+
+
+def _has_body(headers):
+    return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() not in ("0", "")
 
 
 def _error_shape(status_code, exc):
@@ -152,9 +198,13 @@ class HealthHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self):
-        super().prepare()
+    """Unknown paths. The body (within the limit) is read and dropped before the 404, so the
+    connection stays usable for the client's next request."""
+
+    def not_found(self, *args):
         raise tornado.web.HTTPError(404, "no such endpoint")
+
+    get = post = put = patch = delete = head = options = not_found
 
 
 class AdminHandler(BaseHandler):
@@ -185,6 +235,26 @@ class AdminRefundsHandler(AdminHandler):
         refund = await self.service.refund(out_trade_no, body.get("refund_fee"), body.get("reason"),
                                            body.get("out_refund_no"))
         self.send_json(202, refund_view(refund))
+
+
+class AdminRefundListHandler(AdminHandler):
+    """GET /admin/refunds[?status=PENDING,PROCESSING&limit=50&before=<cursor>]: refunds by
+    status, newest first; by default the open ones (PENDING, PROCESSING)."""
+
+    async def get(self):
+        self.require_admin()
+        statuses = [s for value in self.get_query_arguments("status") for s in value.split(",") if s]
+        statuses = statuses or list(REFUND_OPEN)
+        if not set(statuses) <= set(REFUND_STATES):
+            raise ServiceError(400, "INVALID_STATUS", "status must be among %s" % ", ".join(REFUND_STATES))
+        limit = self.get_query_argument("limit", "50")
+        if not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+            raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE)
+        refunds, cursor = await self.service.open_refunds(statuses, int(limit), self.get_query_argument("before", None))
+        page = {"refunds": [dict(refund_view(r), created_at=r.created_at) for r in refunds]}
+        if cursor:
+            page["next"] = cursor
+        self.send_json(200, page)
 
 
 class PayNotifyHandler(BaseHandler):

@@ -23,6 +23,7 @@ RECONCILE_EVERY = 10        # ... but not more often than this
 SWEEP_MAX_AGE = PREPAY_TTL + 3600  # the background sweep stops asking about older orders
 SWEEP_BATCH = 100
 MAX_QUANTITY = 99
+MAX_TOTAL_FEE = 2 ** 31 - 1  # WeChat's total_fee is a 32-bit integer
 BODY_MAX_BYTES = 127
 LOGIN_REFUSALS = {40029, 40163, 40226}
 SESSION_CACHE = 10000       # sessions kept in memory (LRU)
@@ -107,6 +108,8 @@ class Service:
         if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
             raise ServiceError(400, "INVALID_QUANTITY", "quantity must be an integer from 1 to %d" % MAX_QUANTITY)
         _check_idempotency_key(idempotency_key)
+        if product.price * quantity > MAX_TOTAL_FEE:
+            raise ServiceError(400, "INVALID_QUANTITY", "the total would be over WeChat's limit of %d fen" % MAX_TOTAL_FEE)
         now = self.clock()
         order, created = await self.store.insert_order(Order(
             out_trade_no=new_out_trade_no(now), openid=openid, product_id=product.id,
@@ -343,6 +346,8 @@ class Service:
             answer = {}
         n = next((i for i in range(int(answer.get("refund_count", "0") or 0))
                   if answer.get("out_refund_no_%d" % i) == refund.out_refund_no), None)
+        if n is None and refund.status == PENDING and self.clock() - refund.created_at > self.config.timeout:
+            return await self._resend_refund(refund)
         if n is None:
             await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
             return refund
@@ -356,6 +361,26 @@ class Service:
                 refund_id=answer.get("refund_id_%d" % n), success_time=answer.get("refund_success_time_%d" % n)))[1]
         await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
         return refund
+
+    async def _resend_refund(self, refund):
+        """A PENDING refund WeChat has never seen (the call was lost, or the process died
+        before making it): send it again with the same out_refund_no, which WeChat refunds
+        once however often it is sent. Returns the refund as stored afterwards."""
+        log.warning("refund %s: WeChat has no record of it; sending it again", refund.out_refund_no)
+        await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
+        order = await self.store.get_order(refund.out_trade_no)
+        try:
+            return await self._submit_refund(order, refund)
+        except ServiceError as exc:  # WeChat said no: the refund is FAILED, its amount free again
+            log.warning("refund %s: sent again and refused: %s", refund.out_refund_no, exc.message)
+            return await self.store.get_refund(refund.out_refund_no)
+
+    async def open_refunds(self, statuses, limit, before=None):
+        """Refunds by status for the admin API: ([refund], next cursor or None)."""
+        refunds = await self.store.list_refunds(statuses, limit + 1, _refund_cursor(before))
+        more = len(refunds) > limit
+        refunds = refunds[:limit]
+        return refunds, ("%r:%s" % (refunds[-1].created_at, refunds[-1].out_refund_no) if more else None)
 
     async def handle_refund_notify(self, body):
         """Decrypt and apply a refund notification. Returns the XML reply for WeChat."""
@@ -446,6 +471,20 @@ def refund_view(refund):
 def refundable_fee(order, refunds):
     """What is left to refund: total_fee less every refund not closed or failed."""
     return order.total_fee - sum(r.refund_fee for r in refunds if r.status not in REFUND_RELEASED)
+
+
+def _refund_cursor(cursor):
+    """(created_at, out_refund_no) from the `next` cursor of a refund list; 400 if malformed."""
+    if cursor is None:
+        return None
+    stamp, _, out_refund_no = cursor.partition(":")
+    try:
+        created_at = float(stamp)
+    except ValueError:
+        created_at = None
+    if created_at is None or created_at != created_at or not _OUT_REFUND_NO.fullmatch(out_refund_no):
+        raise ServiceError(400, "INVALID_CURSOR", "before must be the `next` value of a previous page")
+    return created_at, out_refund_no
 
 
 def _check_refund_input(refund_fee, reason, out_refund_no):

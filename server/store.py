@@ -24,9 +24,12 @@ NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFU
 # Refund states: PENDING is ours (stored, WeChat has not accepted it yet); the rest are WeChat's.
 PENDING, PROCESSING, REFUNDCLOSE, CHANGE, FAILED = "PENDING", "PROCESSING", "REFUNDCLOSE", "CHANGE", "FAILED"
 REFUND_FINAL = (SUCCESS, REFUNDCLOSE, CHANGE, FAILED)
+REFUND_OPEN = (PENDING, PROCESSING)
+REFUND_STATES = REFUND_OPEN + REFUND_FINAL
 REFUND_RELEASED = (REFUNDCLOSE, FAILED)  # their amount may be refunded again
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+BUSY_TIMEOUT = 10  # seconds a statement waits for another process's write lock
 _MIGRATIONS = {
     1: """
     CREATE TABLE sessions (
@@ -90,6 +93,9 @@ _MIGRATIONS = {
         source TEXT NOT NULL,
         at REAL NOT NULL
     );
+    """,
+    3: """
+    CREATE INDEX refunds_status_created ON refunds (status, created_at);
     """,
 }
 
@@ -185,11 +191,17 @@ class SQLiteStore:
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self):
+        """Open (creating and migrating as needed). Raises StoreError naming the file and why."""
         self._loop = asyncio.get_running_loop()
         opened = self._loop.create_future()
         self._thread = threading.Thread(target=self._work, args=(opened,), name="sqlite", daemon=True)
         self._thread.start()
-        await self._wait(opened)
+        try:
+            await opened
+        except Exception as exc:
+            self._thread = None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError("cannot open the database %s: %s" % (self.path, reason)) from exc
 
     async def close(self):
         if self._thread is not None:
@@ -218,6 +230,7 @@ class SQLiteStore:
         result, error = _call(self._open, ())
         if error is not None and self._conn is not None:
             self._conn.close()
+            self._conn = None
         self._loop.call_soon_threadsafe(_deliver, [(opened, result, error)])
         if error is not None:
             return
@@ -279,30 +292,46 @@ class SQLiteStore:
             self._open()
 
     def _open(self):
-        if self.path != ":memory:" and os.path.dirname(self.path):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        folder = os.path.dirname(self.path) if self.path != ":memory:" else ""
+        if folder:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise StoreError("cannot create its folder %s: %s" % (folder, exc.strerror)) from None
+        # another process on the same file may hold its write lock: wait for it (busy_timeout)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=%d" % (BUSY_TIMEOUT * 1000))
+        _switch_to_wal(conn)
         # FULL: a transaction acknowledged to a caller survives a power cut, not just a kill.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._migrate()
 
     def _migrate(self):
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError("database schema %d is newer than this code (%d)" % (version, SCHEMA_VERSION))
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx():
+        """Bring the schema to SCHEMA_VERSION. The version is read and every step applied in
+        one write transaction (BEGIN IMMEDIATE takes the write lock first), so processes
+        starting together on one file migrate it once: the others wait, then find it done."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError("database schema %d is newer than this code (%d)" % (version, SCHEMA_VERSION))
+            for target in range(version + 1, SCHEMA_VERSION + 1):
                 # statement by statement: executescript() would commit behind our back
                 for statement in _MIGRATIONS[target].split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute("PRAGMA user_version=%d" % target)
-            log.info("database migrated to schema %d", target)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        if version < SCHEMA_VERSION:
+            log.info("database migrated from schema %d to %d", version, SCHEMA_VERSION)
 
     def _tx(self):
         return _Transaction(self._conn)
@@ -497,12 +526,44 @@ class SQLiteStore:
             return moved, self._get(_REFUNDS, out_refund_no)
         return await self._run(op)
 
+    async def list_refunds(self, statuses, limit, before=None):
+        """Refunds in any of `statuses`, newest first, at most `limit`; `before` is the
+        (created_at, out_refund_no) of the last one of the previous page."""
+        def op():
+            marks = ", ".join("?" * len(statuses))
+            sql, args = "SELECT * FROM refunds WHERE status IN (%s)" % marks, list(statuses)
+            if before is not None:
+                sql += " AND (created_at < ? OR (created_at = ? AND out_refund_no < ?))"
+                args += [before[0], before[0], before[1]]
+            sql += " ORDER BY created_at DESC, out_refund_no DESC LIMIT ?"
+            return self._conn.execute(sql, args + [limit]).fetchall()
+        return [_refund(r) for r in await self._run(op)]
+
     async def mark_refund_checked(self, out_refund_no, now):
         await self._mark_checked(_REFUNDS, out_refund_no, now)
 
     async def refund_events(self, out_refund_no):
         """The audit trail of a refund: [(from, to, source)] oldest first."""
         return await self._audit_trail(_REFUNDS, out_refund_no)
+
+def _switch_to_wal(conn):
+    """PRAGMA journal_mode=WAL. On a new file that other processes are opening too, SQLite can
+    answer "database is locked" here without waiting (the busy handler is not used for
+    this lock): retry for up to BUSY_TIMEOUT."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.005
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    if mode.lower() != "wal" and conn.execute("PRAGMA database_list").fetchone()[2]:
+        raise StoreError("the database could not be switched to WAL mode (journal mode %s)" % mode)
+
 
 class _Transaction:
     """One operation's unit of work inside its batch's transaction: a SAVEPOINT, released on

@@ -10,6 +10,9 @@ from simulator.state import check_refund_delay
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
+IDLE_TIMEOUT = 120.0     # seconds a connection may wait for (the end of) its next request head
+BODY_TIMEOUT = 60.0      # seconds for a request body
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class SimHTTPServer(tornado.httpserver.HTTPServer):
@@ -33,6 +36,10 @@ class SimApplication(tornado.web.Application):
 def make_server(app, **kwargs):
     """The simulator's HTTP server for app (bodies capped, connections counted)."""
     kwargs.setdefault("max_body_size", h.MAX_BODY)
+    # Tornado's defaults let a connection idle, or trickle its headers, for an hour
+    kwargs.setdefault("idle_connection_timeout", IDLE_TIMEOUT)
+    kwargs.setdefault("body_timeout", BODY_TIMEOUT)
+    kwargs.setdefault("max_header_size", MAX_HEADER_BYTES)
     return SimHTTPServer(app, **kwargs)
 
 

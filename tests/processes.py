@@ -1,5 +1,6 @@
 """Start run_simulator.py / run_server.py as real processes for end-to-end tests."""
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -25,10 +26,17 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def _nofile_limit(limit):
+    """For preexec_fn: the child's descriptor limit (RLIMIT_NOFILE) set to `limit`."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return apply
+
+
 class Proc:
     """A child process with its output in a temp file; a context manager that stops it."""
 
-    def __init__(self, script, args=(), env=None, port=None, wait_port=True, timeout=20):
+    def __init__(self, script, args=(), env=None, port=None, wait_port=True, timeout=20, nofile=None):
         self.port = port
         self.url = "http://127.0.0.1:%d" % port if port else None
         self._log = tempfile.NamedTemporaryFile(prefix="proc-", suffix=".log", delete=False)
@@ -37,7 +45,7 @@ class Proc:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, script), *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, preexec_fn=_nofile_limit(nofile) if nofile else None)
         self._log.close()  # the child holds its own handle
         if wait_port and port:
             self.wait_port(timeout)

@@ -221,3 +221,74 @@ async def test_refund_whose_answer_was_lost_is_found_by_refundquery(http_client,
     assert admin["refunds"][0]["out_refund_no"] == rno
     assert admin["refunds"][0]["status"] in ("PROCESSING", "SUCCESS")
     assert (await app.service.store.refund_events(rno))[1][2] == "refundquery"
+
+
+async def sim_refunds_of(http_client, sim, no):
+    _, data = await call(http_client, "GET", sim.url + "/sim/refunds?out_trade_no=" + no)
+    return data["refunds"]
+
+
+async def test_pending_refund_wechat_never_saw_is_sent_again_on_refresh(http_client, base_url, sim, app, clock):
+    """The refund call was lost before WeChat got it: refundquery knows nothing, and the stored
+    PENDING refund is sent again with the same out_refund_no instead of blocking its amount."""
+    _, no = await paid_order(http_client, base_url, sim, app)
+    await call(http_client, "POST", sim.url + "/sim/faults",
+               {"path": "/secapi/pay/refund", "kind": "status", "value": 503, "count": 1})
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 400})
+    assert status == 502
+    rno = data["error"]["out_refund_no"]
+    assert await sim_refunds_of(http_client, sim, no) == []      # WeChat never saw it
+    admin = await admin_view(http_client, base_url, no, refresh=True)
+    assert admin["refunds"][0]["status"] == "PENDING"           # its call may still be in flight: left alone
+    clock.offset += 5                                            # older than WECHAT_TIMEOUT now
+    admin = await admin_view(http_client, base_url, no, refresh=True)
+    assert admin["refunds"][0]["status"] == "PROCESSING" and admin["refunds"][0]["out_refund_no"] == rno
+    await settled(app, rno)
+    status, rest = await refund(http_client, base_url, no, {"refund_fee": 2200})   # the rest is not blocked
+    assert status == 202
+    refunds = await sim_refunds_of(http_client, sim, no)
+    assert sorted(r["refund_fee"] for r in refunds) == [400, 2200]   # each refunded once
+    events = await app.service.store.refund_events(rno)
+    assert events[:2] == [(None, "PENDING", "create"), ("PENDING", "PROCESSING", "refund")]
+
+
+async def test_sweep_sends_again_a_refund_stored_before_a_crash(http_client, base_url, sim, app, clock):
+    """The process died between storing the refund and calling WeChat: the background sweep
+    finds it PENDING and unknown to WeChat, and sends it."""
+    from server.store import Refund
+    _, no = await paid_order(http_client, base_url, sim, app)
+    now = clock()
+    await app.service.store.insert_refund(Refund(
+        out_refund_no="CRASHED-1", out_trade_no=no, refund_fee=700, reason="", status="PENDING",
+        created_at=now, updated_at=now), 50)
+    clock.offset += 120
+    assert await app.service.sweep() == 1
+    assert (await app.service.store.get_refund("CRASHED-1")).status in ("PROCESSING", SUCCESS)
+    assert [(r["out_refund_no"], r["refund_fee"]) for r in await sim_refunds_of(http_client, sim, no)] == [
+        ("CRASHED-1", 700)]
+    clock.offset += 120
+    await app.service.sweep()   # asked again later: refundquery knows it now, nothing is sent twice
+    assert len(await sim_refunds_of(http_client, sim, no)) == 1
+
+
+async def test_admin_lists_refunds_by_status(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    await call(http_client, "POST", sim.url + "/sim/faults", {"path": "/secapi/pay/refund", "kind": "status", "value": 503})
+    for rno in ("OPEN-1", "OPEN-2", "OPEN-3"):
+        assert (await refund(http_client, base_url, no, {"refund_fee": 100, "out_refund_no": rno}))[0] == 502
+    status, page = await call(http_client, "GET", base_url + "/admin/refunds", headers=ADMIN)
+    assert status == 200 and [r["out_refund_no"] for r in page["refunds"]] == ["OPEN-3", "OPEN-2", "OPEN-1"]
+    assert {r["status"] for r in page["refunds"]} == {"PENDING"} and "next" not in page
+    status, first = await call(http_client, "GET", base_url + "/admin/refunds?status=PENDING&limit=2", headers=ADMIN)
+    assert [r["out_refund_no"] for r in first["refunds"]] == ["OPEN-3", "OPEN-2"] and first["next"]
+    status, second = await call(http_client, "GET", base_url + "/admin/refunds?status=PENDING&limit=2&before="
+                                + first["next"], headers=ADMIN)
+    assert [r["out_refund_no"] for r in second["refunds"]] == ["OPEN-1"] and "next" not in second
+    status, done = await call(http_client, "GET", base_url + "/admin/refunds?status=SUCCESS,FAILED", headers=ADMIN)
+    assert status == 200 and done["refunds"] == []
+    for query, code in (("?status=NOPE", "INVALID_STATUS"), ("?limit=0", "INVALID_LIMIT"),
+                        ("?limit=abc", "INVALID_LIMIT"), ("?before=garbage", "INVALID_CURSOR")):
+        status, data = await call(http_client, "GET", base_url + "/admin/refunds" + query, headers=ADMIN)
+        assert status == 400 and data["error"]["code"] == code, query
+    status, _ = await call(http_client, "GET", base_url + "/admin/refunds")
+    assert status == 401

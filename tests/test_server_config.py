@@ -1,10 +1,12 @@
 """Configuration: every problem named in one message; secrets never shown."""
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from server.config import Config, ConfigError
+from server.config import Config, ConfigError, ServerOptions
+from server.httpserver import default_max_connections
 from tests.conftest import DEMO
 from tests.processes import ROOT
 
@@ -59,3 +61,92 @@ def test_run_server_exits_with_one_clear_line():
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert "WECHAT_APPID is required" in lines[0] and "WECHAT_API_KEY must be 32" in lines[0]
+
+
+@pytest.mark.parametrize("var, value, named", [
+    ("WECHAT_PAY_BASE_URL", "http://[::1", "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+    ("WECHAT_PAY_BASE_URL", "http://127.0.0.1:abc", "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+    ("WECHAT_LOGIN_BASE_URL", "https://127.0.0.1:99999", "WECHAT_LOGIN_BASE_URL must be an http(s) URL"),
+    ("WECHAT_NOTIFY_URL", "http://shop:0/wechat/pay/notify", "WECHAT_NOTIFY_URL must be an http(s) URL"),
+    ("WECHAT_API_KEY", DEMO["api_key"][:31] + " ", "WECHAT_API_KEY has leading or trailing whitespace"),
+    ("WECHAT_API_KEY", DEMO["api_key"][:31] + "!", "WECHAT_API_KEY must be 32 letters and digits"),
+    ("WECHAT_APPID", " " + DEMO["appid"], "WECHAT_APPID has leading or trailing whitespace"),
+    ("ADMIN_TOKEN", "0123456789abcdefghij ", "ADMIN_TOKEN has leading or trailing whitespace"),
+])
+def test_malformed_values_named(var, value, named):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(dict(GOOD, **{var: value}))
+    assert named in str(info.value)
+    assert (value.strip() not in str(info.value)) or var not in ("WECHAT_API_KEY", "ADMIN_TOKEN")
+
+
+def test_unreadable_pem_files_named(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for env, named in ((dict(GOOD, WECHAT_CA_FILE=str(junk)), "WECHAT_CA_FILE %s is not a PEM CA certificate" % junk),
+                       (dict(GOOD, WECHAT_CERT_FILE=str(junk), WECHAT_KEY_FILE=str(junk)),
+                        "WECHAT_CERT_FILE %s and WECHAT_KEY_FILE %s are not a PEM certificate" % (junk, junk))):
+        with pytest.raises(ConfigError) as info:
+            Config.from_env(env)
+        assert named in str(info.value)
+
+
+def test_server_options_defaults_and_problems():
+    options = ServerOptions.from_env({})
+    assert (options.sweep_interval, options.log_level) == (60.0, "INFO")
+    assert (options.limits.header_timeout, options.limits.body_timeout, options.limits.idle_timeout) == (10, 30, 75)
+    assert ServerOptions.from_env({"LOG_LEVEL": "debug", "MAX_CONNECTIONS": "100"}).limits.max_connections == 100
+    bad = {"SWEEP_INTERVAL": "abc", "LOG_LEVEL": "LOUD", "HEADER_TIMEOUT": "0", "BODY_TIMEOUT": "-1",
+           "IDLE_TIMEOUT": "x", "MAX_CONNECTIONS": str(10 ** 9)}
+    with pytest.raises(ConfigError) as info:
+        ServerOptions.from_env(bad)
+    for var in bad:
+        assert var in str(info.value)
+
+
+def test_default_connection_cap_below_the_descriptor_limit():
+    assert default_max_connections(256) == 192
+    assert default_max_connections(1024) == 896
+    assert default_max_connections(100000) == 10000
+
+
+def run_server(args, env):
+    full = dict(GOOD, PATH="/usr/bin:/bin", DATABASE_URL="sqlite:///:memory:", SWEEP_INTERVAL="0")
+    full.update(env)
+    r = subprocess.run([sys.executable, "run_server.py", *args], cwd=ROOT, env=full,
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_start_up_problems_are_one_line_naming_the_setting(tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text('{"products": [{"id": "gold", "name": "Gold", "price": 100000000000000000000}]}')
+    cases = [
+        (["--port", "99999"], {}, "argument --port: must be a port number from 1 to 65535"),
+        (["--port", "0"], {}, "argument --port: must be a port number"),
+        (["--sweep-interval", "abc"], {}, "argument --sweep-interval"),
+        ([], {"SWEEP_INTERVAL": "abc"}, "SWEEP_INTERVAL must be a number of seconds"),
+        ([], {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ([], {"WECHAT_PAY_BASE_URL": "http://[::1"}, "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+        ([], {"WECHAT_PAY_BASE_URL": "http://127.0.0.1:99999"}, "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+        ([], {"CATALOG_FILE": str(catalog)}, "CATALOG_FILE: catalog %s: product gold: price must be" % catalog),
+        ([], {"DATABASE_URL": "sqlite:///%s/x.db" % catalog}, "cannot open the database %s/x.db" % catalog),
+        ([], {"WECHAT_CERT_FILE": str(catalog), "WECHAT_KEY_FILE": str(catalog)}, "WECHAT_CERT_FILE %s and" % catalog),
+    ]
+    for args, env, named in cases:
+        code, out, err = run_server(args, env)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (args, env, err)
+        assert lines[0].startswith("run_server.py: ") and named in lines[0], (args, env, lines)
+        assert "Backend on" not in out
+
+
+def test_busy_port_named_by_its_flag():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = run_server(["--port", str(port)], {})
+        assert code == 2 and "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            "run_server.py: --port %d: cannot listen on 127.0.0.1: address already in use" % port)

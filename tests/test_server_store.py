@@ -227,3 +227,53 @@ async def test_the_database_thread_survives_a_failing_commit_and_rollback(store)
     assert store._conn is not broken
     assert await store.get_order("T1") is None
     assert (await store.insert_order(order("T2")))[1]
+
+
+def test_processes_opening_one_fresh_file_together_migrate_it_once(tmp_path):
+    """Each opener reads the schema version and migrates inside one write transaction: four
+    opening a new file at once (a thread each, as processes would) never collide. Before,
+    every round failed with 'table sessions already exists' or 'database is locked'."""
+    import threading
+    for round_no in range(25):
+        path = str(tmp_path / ("r%d.db" % round_no))
+        barrier, errors = threading.Barrier(4), []
+
+        def open_it():
+            store = SQLiteStore(path)
+            barrier.wait()
+            try:
+                store._open()   # what open() runs on the database thread
+                store._conn.close()
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], "round %d: %s" % (round_no, errors)
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
+
+
+async def test_open_failure_names_the_file(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    s = SQLiteStore(str(tmp_path / "a-file" / "p.db"))
+    with pytest.raises(StoreError) as info:
+        await s.open()
+    assert str(info.value) == "cannot open the database %s: cannot create its folder %s: File exists" % (
+        tmp_path / "a-file" / "p.db", tmp_path / "a-file")
+
+
+async def test_list_refunds_by_status_newest_first_in_pages(store):
+    await paid(store)
+    for i, status in enumerate(["PENDING", "PROCESSING", "PENDING", "FAILED"]):
+        r = refund("R%d" % i, fee=100, status=status)
+        await store.insert_refund(Refund(**dict(r.__dict__, created_at=10.0 + i)), 50)
+    assert [r.out_refund_no for r in await store.list_refunds(("PENDING", "PROCESSING"), 10)] == ["R2", "R1", "R0"]
+    first = await store.list_refunds(("PENDING",), 1)
+    assert [r.out_refund_no for r in first] == ["R2"]
+    rest = await store.list_refunds(("PENDING",), 10, (first[-1].created_at, first[-1].out_refund_no))
+    assert [r.out_refund_no for r in rest] == ["R0"]
+    assert [r.out_refund_no for r in await store.list_refunds(("FAILED",), 10)] == ["R3"]
