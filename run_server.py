@@ -131,10 +131,11 @@ def start_simulator(args, tls_files, sockets):
     from simulator import tls
     from simulator.app import make_app as make_sim_app, make_server as make_sim_server
     from simulator.state import SimConfig, State
-    sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale))
+    # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
+    sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True))
     make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)
-    print("WeChat simulator on https://127.0.0.1:%d (demo credentials; CA %s)" % (
-        args.simulator_port, tls_files.ca_cert), flush=True)
+    print("WeChat simulator on https://127.0.0.1:%d (demo credentials; CA %s; login codes it never "
+          "issued are taken as the developer user)" % (args.simulator_port, tls_files.ca_cert), flush=True)
     return sim_app
 
 
@@ -160,6 +161,8 @@ async def serve(args, options, config, tls_files=None):
           "at most %d connections (descriptor limit %s)" % (
               limits.header_timeout, limits.body_timeout, limits.idle_timeout, server.max_connections,
               descriptor_limit() or "none"), flush=True)
+    if args.simulator:
+        print(devtools_hint(args), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,6 +178,17 @@ async def serve(args, options, config, tls_files=None):
     app.service.wechat.close()
     await app.service.store.close()
     log.info("stopped")
+
+
+def devtools_hint(args):
+    """How to buy from the sample Mini Program in WeChat DevTools against this run."""
+    return "\n".join([
+        "WeChat DevTools: import the folder miniprogram/ (appid %s)." % server_config.DEMO_APPID,
+        "  In Details > Local Settings tick \"Does not verify valid domain names, web-view (business domain "
+        "names), TLS versions and HTTPS certificates\".",
+        "  miniprogram/config.js must say baseUrl: 'http://127.0.0.1:%d', simulatorUrl: 'https://127.0.0.1:%d'"
+        % (args.port, args.simulator_port),
+        "  (the defaults). Tap Buy, then pick Pay, Cancel or Fail: the simulator plays the phone."])
 
 
 async def sweep_forever(service, interval, stop):

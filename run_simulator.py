@@ -60,6 +60,10 @@ def parse_args(argv):
                    help="seconds a refund stays PROCESSING before it settles (SUCCESS, or what "
                    "the control plane chose) and its notification goes out; scaled by "
                    "--time-scale like every WeChat duration (default %g)" % sim.REFUND_DELAY)
+    p.add_argument("--accept-unknown-codes", action="store_true",
+                   help="developer mode for WeChat DevTools: take a login code this simulator never "
+                   "issued (from wx.login in DevTools), once, as the app's developer user (one "
+                   "stable openid per appid); by default only codes from POST /sim/login work")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
                    "merchant's client certificate issued by that CA, like WeChat")
@@ -103,7 +107,7 @@ def prepare_tls(args, config):
 
 
 def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=None,
-           merchant_certs=None):
+           merchant_certs=None, accept_unknown_codes=False):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
@@ -118,7 +122,15 @@ def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=No
     lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
                  "chooses)" % (refund_delay * time_scale))
     lines.extend(tls_lines(tls_files, merchant_certs or {}))
+    lines.append(login_line(accept_unknown_codes))
     return "\n".join(lines)
+
+
+def login_line(accept_unknown_codes):
+    if accept_unknown_codes:
+        return ("  login     developer mode: a code this simulator never issued (wx.login in WeChat "
+                "DevTools) is taken once, as user %r" % sim.DEVELOPER_USER)
+    return "  login     only codes from POST /sim/login, once each, for 5 minutes (WeChat's rules)"
 
 
 def tls_lines(files, merchant_certs):
@@ -160,7 +172,8 @@ def listen(app, host, port, ssl_options=None):
 
 
 async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None):
-    state = sim.State(config, time_scale=args.time_scale, refund_delay=args.refund_delay)
+    state = sim.State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
+                      accept_unknown_codes=args.accept_unknown_codes)
     app = make_app(state, notify_timeout=args.notify_timeout)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
@@ -172,7 +185,7 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     host = "[%s]" % args.host if ":" in args.host else args.host
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
-                 args.refund_delay, tls_files, merchant_certs), flush=True)
+                 args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes), flush=True)
     await wait_for_signal()
     server.stop()
     app.sim_notifier.shutdown()

@@ -93,6 +93,13 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
         return await self.service.authenticate(token.strip() if scheme.lower() == "bearer" else None)
 
+    def page_limit(self, default):
+        """?limit= of a list: 1 to MAX_PAGE; 400 INVALID_LIMIT otherwise."""
+        limit = self.get_query_argument("limit", str(default))
+        if not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+            raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE)
+        return int(limit)
+
     def send_json(self, status, data):
         self.set_status(status)
         self.finish(json.dumps(data, ensure_ascii=False))
@@ -172,6 +179,17 @@ class OrdersHandler(BaseHandler):
         self.send_json(201, dict(order_view(order), payment=payment))
 
 
+    async def get(self):
+        """The caller's orders, newest first, a page at a time."""
+        openid = await self.openid()
+        orders, cursor = await self.service.list_orders(openid, self.page_limit(20),
+                                                        self.get_query_argument("before", None))
+        page = {"orders": [await self.service.view(order) for order in orders]}
+        if cursor:
+            page["next"] = cursor
+        self.send_json(200, page)
+
+
 class OrderHandler(BaseHandler):
     async def get(self, out_trade_no):
         refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
@@ -247,10 +265,8 @@ class AdminRefundListHandler(AdminHandler):
         statuses = statuses or list(REFUND_OPEN)
         if not set(statuses) <= set(REFUND_STATES):
             raise ServiceError(400, "INVALID_STATUS", "status must be among %s" % ", ".join(REFUND_STATES))
-        limit = self.get_query_argument("limit", "50")
-        if not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
-            raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE)
-        refunds, cursor = await self.service.open_refunds(statuses, int(limit), self.get_query_argument("before", None))
+        refunds, cursor = await self.service.open_refunds(statuses, self.page_limit(50),
+                                                          self.get_query_argument("before", None))
         page = {"refunds": [dict(refund_view(r), created_at=r.created_at) for r in refunds]}
         if cursor:
             page["next"] = cursor

@@ -33,6 +33,7 @@ REFUND_OUTCOMES = (SUCCESS, "REFUNDCLOSE", "CHANGE")
 _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
 _CODE = re.compile(r"[!-~]+")  # wx.login codes: printable ASCII, no spaces or controls
 _OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+_TRADE_NO = re.compile(r"[^/]{1,32}")
 _REFUND_REFUSALS = {
     "not_paid": (409, "ORDER_NOT_PAID", "only a paid order can be refunded"),
     "amount": (409, "REFUND_EXCEEDS_PAID", "the refunds would exceed what was paid"),
@@ -137,6 +138,11 @@ class Service:
                 log.warning("order %s: background reconciliation failed: %s", out_trade_no,
                             sys.exc_info()[1])
         return order
+
+    async def list_orders(self, openid, limit, before=None):
+        """The caller's orders, newest first: ([order], next cursor or None). No WeChat call."""
+        orders = await self.store.list_orders(openid, limit + 1, read_cursor(before, _TRADE_NO))
+        return _page(orders, limit, "out_trade_no")
 
     async def repay(self, openid, out_trade_no):
         """Fresh wx.requestPayment params for an unpaid order. Returns (order, payment)."""
@@ -377,10 +383,8 @@ class Service:
 
     async def open_refunds(self, statuses, limit, before=None):
         """Refunds by status for the admin API: ([refund], next cursor or None)."""
-        refunds = await self.store.list_refunds(statuses, limit + 1, _refund_cursor(before))
-        more = len(refunds) > limit
-        refunds = refunds[:limit]
-        return refunds, ("%r:%s" % (refunds[-1].created_at, refunds[-1].out_refund_no) if more else None)
+        refunds = await self.store.list_refunds(statuses, limit + 1, read_cursor(before, _OUT_REFUND_NO))
+        return _page(refunds, limit, "out_refund_no")
 
     async def handle_refund_notify(self, body):
         """Decrypt and apply a refund notification. Returns the XML reply for WeChat."""
@@ -473,18 +477,27 @@ def refundable_fee(order, refunds):
     return order.total_fee - sum(r.refund_fee for r in refunds if r.status not in REFUND_RELEASED)
 
 
-def _refund_cursor(cursor):
-    """(created_at, out_refund_no) from the `next` cursor of a refund list; 400 if malformed."""
+def _page(records, limit, key):
+    """(the first `limit` records, the cursor of the next page or None): records came newest
+    first, one more than a page if there is more."""
+    page = records[:limit]
+    if len(records) <= limit:
+        return page, None
+    return page, "%r:%s" % (page[-1].created_at, getattr(page[-1], key))
+
+
+def read_cursor(cursor, key_pattern):
+    """(created_at, key) from a `next` cursor of a list; 400 INVALID_CURSOR if malformed."""
     if cursor is None:
         return None
-    stamp, _, out_refund_no = cursor.partition(":")
+    stamp, _, key = cursor.partition(":")
     try:
         created_at = float(stamp)
     except ValueError:
         created_at = None
-    if created_at is None or created_at != created_at or not _OUT_REFUND_NO.fullmatch(out_refund_no):
+    if created_at is None or created_at != created_at or not key_pattern.fullmatch(key):
         raise ServiceError(400, "INVALID_CURSOR", "before must be the `next` value of a previous page")
-    return created_at, out_refund_no
+    return created_at, key
 
 
 def _check_refund_input(refund_fee, reason, out_refund_no):
@@ -499,7 +512,9 @@ def _check_refund_input(refund_fee, reason, out_refund_no):
 def order_view(order):
     """The API's JSON for an order."""
     view = {"out_trade_no": order.out_trade_no, "status": order.status,
-            "total_fee": order.total_fee, "product_id": order.product_id, "quantity": order.quantity}
+            "total_fee": order.total_fee, "product_id": order.product_id, "quantity": order.quantity,
+            "body": order.body, "created_at": datetime.datetime.fromtimestamp(
+                order.created_at, _BEIJING).isoformat(timespec="seconds")}
     if order.transaction_id:
         view["transaction_id"] = order.transaction_id
     if order.time_end:

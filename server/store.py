@@ -96,6 +96,7 @@ _MIGRATIONS = {
     """,
     3: """
     CREATE INDEX refunds_status_created ON refunds (status, created_at);
+    CREATE INDEX orders_openid_created ON orders (openid, created_at);
     """,
 }
 
@@ -375,6 +376,11 @@ class SQLiteStore:
                 return order, True
         return await self._run(op)
 
+    async def list_orders(self, openid, limit, before=None):
+        """The openid's orders, newest first, at most `limit`; `before` is the
+        (created_at, out_trade_no) of the last one of the previous page."""
+        return await self._page(_ORDERS, "openid = ?", [openid], limit, before)
+
     async def get_order(self, out_trade_no):
         return await self._run(self._get, _ORDERS, out_trade_no)
 
@@ -529,15 +535,18 @@ class SQLiteStore:
     async def list_refunds(self, statuses, limit, before=None):
         """Refunds in any of `statuses`, newest first, at most `limit`; `before` is the
         (created_at, out_refund_no) of the last one of the previous page."""
-        def op():
-            marks = ", ".join("?" * len(statuses))
-            sql, args = "SELECT * FROM refunds WHERE status IN (%s)" % marks, list(statuses)
-            if before is not None:
-                sql += " AND (created_at < ? OR (created_at = ? AND out_refund_no < ?))"
-                args += [before[0], before[0], before[1]]
-            sql += " ORDER BY created_at DESC, out_refund_no DESC LIMIT ?"
-            return self._conn.execute(sql, args + [limit]).fetchall()
-        return [_refund(r) for r in await self._run(op)]
+        where = "status IN (%s)" % ", ".join("?" * len(statuses))
+        return await self._page(_REFUNDS, where, list(statuses), limit, before)
+
+    async def _page(self, table, where, args, limit, before):
+        """Rows matching `where`, newest first (created_at, then key), after the cursor `before`."""
+        sql = "SELECT * FROM %s WHERE %s" % (table.name, where)
+        if before is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND %s < ?))" % table.key
+            args = args + [before[0], before[0], before[1]]
+        sql += " ORDER BY created_at DESC, %s DESC LIMIT ?" % table.key
+        rows = await self._run(lambda: self._conn.execute(sql, args + [limit]).fetchall())
+        return [table.convert(r) for r in rows]
 
     async def mark_refund_checked(self, out_refund_no, now):
         await self._mark_checked(_REFUNDS, out_refund_no, now)

@@ -286,6 +286,9 @@ def beijing(ts, fmt="%Y%m%d%H%M%S"):
     return datetime.datetime.fromtimestamp(ts, BEIJING).strftime(fmt)
 
 
+DEVELOPER_USER = "developer"   # whose openid unknown codes map to in developer mode
+
+
 def openid_for(appid, user):
     """28 characters, 'o' + a per-app prefix + a per-user part, stable across resets."""
     app_part = _b64(hashlib.sha256(("app:" + appid).encode("utf-8")).digest())[:5]
@@ -412,8 +415,11 @@ class Fault:
 class State:
     """Everything the simulator remembers; reset() forgets it all."""
 
-    def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY):
+    def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY, accept_unknown_codes=False):
         self.config = config
+        # developer mode (WeChat DevTools): a login code this simulator never issued (one
+        # Tencent or DevTools made) is taken once, as the app's developer user
+        self.accept_unknown_codes = accept_unknown_codes
         self.clock = Clock(time_scale)
         self.refund_delay = check_refund_delay(refund_delay)
         # connections accepted and WeChat calls served: what a client's connection reuse looks like
@@ -444,6 +450,14 @@ class State:
         self.codes[code] = LoginCode(code, appid, user, openid, expires_at)
         return self.codes[code]
 
+    def adopt_code(self, appid, js_code):
+        """Developer mode: an unknown code becomes a code issued now to DEVELOPER_USER."""
+        login = self.issue_code(appid, DEVELOPER_USER)
+        del self.codes[login.code]
+        login.code = js_code
+        self.codes[js_code] = login
+        return login
+
     def check_app(self, appid, secret):
         app = self.config.apps.get(appid)
         if app is None:
@@ -455,6 +469,8 @@ class State:
     def exchange_code(self, appid, js_code):
         """code2Session: openid and a fresh session_key, or LoginError."""
         login = self.codes.get(js_code)
+        if login is None and self.accept_unknown_codes:
+            login = self.adopt_code(appid, js_code)
         if login is None or login.appid != appid:
             raise LoginError(40029, "invalid code")
         if login.used:

@@ -373,3 +373,29 @@ async def test_background_sweep_finds_a_payment_whose_notifications_were_lost(ht
     assert await app.service.sweep() == 1  # ... and is asked again later, less and less often
     clock.offset += 7200 + 3600
     assert await app.service.sweep() == 0  # past any prepay_id's life: no more questions
+
+
+async def test_order_history_is_the_callers_newest_first_in_pages(http_client, base_url, sim, app, clock):
+    alice = await login(http_client, base_url, sim, "alice")
+    bob = await login(http_client, base_url, sim, "bob")
+    made = []
+    for product in ("coffee", "tea", "cake"):
+        made.append((await create(http_client, base_url, alice, {"product_id": product}))["out_trade_no"])
+        clock.offset += 1
+    bobs = (await create(http_client, base_url, bob))["out_trade_no"]
+    await pay(http_client, sim, (await create(http_client, base_url, bob, {"product_id": "tea"}))["payment"])
+    status, page = await call(http_client, "GET", base_url + "/api/orders?limit=2", headers=alice)
+    assert status == 200 and [o["out_trade_no"] for o in page["orders"]] == made[::-1][:2]
+    assert page["orders"][0]["product_id"] == "cake" and page["orders"][0]["status"] == "NOTPAY"
+    assert page["orders"][0]["created_at"].endswith("+08:00") and page["orders"][0]["body"]
+    status, rest = await call(http_client, "GET", base_url + "/api/orders?limit=2&before=" + page["next"],
+                              headers=alice)
+    assert [o["out_trade_no"] for o in rest["orders"]] == made[:1] and "next" not in rest
+    status, theirs = await call(http_client, "GET", base_url + "/api/orders", headers=bob)
+    assert bobs in [o["out_trade_no"] for o in theirs["orders"]] and not set(made) & {
+        o["out_trade_no"] for o in theirs["orders"]}
+    status, data = await call(http_client, "GET", base_url + "/api/orders")
+    assert status == 401 and data["error"]["code"] == "UNAUTHORIZED"
+    for query, code in (("?limit=0", "INVALID_LIMIT"), ("?limit=201", "INVALID_LIMIT"), ("?before=x", "INVALID_CURSOR")):
+        status, data = await call(http_client, "GET", base_url + "/api/orders" + query, headers=alice)
+        assert status == 400 and data["error"]["code"] == code

@@ -14,14 +14,20 @@ def readme_commands():
     return re.findall(r"```sh\n(.+?)\n```", text)
 
 
+def readme_test_command():
+    return next(c for c in readme_commands() if "-m pytest" in c)
+
+
 def test_readme_has_the_two_setup_commands():
     commands = readme_commands()
     assert any(c.endswith("run_server.py --simulator") and "pip install -r requirements.txt" in c for c in commands)
-    assert any(c.endswith("-m pytest") and "requirements-dev.txt" in c for c in commands)
+    test_command = readme_test_command()
+    # Python and node: the npm install from the lockfile and the node tests are part of it
+    assert "requirements-dev.txt" in test_command and "npm ci" in test_command and test_command.endswith("npm test")
 
 
 def test_ci_runs_the_readme_test_command_exactly():
-    test_command = next(c for c in readme_commands() if c.endswith("-m pytest"))
+    test_command = readme_test_command()
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci_lines = [line.strip() for line in f]
     assert test_command in ci_lines
@@ -56,3 +62,29 @@ def test_vectors_copy_matches_the_spec():
     if os.path.exists(SPEC_VECTORS_FILE):
         with open(SPEC_VECTORS_FILE, encoding="utf-8") as f:
             assert json.load(f) == ours
+
+
+def test_no_secret_in_the_mini_program():
+    """The Mini Program is downloaded to every phone: no API key, no AppSecret, no signing."""
+    from tests.conftest import DEMO
+    checked = 0
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "miniprogram")):
+        for name in files:
+            with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                text = f.read()
+            checked += 1
+            for secret in (DEMO["api_key"], DEMO["app_secret"]):
+                assert secret not in text, "%s holds a secret" % name
+            # the original demo computed paySign with "...&key=<API key>" on the phone
+            assert "&key=" not in text and "createHmac" not in text and "md5(" not in text.lower(), name
+    assert checked >= 15
+
+
+def test_node_packages_are_pinned():
+    with open(os.path.join(ROOT, "package.json"), encoding="utf-8") as f:
+        wanted = json.load(f)["devDependencies"]
+    with open(os.path.join(ROOT, "package-lock.json"), encoding="utf-8") as f:
+        locked = json.load(f)["packages"]
+    for name, version in wanted.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), "%s is not pinned: %s" % (name, version)
+        assert locked["node_modules/" + name]["version"] == version

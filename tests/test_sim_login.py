@@ -153,3 +153,23 @@ async def test_login_requests_are_logged(http_client, base, app):
     await code2session(http_client, base, js_code="nope")
     entry = app.sim_state.requests[-1]
     assert entry["api"] == "/sns/jscode2session" and entry["error"] == 40029
+
+
+@pytest.mark.gen_test
+async def test_developer_mode_takes_unknown_codes_once_as_the_developer(http_client, base, app):
+    """--accept-unknown-codes: a code from WeChat DevTools' own wx.login works once, for one
+    stable developer openid per appid; strict mode (the default) refuses it."""
+    answer = await code2session(http_client, base, js_code="0a3Xk1Ga1devtools0code0000000000")
+    assert answer["errcode"] == 40029                       # strict by default
+    app.sim_state.accept_unknown_codes = True
+    first = await code2session(http_client, base, js_code="0a3Xk1Ga1devtools0code0000000001")
+    second = await code2session(http_client, base, js_code="0a3Xk1Ga1devtools0code0000000002")
+    assert first["openid"] == second["openid"] == openid_for(DEMO_APPID, "developer")
+    again = await code2session(http_client, base, js_code="0a3Xk1Ga1devtools0code0000000001")
+    assert again["errcode"] == 40163                        # once each, as WeChat
+    other = await code2session(http_client, base, appid=APP2, secret=SECRET2, js_code="another-devtools-code")
+    assert other["openid"] == openid_for(APP2, "developer") != first["openid"]
+    code, _ = await login(http_client, base, "alice")          # issued codes keep their user
+    assert (await code2session(http_client, base, js_code=code))["openid"] == openid_for(DEMO_APPID, "alice")
+    bad = await code2session(http_client, base, js_code="x", secret="wrong" * 6 + "xx")
+    assert bad["errcode"] == 40125                          # the AppSecret is still checked
