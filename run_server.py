@@ -186,9 +186,10 @@ def devtools_hint(args):
         "WeChat DevTools: import the folder miniprogram/ (appid %s)." % server_config.DEMO_APPID,
         "  In Details > Local Settings tick \"Does not verify valid domain names, web-view (business domain "
         "names), TLS versions and HTTPS certificates\".",
-        "  miniprogram/config.js must say baseUrl: 'http://127.0.0.1:%d', simulatorUrl: 'https://127.0.0.1:%d'"
-        % (args.port, args.simulator_port),
-        "  (the defaults). Tap Buy, then pick Pay, Cancel or Fail: the simulator plays the phone."])
+        "  miniprogram/config.js must say baseUrl: 'http://127.0.0.1:%d', simulatorUrl: 'https://127.0.0.1:%d'%s."
+        % (args.port, args.simulator_port,
+           " (as it does)" if (args.port, args.simulator_port) == (8000, 9000) else " (edit it: not the defaults)"),
+        "  Tap Buy, then pick Pay, Cancel or Fail: the simulator plays the phone."])
 
 
 async def sweep_forever(service, interval, stop):
