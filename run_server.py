@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def port_number(text):
-    if not (text.isdigit() and 1 <= int(text) <= 65535):
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
         raise argparse.ArgumentTypeError("must be a port number from 1 to 65535, not %r" % text[:16])
     return int(text)
 
@@ -90,6 +90,7 @@ def build_config(args, environ, tls_files=None):
     if args.simulator:
         sim = "https://127.0.0.1:%d" % args.simulator_port
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        host = "[%s]" % host if ":" in host else host
         overrides.update(
             appid=server_config.DEMO_APPID, app_secret=server_config.DEMO_APP_SECRET,
             mch_id=server_config.DEMO_MCH_ID, api_key=server_config.DEMO_API_KEY,
@@ -156,11 +157,11 @@ async def serve(args, options, config, tls_files=None):
     server.add_sockets(sockets)
     limits = options.limits
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
-        args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
-    print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, "
-          "at most %d connections (descriptor limit %s)" % (
-              limits.header_timeout, limits.body_timeout, limits.idle_timeout, server.max_connections,
-              descriptor_limit() or "none"), flush=True)
+        "[%s]" % args.host if ":" in args.host else args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
+    print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
+          "taken within %gs, at most %d connections (descriptor limit %s)" % (
+              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
+              server.max_connections, descriptor_limit() or "none"), flush=True)
     if args.simulator:
         print(devtools_hint(args), flush=True)
     stop = asyncio.Event()

@@ -109,9 +109,9 @@ def _problems(raw):
         ("sign_type", lambda v: v in wxpay.SIGN_TYPES, "WECHAT_SIGN_TYPE must be MD5 or HMAC-SHA256"),
         ("login_base_url", _url_ok, "WECHAT_LOGIN_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
-        ("timeout", _positive_number, "WECHAT_TIMEOUT must be a positive number of seconds"),
+        ("timeout", _positive_number, "WECHAT_TIMEOUT must be a number of seconds from 0.1 to 3600"),
         ("database_url", lambda v: v.startswith("sqlite:///") and len(v) > len("sqlite:///"), "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:)"),
-        ("session_ttl", lambda v: str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
+        ("session_ttl", lambda v: str(v).isascii() and str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
         ("cert_file", _readable, "WECHAT_CERT_FILE must be a readable PEM file"),
         ("key_file", _readable, "WECHAT_KEY_FILE must be a readable PEM file"),
         ("ca_file", _readable, "WECHAT_CA_FILE must be a readable PEM file"),
@@ -172,7 +172,8 @@ def _url_ok(value):
         port = parts.port   # raises ValueError for a port that is not 0 to 65535
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+            and not any(c.isspace() for c in value))
 
 
 def _notify_url_ok(value):
@@ -181,7 +182,7 @@ def _notify_url_ok(value):
 
 def _positive_number(value):
     try:
-        return 0 < float(value) < 3600
+        return 0.1 <= float(value) < 3600
     except ValueError:
         return False
 
@@ -194,6 +195,7 @@ SERVER_ENV = {
     "BODY_TIMEOUT": ("body_timeout", "30"),
     "IDLE_TIMEOUT": ("idle_timeout", "75"),
     "MAX_CONNECTIONS": ("max_connections", "0"),
+    "SEND_TIMEOUT": ("send_timeout", "30"),
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -223,9 +225,11 @@ class ServerOptions:
             return None
         sweep = number("sweep_interval", "SWEEP_INTERVAL", lambda v: 0 <= v <= 86400,
                        "a number of seconds from 0 (off) to 86400")
-        timeouts = [number(field, var, lambda v: 0 < v <= 3600, "a number of seconds above 0, at most 3600")
+        timeouts = [number(field, var, lambda v: 0.1 <= v <= 3600, "a number of seconds from 0.1 to 3600")
                     for var, field in (("HEADER_TIMEOUT", "header_timeout"), ("BODY_TIMEOUT", "body_timeout"),
-                                       ("IDLE_TIMEOUT", "idle_timeout"))]
+                                       ("IDLE_TIMEOUT", "idle_timeout"), ("SEND_TIMEOUT", "send_timeout"))]
+        if None not in timeouts and timeouts[0] > timeouts[2]:
+            problems.append("HEADER_TIMEOUT (%g) must not be above IDLE_TIMEOUT (%g)" % (timeouts[0], timeouts[2]))
         limit = httpserver.descriptor_limit()
         most = (limit - 32) if limit else 10 ** 6
         max_connections = number("max_connections", "MAX_CONNECTIONS", lambda v: 0 <= v <= most,
@@ -236,6 +240,6 @@ class ServerOptions:
             problems.append("LOG_LEVEL must be one of %s (got %r)" % (", ".join(LOG_LEVELS), str(raw["log_level"])[:32]))
         if problems:
             raise ConfigError(problems)
-        header, body, idle = timeouts
-        return cls(sweep, level, httpserver.Limits(header, idle, body, max_connections))
+        header, body, idle, send = timeouts
+        return cls(sweep, level, httpserver.Limits(header, idle, body, max_connections, send))
 

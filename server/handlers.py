@@ -96,7 +96,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def page_limit(self, default):
         """?limit= of a list: 1 to MAX_PAGE; 400 INVALID_LIMIT otherwise."""
         limit = self.get_query_argument("limit", str(default))
-        if not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        if not (_DIGITS.fullmatch(limit) and 1 <= int(limit) <= MAX_PAGE):
             raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE)
         return int(limit)
 

@@ -1,17 +1,21 @@
 """The backend's HTTP server: Tornado's HTTPServer with the limits an exposed payment API needs.
 
 What it adds to Tornado's server (whose defaults let a connection idle or trickle its
-headers for an hour):
+headers for an hour, and never give up on a client that does not read its answer):
 
 - timeouts: a new connection must complete its first request head within
   `header_timeout`; a kept-alive connection must complete its next request head within
-  `idle_timeout` (Tornado's header timeout); a body must arrive within `body_timeout`;
-- a cap on open connections (`max_connections`, by default well below the descriptor
-  limit). At the cap, the connection that has waited longest for a request head (idle
-  keep-alive, or a slow client) is closed to make room, as nginx reuses its idle
-  connections; only when every connection is busy in a request is the new one refused;
-- descriptor exhaustion at accept() (EMFILE and kin) pauses accepting briefly and is
-  logged at most once a minute, instead of a traceback on every loop pass;
+  `idle_timeout` (Tornado's header timeout); a body must arrive within `body_timeout`; an
+  answer must be taken by the client within `send_timeout`;
+- a cap on open connections (`max_connections`; by default half of the descriptors left
+  after a reserve, since every request may hold a connection to WeChat too). A connection
+  is *waiting* while it waits for a request head, sends a body, or leaves its answer
+  unread, and *working* while the backend handles a complete request. At the cap the
+  connection that has been waiting longest is closed to make room (as nginx reuses its
+  idle connections); when every connection is working, accepting stops until one ends, so
+  new clients wait in the listen backlog instead of being turned away;
+- descriptor exhaustion at accept() (EMFILE and kin) closes waiting connections and pauses
+  accepting briefly, logged at most once a minute, instead of a traceback on every loop pass;
 - Tornado's own error answers in the API's JSON shape: its bare "400 Bad Request"
   (malformed request line, headers or body framing) becomes a JSON 400, and a request
   head over `MAX_HEADER_BYTES` gets a JSON 431 instead of a silent close. Both say
@@ -20,9 +24,11 @@ headers for an hour):
 Everything is per process; nothing here blocks the IOLoop.
 """
 import errno
+import heapq
 import json
 import logging
 import resource
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +45,10 @@ log = logging.getLogger("server.http")
 MAX_HEADER_BYTES = 16 * 1024      # a request line and headers; nginx's default buffers are 4 x 8 KiB
 MAX_BODY_BYTES = 1024 * 1024      # hard cap; every handler enforces its own, smaller one
 ACCEPT_PAUSE = 0.1                # seconds without accept() after descriptors ran out
+RECHECK_PAUSED = 0.5              # seconds: a paused accept looks again even if no connection ended
+EVICT_GRACE = 0.1                 # seconds a connection waits before it may be closed to make room
 REPORT_EVERY = 60.0               # seconds between two log lines about the same limit
+FIXED_DESCRIPTORS = 64            # the database (3 files), listening sockets, logs, the event loop
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -49,6 +58,7 @@ class Limits:
     idle_timeout: float = 75.0     # keep-alive: end of an answer -> next request head complete
     body_timeout: float = 30.0     # request head -> body complete
     max_connections: int = 0       # 0: default_max_connections()
+    send_timeout: float = 30.0     # an answer written -> taken by the client
 
 
 def descriptor_limit():
@@ -57,17 +67,13 @@ def descriptor_limit():
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def descriptor_reserve(limit):
-    """Descriptors kept for everything but client connections: the database (3 files),
-    upstream connections to WeChat, the listening sockets, logs, the event loop."""
-    return max(64, limit // 8)
-
-
 def default_max_connections(limit=None):
+    """Half the descriptors left after FIXED_DESCRIPTORS: each client connection may be
+    matched by one to WeChat (upstream calls are made while a request is handled)."""
     limit = descriptor_limit() if limit is None else limit
     if limit is None:
         return 10000
-    return max(16, min(10000, limit - descriptor_reserve(limit)))
+    return max(16, min(10000, (limit - FIXED_DESCRIPTORS) // 2))
 
 
 def json_response(status, reason, code, message):
@@ -112,8 +118,10 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                            body_timeout=limits.body_timeout, **kwargs)
         self.limits = limits
         self.max_connections = limits.max_connections or default_max_connections()
-        self._open = {}   # IOStream -> _Connection, every connection this server holds
-        self._limit_log = RateLimitedLog(log)
+        self._open = {}      # IOStream -> _Connection, every connection this server holds
+        self._paused = []    # listening sockets not accepted from while every connection works
+        self._evict_log = RateLimitedLog(log)
+        self._full_log = RateLimitedLog(log)
         self._descriptor_log = RateLimitedLog(log)
 
     @property
@@ -131,31 +139,51 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         try:
             stream = _ServerStream(connection, max_buffer_size=self.max_buffer_size,
                                    read_chunk_size=self.read_chunk_size)
+            stream.send_timeout = self.limits.send_timeout
             self.handle_stream(stream, address)
         except Exception:
             app_log.error("Error in connection callback", exc_info=True)
 
+    def may_accept(self, sock):
+        """Before accept(): whether a new connection may come in (below the cap, or a waiting
+        connection can make room). If every connection is working, `sock` is paused (the
+        client waits in the listen backlog) until a connection ends."""
+        if len(self._open) < self.max_connections or self._longest_waiting(1):
+            return True
+        self._full_log.warning("connection limit %d reached and every connection is handling a "
+                               "request: new connections wait in the listen backlog", self.max_connections)
+        self._pause(sock, RECHECK_PAUSED)
+        return False
+
+    def accepted(self):
+        """After accept(): make room for the new connection if the cap is reached."""
+        if len(self._open) >= self.max_connections:
+            self._evict(1)
+
     def out_of_descriptors(self, sock, exc):
         """accept() failed for want of descriptors: make room, stop accepting for a moment."""
         self._descriptor_log.warning("cannot accept connections: %s (%d open, descriptor limit %s); "
-                                     "closing idle ones and pausing accept for %.1fs",
+                                     "closing waiting ones and pausing accept for %.1fs",
                                      exc.strerror or exc, len(self._open), descriptor_limit(), ACCEPT_PAUSE)
-        self._evict(max(1, len(self._open) // 16))
+        self._evict(max(1, len(self._open) // 16), report=False)
+        self._pause(sock, ACCEPT_PAUSE)
+
+    def _pause(self, sock, seconds):
+        if sock in self._paused:
+            return
+        self._paused.append(sock)
         loop = IOLoop.current()
         loop.update_handler(sock.fileno(), 0)
+        loop.call_later(seconds, self._resume)
 
-        def resume():
+    def _resume(self):
+        paused, self._paused = self._paused, []
+        for sock in paused:
             if sock.fileno() != -1:   # not closed by stop() meanwhile
-                loop.update_handler(sock.fileno(), IOLoop.READ)
-        loop.call_later(ACCEPT_PAUSE, resume)
+                IOLoop.current().update_handler(sock.fileno(), IOLoop.READ)
 
     # -- connections ---------------------------------------------------------------
     def handle_stream(self, stream, address):
-        if len(self._open) >= self.max_connections and not self._evict(1):
-            self._limit_log.warning("connection limit %d reached and every connection is busy "
-                                    "in a request: refusing new connections", self.max_connections)
-            stream.close()
-            return
         loop = IOLoop.current()
         conn = self._open[stream] = _Connection(stream, loop.time())
         conn.deadline = loop.call_later(self.limits.header_timeout, self._first_head_due, stream)
@@ -166,19 +194,33 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if conn is not None and conn.heads == 0:
             stream.close()
 
-    def _evict(self, count):
-        """Close up to `count` connections, those waiting longest for a request head first.
-        Returns how many were closed."""
-        waiting = sorted((c for c in self._open.values() if c.waiting_since is not None),
-                         key=lambda c: c.waiting_since)[:count]
-        if waiting:
-            self._limit_log.warning("connection limit %d reached: closing connections that waited "
-                                    "longest for a request (idle or slow clients)", self.max_connections)
-        for conn in waiting:
+    def _longest_waiting(self, count):
+        """The `count` connections that have waited longest on their clients, as (since, n, conn).
+        Not one that began to wait less than EVICT_GRACE ago, nor one whose next bytes have
+        arrived and are about to be read (a burst of new connections is served, not culled)."""
+        latest = IOLoop.current().time() - EVICT_GRACE
+        heap = [(t, i, c) for t, i, c in ((c.waiting_since(), i, c) for i, c in enumerate(self._open.values()))
+                if t is not None and t <= latest]
+        heapq.heapify(heap)
+        chosen = []
+        while heap and len(chosen) < count:
+            candidate = heapq.heappop(heap)
+            if not candidate[2].input_pending():
+                chosen.append(candidate)
+        return chosen
+
+    def _evict(self, count, report=True):
+        """Close up to `count` waiting connections, those waiting longest first. Returns how
+        many were closed."""
+        chosen = self._longest_waiting(count)
+        if chosen and report:
+            self._evict_log.warning("connection limit %d reached: closing the connections that waited "
+                                    "longest (idle, slow to send, or not reading)", self.max_connections)
+        for _, _, conn in chosen:
             del self._open[conn.stream]
             conn.cancel_deadline()
             conn.stream.close()
-        return len(waiting)
+        return len(chosen)
 
     def start_request(self, server_conn, request_conn):
         delegate = super().start_request(server_conn, request_conn)
@@ -186,7 +228,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if conn is None:
             return delegate
         if conn.heads:   # a kept-alive connection now waits for its next request
-            conn.waiting_since = IOLoop.current().time()
+            conn.since, conn.phase = IOLoop.current().time(), _HEAD
         return _Watched(delegate, conn)
 
     def on_close(self, server_conn):
@@ -194,16 +236,38 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if conn is not None:
             conn.cancel_deadline()
         super().on_close(server_conn)
+        if self._paused and len(self._open) < self.max_connections:
+            self._resume()
+
+
+_HEAD, _BODY, _WORK = "head", "body", "work"
 
 
 class _Connection:
-    __slots__ = ("stream", "waiting_since", "heads", "deadline")
+    __slots__ = ("stream", "phase", "since", "heads", "deadline")
 
     def __init__(self, stream, now):
         self.stream = stream
-        self.waiting_since = now   # None while a request is being read or answered
-        self.heads = 0             # request heads received
-        self.deadline = None       # the first request head's timeout
+        self.phase, self.since = _HEAD, now   # what it is doing, since when
+        self.heads = 0                        # request heads received
+        self.deadline = None                  # the first request head's timeout
+
+    def waiting_since(self):
+        """When it began to wait on its client (head, body, or an unread answer); None while
+        the backend works on its request."""
+        if self.phase != _WORK:
+            return self.since
+        return self.stream.blocked_since
+
+    def input_pending(self):
+        """Whether the client's next bytes wait in the socket, unread (so it is not stalled on
+        them); a connection whose answer the client does not read is stalled whatever it sent."""
+        if self.phase == _WORK:
+            return False
+        try:
+            return bool(self.stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:   # nothing there (EAGAIN), or the connection is gone
+            return False
 
     def cancel_deadline(self):
         if self.deadline is not None:
@@ -212,13 +276,13 @@ class _Connection:
 
 
 class _Watched(httputil.HTTPMessageDelegate):
-    """Passes everything on; notes when a request head has arrived."""
+    """Passes everything on; notes when a request head and its body have arrived."""
 
     def __init__(self, delegate, conn):
         self.delegate, self.conn = delegate, conn
 
     def headers_received(self, start_line, headers):
-        self.conn.waiting_since = None
+        self.conn.phase, self.conn.since = _BODY, IOLoop.current().time()
         self.conn.heads += 1
         self.conn.cancel_deadline()
         return self.delegate.headers_received(start_line, headers)
@@ -227,6 +291,7 @@ class _Watched(httputil.HTTPMessageDelegate):
         return self.delegate.data_received(chunk)
 
     def finish(self):
+        self.conn.phase = _WORK
         return self.delegate.finish()
 
     def on_connection_close(self):
@@ -243,13 +308,17 @@ class _ListeningSocket:
         self._sock, self._server = sock, server
 
     def accept(self):
+        if not self._server.may_accept(self):
+            raise BlockingIOError(errno.EAGAIN, "at the connection limit")
         try:
-            return self._sock.accept()
+            accepted = self._sock.accept()
         except OSError as exc:
             if exc.errno not in _OUT_OF_DESCRIPTORS:
                 raise
             self._server.out_of_descriptors(self, exc)
             raise BlockingIOError(errno.EAGAIN, "accept paused") from None
+        self._server.accepted()
+        return accepted
 
     def __getattr__(self, name):   # fileno, close, getsockname, ...
         return getattr(self._sock, name)
@@ -257,10 +326,14 @@ class _ListeningSocket:
 
 class _ServerStream(tornado.iostream.IOStream):
     """An IOStream that knows when a request head is being read and whether an answer went
-    out, so that Tornado's own error answers can be given the API's shape."""
+    out, so that Tornado's own error answers can be given the API's shape; and that closes
+    when the client leaves an answer unread for `send_timeout`."""
 
     reading_head = False
     answered = False
+    send_timeout = None
+    blocked_since = None   # when output began to wait for the client to read it
+    _last_write = None
 
     def read_until_regex(self, regex, max_bytes=None):
         # HTTP1Connection reads each request head with this, and nothing else
@@ -283,14 +356,40 @@ class _ServerStream(tornado.iostream.IOStream):
             data = _JSON_400
         elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":   # an answer's head, not 100 Continue
             self.answered = True
-        return super().write(data, *args, **kwargs)
+        future = self._last_write = super().write(data, *args, **kwargs)
+        if not future.done() and self.blocked_since is None and not self.closed():
+            # the socket buffer is full: the client is not reading (fast enough)
+            self.blocked_since = IOLoop.current().time()
+            future.add_done_callback(self._flushed)
+            if self.send_timeout:
+                IOLoop.current().call_later(self.send_timeout, self._send_due)
+        return future
+
+    def _flushed(self, future):
+        last = self._last_write
+        if last is not None and not last.done() and not self.closed():
+            last.add_done_callback(self._flushed)   # more is waiting: still blocked
+        else:
+            self.blocked_since = None
+
+    def _send_due(self):
+        """The client has left output unread for send_timeout: give up on it."""
+        if self.blocked_since is None or self.closed():
+            return
+        left = self.blocked_since + self.send_timeout - IOLoop.current().time()
+        if left > 0:   # it unblocked and blocked again meanwhile
+            IOLoop.current().call_later(left, self._send_due)
+        else:
+            self.close()
 
     def close(self, exc_info=False):
-        if self.reading_head and not self.closed() and isinstance(_error(exc_info),
-                                                                  tornado.iostream.UnsatisfiableReadError):
-            # the head outgrew max_header_size: say so before closing (best effort, non-blocking)
+        if not self.closed() and isinstance(_error(exc_info), tornado.iostream.UnsatisfiableReadError):
+            # a head over max_header_size (431), or a chunk-size line Tornado will not read
+            # (400): say so before closing (best effort, non-blocking)
+            answer = _JSON_431 if self.reading_head else None if self.answered else _JSON_400
             try:
-                self.socket.send(_JSON_431)
+                if answer:
+                    self.socket.send(answer)
             except OSError:
                 pass
         super().close(exc_info)

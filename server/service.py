@@ -22,6 +22,7 @@ RECONCILE_AFTER = 60        # an unpaid order older than this is checked with or
 RECONCILE_EVERY = 10        # ... but not more often than this
 SWEEP_MAX_AGE = PREPAY_TTL + 3600  # the background sweep stops asking about older orders
 SWEEP_BATCH = 100
+RESEND_MARGIN = 5           # seconds past the longest a refund call can take (every attempt timing out)
 MAX_QUANTITY = 99
 MAX_TOTAL_FEE = 2 ** 31 - 1  # WeChat's total_fee is a 32-bit integer
 BODY_MAX_BYTES = 127
@@ -34,6 +35,7 @@ _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
 _CODE = re.compile(r"[!-~]+")  # wx.login codes: printable ASCII, no spaces or controls
 _OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 _TRADE_NO = re.compile(r"[^/]{1,32}")
+_STAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _REFUND_REFUSALS = {
     "not_paid": (409, "ORDER_NOT_PAID", "only a paid order can be refunded"),
     "amount": (409, "REFUND_EXCEEDS_PAID", "the refunds would exceed what was paid"),
@@ -352,7 +354,7 @@ class Service:
             answer = {}
         n = next((i for i in range(int(answer.get("refund_count", "0") or 0))
                   if answer.get("out_refund_no_%d" % i) == refund.out_refund_no), None)
-        if n is None and refund.status == PENDING and self.clock() - refund.created_at > self.config.timeout:
+        if n is None and refund.status == PENDING and self._resendable(refund):
             return await self._resend_refund(refund)
         if n is None:
             await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
@@ -367,6 +369,18 @@ class Service:
                 refund_id=answer.get("refund_id_%d" % n), success_time=answer.get("refund_success_time_%d" % n)))[1]
         await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
         return refund
+
+    def _resendable(self, refund):
+        """A PENDING refund unknown to WeChat is sent again once its own call must be over (every
+        attempt timed out), and only while it is young enough that nobody has handled it by
+        hand: an operator may have refunded an old one in the merchant console instead."""
+        age = self.clock() - refund.created_at
+        in_flight = getattr(self.wechat, "attempts", 3) * self.config.timeout + RESEND_MARGIN
+        if age > SWEEP_MAX_AGE:
+            log.warning("refund %s: PENDING for %d s and unknown to WeChat; too old to send again "
+                        "by itself: repeat POST .../refunds with its out_refund_no, or see to it by hand",
+                        refund.out_refund_no, age)
+        return in_flight < age <= SWEEP_MAX_AGE
 
     async def _resend_refund(self, refund):
         """A PENDING refund WeChat has never seen (the call was lost, or the process died
@@ -491,11 +505,8 @@ def read_cursor(cursor, key_pattern):
     if cursor is None:
         return None
     stamp, _, key = cursor.partition(":")
-    try:
-        created_at = float(stamp)
-    except ValueError:
-        created_at = None
-    if created_at is None or created_at != created_at or not key_pattern.fullmatch(key):
+    created_at = float(stamp) if _STAMP.fullmatch(stamp) else None
+    if created_at is None or not key_pattern.fullmatch(key):
         raise ServiceError(400, "INVALID_CURSOR", "before must be the `next` value of a previous page")
     return created_at, key
 

@@ -300,15 +300,14 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreError("cannot create its folder %s: %s" % (folder, exc.strerror)) from None
         # another process on the same file may hold its write lock: wait for it (busy_timeout)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT)
+        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                            timeout=BUSY_TIMEOUT)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=%d" % (BUSY_TIMEOUT * 1000))
         _switch_to_wal(conn)
         # FULL: a transaction acknowledged to a caller survives a power cut, not just a kill.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        self._conn = conn
         self._migrate()
 
     def _migrate(self):

@@ -137,7 +137,7 @@ def _parse_head(head):
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
         raise BadResponse("not an HTTP/1.x status line")
     headers = {}
     for line in lines[1:]:
@@ -154,7 +154,7 @@ async def _read_body(reader, headers):
             return await _read_chunked(reader)
         if "content-length" in headers:
             length = headers["content-length"]
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES:
                 raise BadResponse("bad Content-Length %r" % length[:20])
             return await reader.readexactly(int(length))
         body = await reader.read(MAX_BODY_BYTES + 1)

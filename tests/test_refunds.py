@@ -240,7 +240,7 @@ async def test_pending_refund_wechat_never_saw_is_sent_again_on_refresh(http_cli
     assert await sim_refunds_of(http_client, sim, no) == []      # WeChat never saw it
     admin = await admin_view(http_client, base_url, no, refresh=True)
     assert admin["refunds"][0]["status"] == "PENDING"           # its call may still be in flight: left alone
-    clock.offset += 5                                            # older than WECHAT_TIMEOUT now
+    clock.offset += 10                                           # every attempt of its call is over now
     admin = await admin_view(http_client, base_url, no, refresh=True)
     assert admin["refunds"][0]["status"] == "PROCESSING" and admin["refunds"][0]["out_refund_no"] == rno
     await settled(app, rno)
@@ -292,3 +292,16 @@ async def test_admin_lists_refunds_by_status(http_client, base_url, sim, app):
         assert status == 400 and data["error"]["code"] == code, query
     status, _ = await call(http_client, "GET", base_url + "/admin/refunds")
     assert status == 401
+
+
+async def test_an_old_pending_refund_is_not_sent_again_by_itself(http_client, base_url, sim, app, clock):
+    """Hours later an operator may have refunded by hand: only a young PENDING refund is re-sent."""
+    from server.store import Refund
+    _, no = await paid_order(http_client, base_url, sim, app)
+    now = clock()
+    await app.service.store.insert_refund(Refund(
+        out_refund_no="OLD-1", out_trade_no=no, refund_fee=300, reason="", status="PENDING",
+        created_at=now - 4 * 3600, updated_at=now - 4 * 3600), 50)
+    admin = await admin_view(http_client, base_url, no, refresh=True)
+    assert admin["refunds"][0]["status"] == "PENDING"
+    assert await sim_refunds_of(http_client, sim, no) == []

@@ -72,6 +72,9 @@ def test_run_server_exits_with_one_clear_line():
     ("WECHAT_API_KEY", DEMO["api_key"][:31] + "!", "WECHAT_API_KEY must be 32 letters and digits"),
     ("WECHAT_APPID", " " + DEMO["appid"], "WECHAT_APPID has leading or trailing whitespace"),
     ("ADMIN_TOKEN", "0123456789abcdefghij ", "ADMIN_TOKEN has leading or trailing whitespace"),
+    ("WECHAT_PAY_BASE_URL", "https://exa mple.com", "WECHAT_PAY_BASE_URL must be an http(s) URL"),
+    ("WECHAT_TIMEOUT", "1e-300", "WECHAT_TIMEOUT must be a number of seconds"),
+    ("SESSION_TTL", "²", "SESSION_TTL must be a positive integer"),
 ])
 def test_malformed_values_named(var, value, named):
     with pytest.raises(ConfigError) as info:
@@ -97,17 +100,24 @@ def test_server_options_defaults_and_problems():
     assert (options.limits.header_timeout, options.limits.body_timeout, options.limits.idle_timeout) == (10, 30, 75)
     assert ServerOptions.from_env({"LOG_LEVEL": "debug", "MAX_CONNECTIONS": "100"}).limits.max_connections == 100
     bad = {"SWEEP_INTERVAL": "abc", "LOG_LEVEL": "LOUD", "HEADER_TIMEOUT": "0", "BODY_TIMEOUT": "-1",
-           "IDLE_TIMEOUT": "x", "MAX_CONNECTIONS": str(10 ** 9)}
+           "IDLE_TIMEOUT": "x", "MAX_CONNECTIONS": str(10 ** 9), "SEND_TIMEOUT": "1e-300"}
     with pytest.raises(ConfigError) as info:
         ServerOptions.from_env(bad)
     for var in bad:
         assert var in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        ServerOptions.from_env({"HEADER_TIMEOUT": "90", "IDLE_TIMEOUT": "60"})
+    assert "HEADER_TIMEOUT (90) must not be above IDLE_TIMEOUT (60)" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        ServerOptions.from_env({"MAX_CONNECTIONS": "²"})
+    assert "MAX_CONNECTIONS" in str(info.value)
 
 
-def test_default_connection_cap_below_the_descriptor_limit():
-    assert default_max_connections(256) == 192
-    assert default_max_connections(1024) == 896
+def test_default_connection_cap_leaves_room_for_the_wechat_connections():
+    assert default_max_connections(256) == 96     # (256 - 64) / 2: each may hold one to WeChat
+    assert default_max_connections(1024) == 480
     assert default_max_connections(100000) == 10000
+    assert default_max_connections(64) == 16
 
 
 def run_server(args, env):

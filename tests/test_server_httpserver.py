@@ -2,6 +2,7 @@
 import asyncio
 import errno
 import logging
+import socket
 
 import pytest
 import tornado.testing
@@ -20,6 +21,8 @@ class Hold(tornado.web.RequestHandler):
     async def get(self):
         if self.get_query_argument("hold", None):
             await Hold.release.wait()
+        if self.get_query_argument("big", None):
+            self.write(b"x" * (8 << 20))   # more than any socket buffers hold
         self.write("ok")
 
 
@@ -27,10 +30,10 @@ class Hold(tornado.web.RequestHandler):
 def guarded(io_loop):
     servers = []
 
-    def start(max_connections):
+    def start(max_connections, **limits):
         Hold.release = asyncio.Event()
         server = GuardedHTTPServer(tornado.web.Application([(r"/", Hold)]),
-                                   limits=Limits(max_connections=max_connections))
+                                   limits=Limits(max_connections=max_connections, **limits))
         sock, port = tornado.testing.bind_unused_port()
         server.add_sockets([sock])
         servers.append(server)
@@ -67,19 +70,56 @@ async def test_at_the_cap_the_longest_waiting_connection_makes_room(guarded):
         s.close()
 
 
-async def test_when_every_connection_is_busy_new_ones_are_refused_and_logged_once(guarded, caplog):
+async def test_when_every_connection_works_new_ones_wait_in_the_backlog(guarded, caplog):
     server, port = guarded(1)
     busy = await TCPClient().connect("127.0.0.1", port)
     await busy.write(b"GET /?hold=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.sleep(0.1)
     with caplog.at_level(logging.WARNING, logger="server.http"):
-        for _ in range(5):
-            refused = await TCPClient().connect("127.0.0.1", port)
-            assert await closed_by_server(refused)
-    assert sum("every connection is busy" in r.getMessage() for r in caplog.records) == 1
-    Hold.release.set()
-    assert (await busy.read_until(b"ok")).startswith(b"HTTP/1.1 200")   # the busy one was never cut
-    busy.close()
+        waiting = await TCPClient().connect("127.0.0.1", port)    # the kernel completes the handshake
+        await waiting.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = waiting.read_until(b"ok")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(answer), 0.7)   # not accepted while the other works
+        assert server.open_connections == 1
+        Hold.release.set()
+        assert (await busy.read_until(b"ok")).startswith(b"HTTP/1.1 200")   # the working one was never cut
+        busy.close()
+        assert (await asyncio.wait_for(answer, 5)).startswith(b"HTTP/1.1 200")
+    assert sum("wait in the listen backlog" in r.getMessage() for r in caplog.records) == 1
+    waiting.close()
+
+
+async def test_clients_slow_to_send_or_to_read_are_waiting_and_make_room(guarded):
+    server, port = guarded(2)
+    body = await TCPClient().connect("127.0.0.1", port)     # a body that never completes
+    await body.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+    await asyncio.sleep(0.1)
+    reader = await TCPClient().connect("127.0.0.1", port)   # an answer it never reads
+    reader.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    await reader.write(b"GET /?big=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.3)
+    conns = list(server._open.values())
+    assert len(conns) == 2 and all(c.waiting_since() is not None for c in conns)
+    stream, answer = await get(port)                         # room is made: the slow body goes first
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert await closed_by_server(body)
+    stream2, answer = await get(port)
+    assert answer.startswith(b"HTTP/1.1 200")
+    for s in (stream, stream2, reader):
+        s.close()
+
+
+async def test_an_answer_left_unread_is_given_up_after_the_send_timeout(guarded):
+    server, port = guarded(10, send_timeout=0.5)
+    reader = await TCPClient().connect("127.0.0.1", port)
+    reader.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    await reader.write(b"GET /?big=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.2)
+    assert server.open_connections == 1
+    await asyncio.sleep(1.0)
+    assert server.open_connections == 0      # closed by the server, not by us
+    reader.close()
 
 
 async def test_out_of_descriptors_pauses_accept_logs_once_and_recovers(guarded, caplog):
