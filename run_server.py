@@ -12,13 +12,12 @@ import sys
 import tornado.netutil
 
 from server import config as server_config
-from server.app import make_app
+from server.app import App
 from server.catalog import CatalogError
 from server.httpserver import GuardedHTTPServer, descriptor_limit
 from server.store import StoreError
 
 log = logging.getLogger("run_server")
-DRAIN_SECONDS = 10.0
 LISTEN_BACKLOG = 1024  # flash sales open many connections at once
 
 
@@ -141,8 +140,8 @@ def start_simulator(args, tls_files, sockets):
 
 
 async def serve(args, options, config, tls_files=None):
-    app = make_app(config)
-    await app.service.store.open()
+    shop = App(config, sweep_interval=options.sweep_interval)
+    await shop.start()
     sockets = []
     try:
         sockets = bind("--port", args.port, args.host)
@@ -150,35 +149,36 @@ async def serve(args, options, config, tls_files=None):
     except StartError:
         for sock in sockets:
             sock.close()
-        await app.service.store.close()
+        await shop.stop()
         raise
     sim_app = start_simulator(args, tls_files, sim_sockets) if args.simulator else None
-    server = GuardedHTTPServer(app, limits=options.limits, xheaders=args.xheaders)
+    server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=args.xheaders)
     server.add_sockets(sockets)
     limits = options.limits
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
-        "[%s]" % args.host if ":" in args.host else args.host, args.port, config.notify_url, config.sign_type, config.database_url), flush=True)
+        "[%s]" % args.host if ":" in args.host else args.host, args.port,
+        config.notify_url, config.sign_type, config.database_url), flush=True)
     print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
           "taken within %gs, at most %d connections (descriptor limit %s)" % (
               limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
               server.max_connections, descriptor_limit() or "none"), flush=True)
     if args.simulator:
         print(devtools_hint(args), flush=True)
+    await wait_for_signal()
+    log.info("shutting down: no new connections, draining requests in flight")
+    server.stop()
+    await shop.stop()
+    if sim_app is not None:
+        sim_app.sim_notifier.shutdown()
+    log.info("stopped")
+
+
+async def wait_for_signal():
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(sweep_forever(app.service, options.sweep_interval, stop))
     await stop.wait()
-    log.info("shutting down: no new connections, draining requests in flight")
-    server.stop()
-    await sweeper
-    await drain(app)
-    if sim_app is not None:
-        sim_app.sim_notifier.shutdown()
-    app.service.wechat.close()
-    await app.service.store.close()
-    log.info("stopped")
 
 
 def devtools_hint(args):
@@ -191,24 +191,6 @@ def devtools_hint(args):
         % (args.port, args.simulator_port,
            " (as it does)" if (args.port, args.simulator_port) == (8000, 9000) else " (edit it: not the defaults)"),
         "  Tap Buy, then pick Pay, Cancel or Fail: the simulator plays the phone."])
-
-
-async def sweep_forever(service, interval, stop):
-    """Every `interval` seconds, ask WeChat about orders and refunds whose notification is late."""
-    while interval > 0 and not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError:
-            try:
-                await service.sweep()
-            except Exception:  # a sweep must never end the server; the next one tries again
-                log.exception("sweep failed")
-
-
-async def drain(app, timeout=DRAIN_SECONDS):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while app.inflight and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
 
 
 def configure(args, environ):

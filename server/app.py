@@ -1,4 +1,8 @@
-"""make_app(config): builds the object graph and the Tornado application."""
+"""The backend as one object: App owns the store, the WeChat client, the service and the
+background sweep, and is started and stopped as one; make_app() gives its Tornado
+Application (for tests and tools that serve it themselves)."""
+import asyncio
+import logging
 import time
 
 import tornado.web
@@ -9,16 +13,68 @@ from server.service import Service
 from server.store import open_store
 from server.wechat import WeChatClient
 
+log = logging.getLogger("server.app")
+
 TRADE_NO = r"([^/]{1,64})"
+DRAIN_SECONDS = 10.0
+
+
+class App:
+    """config -> the object graph. `await start()` opens the store and starts the sweep (every
+    `sweep_interval` seconds, 0: never); `await stop()` ends the sweep, waits for requests in
+    flight, closes the WeChat client and the store."""
+
+    def __init__(self, config, store=None, wechat=None, catalog=None, clock=time.time, sweep_interval=0):
+        if catalog is None:
+            catalog = Catalog.from_file(config.catalog_file) if config.catalog_file else Catalog.demo()
+        self.clock = clock
+        self.store = store or open_store(config.database_url, clock=clock)
+        self.wechat = wechat or WeChatClient(config)
+        self.service = Service(config, self.store, self.wechat, catalog, clock)
+        self.sweep_interval = sweep_interval
+        self.web = _web_application(self)
+        self._stopping = asyncio.Event()
+        self._sweeper = None
+
+    async def start(self):
+        await self.store.open()
+        if self.sweep_interval > 0:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self, drain=DRAIN_SECONDS):
+        self._stopping.set()
+        if self._sweeper is not None:
+            await self._sweeper
+        await self._drain(drain)
+        self.wechat.close()
+        await self.store.close()
+
+    async def _sweep_forever(self):
+        """Every sweep_interval seconds, ask WeChat about orders and refunds whose notification is late."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.sweep_interval)
+            except asyncio.TimeoutError:
+                try:
+                    await self.service.sweep()
+                except Exception:  # a sweep must never end the server; the next one tries again
+                    log.exception("sweep failed")
+
+    async def _drain(self, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.web.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
-    """The backend application; `app.service` holds the service. Open the store before serving."""
-    if catalog is None:
-        catalog = Catalog.from_file(config.catalog_file) if config.catalog_file else Catalog.demo()
-    service = Service(config, store or open_store(config.database_url),
-                      wechat or WeChatClient(config), catalog, clock)
-    args = {"service": service}
+    """The backend's Tornado Application; `app.service` is the service and `app.shop` the App
+    (call `await app.shop.start()` before serving, or open `app.service.store` yourself)."""
+    return App(config, store, wechat, catalog, clock).web
+
+
+def _web_application(shop):
+    args = {"service": shop.service}
     routes = [
         (r"/api/login", handlers.LoginHandler),
         (r"/api/products", handlers.ProductsHandler),
@@ -33,9 +89,10 @@ def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
         (r"/admin/refunds", handlers.AdminRefundListHandler),
         (r"/healthz", handlers.HealthHandler),
     ]
-    app = tornado.web.Application(
+    web = tornado.web.Application(
         [(path, handler, args) for path, handler in routes],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args)
-    app.service = service
-    app.inflight = set()  # handlers still working on a request
-    return app
+    web.service = shop.service
+    web.shop = shop
+    web.inflight = set()  # handlers still working on a request (see App.stop)
+    return web

@@ -6,9 +6,9 @@ import re
 
 import tornado.web
 
-from server import wxpay
-from server.service import ServiceError, order_view, refund_view, refundable_fee
-from server.store import REFUND_OPEN, REFUND_STATES, StoreError
+from server import views, wxpay
+from server.service import ServiceError
+from server.store import StoreError
 from server.wechat import WeChatError
 
 log = logging.getLogger("server.handlers")
@@ -88,10 +88,21 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ServiceError(400, "INVALID_JSON", "the body must be a JSON object")
         return data
 
+    def bearer_token(self):
+        """The token of `Authorization: Bearer <token>`; "" for another scheme (never valid),
+        None without the header."""
+        if "Authorization" not in self.request.headers:
+            return None
+        scheme, _, token = self.request.headers["Authorization"].partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def flag(self, name):
+        """A yes/no query argument (?refresh=1)."""
+        return self.get_query_argument(name, "0") not in ("0", "", "false")
+
     async def openid(self):
-        """The caller's openid from `Authorization: Bearer <token>`."""
-        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        return await self.service.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        """The caller's openid from its session token."""
+        return await self.service.authenticate(self.bearer_token())
 
     def page_limit(self, default):
         """?limit= of a list: 1 to MAX_PAGE; 400 INVALID_LIMIT otherwise."""
@@ -162,51 +173,40 @@ class LoginHandler(BaseHandler):
 
 class ProductsHandler(BaseHandler):
     def get(self):
-        products = [{"id": p.id, "name": p.name, "price": p.price} for p in self.service.catalog.all()]
-        self.send_json(200, {"products": products})
+        self.send_json(200, views.products(self.service.catalog.all()))
 
 
 class OrdersHandler(BaseHandler):
     async def post(self):
         body = self.json_body()
-        if "Authorization" not in self.request.headers and body.get("code") is not None:
-            openid = (await self.service.code2session(body["code"]))["openid"]
-        else:
-            openid = await self.openid()
+        openid = await self.service.caller(self.bearer_token(), body.get("code"))
         order, payment = await self.service.create_order(
-            openid, body.get("product_id"), body.get("quantity", 1),
-            self.request.headers.get("Idempotency-Key"))
-        self.send_json(201, dict(order_view(order), payment=payment))
-
+            openid, body.get("product_id"), body.get("quantity", 1), self.request.headers.get("Idempotency-Key"))
+        self.send_json(201, views.order_with_payment(order, payment))
 
     async def get(self):
         """The caller's orders, newest first, a page at a time."""
-        openid = await self.openid()
-        orders, cursor = await self.service.list_orders(openid, self.page_limit(20),
+        orders, cursor = await self.service.list_orders(await self.openid(), self.page_limit(20),
                                                         self.get_query_argument("before", None))
-        page = {"orders": [await self.service.view(order) for order in orders]}
-        if cursor:
-            page["next"] = cursor
-        self.send_json(200, page)
+        shown = [views.order(o, await self.service.refunds_to_show(o)) for o in orders]
+        self.send_json(200, views.page(shown, cursor, "orders"))
 
 
 class OrderHandler(BaseHandler):
     async def get(self, out_trade_no):
-        refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
-        order = await self.service.get_order(await self.openid(), out_trade_no, refresh)
-        self.send_json(200, await self.service.view(order))
+        order = await self.service.get_order(await self.openid(), out_trade_no, self.flag("refresh"))
+        self.send_json(200, views.order(order, await self.service.refunds_to_show(order)))
 
 
 class PaymentHandler(BaseHandler):
     async def post(self, out_trade_no):
         order, payment = await self.service.repay(await self.openid(), out_trade_no)
-        self.send_json(200, dict(order_view(order), payment=payment))
+        self.send_json(200, views.order_with_payment(order, payment))
 
 
 class CloseHandler(BaseHandler):
     async def post(self, out_trade_no):
-        order = await self.service.close(await self.openid(), out_trade_no)
-        self.send_json(200, order_view(order))
+        self.send_json(200, views.order(await self.service.close(await self.openid(), out_trade_no)))
 
 
 class HealthHandler(BaseHandler):
@@ -230,20 +230,16 @@ class AdminHandler(BaseHandler):
 
     def require_admin(self):
         expected = self.service.config.admin_token
-        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        if not (expected and scheme.lower() == "bearer"
-                and hmac.compare_digest(token.strip().encode(), expected.encode())):
+        token = self.bearer_token()
+        if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
             raise ServiceError(401, "UNAUTHORIZED", "admin token missing or wrong")
 
 
 class AdminOrderHandler(AdminHandler):
     async def get(self, out_trade_no):
         self.require_admin()
-        refresh = self.get_query_argument("refresh", "0") not in ("0", "", "false")
-        order, refunds = await self.service.admin_order(out_trade_no, refresh)
-        self.send_json(200, dict(await self.service.view(order, refunds), openid=order.openid,
-                                 refundable_fee=refundable_fee(order, refunds),
-                                 refunds=[refund_view(r) for r in refunds]))
+        order, refunds = await self.service.admin_order(out_trade_no, self.flag("refresh"))
+        self.send_json(200, views.admin_order(order, refunds))
 
 
 class AdminRefundsHandler(AdminHandler):
@@ -252,25 +248,18 @@ class AdminRefundsHandler(AdminHandler):
         body = self.json_body()
         refund = await self.service.refund(out_trade_no, body.get("refund_fee"), body.get("reason"),
                                            body.get("out_refund_no"))
-        self.send_json(202, refund_view(refund))
+        self.send_json(202, views.refund(refund))
 
 
 class AdminRefundListHandler(AdminHandler):
-    """GET /admin/refunds[?status=PENDING,PROCESSING&limit=50&before=<cursor>]: refunds by
-    status, newest first; by default the open ones (PENDING, PROCESSING)."""
+    """GET /admin/refunds[?status=PENDING,PROCESSING&limit=50&before=<cursor>]."""
 
     async def get(self):
         self.require_admin()
         statuses = [s for value in self.get_query_arguments("status") for s in value.split(",") if s]
-        statuses = statuses or list(REFUND_OPEN)
-        if not set(statuses) <= set(REFUND_STATES):
-            raise ServiceError(400, "INVALID_STATUS", "status must be among %s" % ", ".join(REFUND_STATES))
         refunds, cursor = await self.service.open_refunds(statuses, self.page_limit(50),
                                                           self.get_query_argument("before", None))
-        page = {"refunds": [dict(refund_view(r), created_at=r.created_at) for r in refunds]}
-        if cursor:
-            page["next"] = cursor
-        self.send_json(200, page)
+        self.send_json(200, views.page([views.refund(r, with_created_at=True) for r in refunds], cursor, "refunds"))
 
 
 class PayNotifyHandler(BaseHandler):

@@ -1,4 +1,8 @@
-"""Business rules: login, server-priced orders, payment params, notify, reconcile, close."""
+"""Business rules: login, server-priced orders, payment params, notify, reconcile, close, refunds.
+
+No HTTP here (handlers.py translates), no wire format (wechat.py and wxpay.py), no SQL
+(the Store); which state may follow which is server/domain.py's table.
+"""
 import collections
 import datetime
 import hashlib
@@ -9,9 +13,10 @@ import string
 import sys
 import time
 
-from server import wxpay
-from server.store import (CLOSED, FAILED, NOTPAY, PAYERROR, PENDING, PROCESSING, REFUND, REFUND_RELEASED,
-                          SUCCESS, Order, Refund, RefundRefused)
+from server import domain, wxpay
+from server.domain import (CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING, REFUND,
+                           REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, SUCCESS, Order, Refund)
+from server.store import RefundRefused
 from server.wechat import UpstreamError, WeChatError, WeChatRefused
 
 log = logging.getLogger("server.service")
@@ -30,7 +35,6 @@ LOGIN_REFUSALS = {40029, 40163, 40226}
 SESSION_CACHE = 10000       # sessions kept in memory (LRU)
 MAX_REFUNDS = 50            # WeChat's limit of partial refunds per order
 REFUND_DESC_MAX = 80
-REFUND_OUTCOMES = (SUCCESS, "REFUNDCLOSE", "CHANGE")
 _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
 _CODE = re.compile(r"[!-~]+")  # wx.login codes: printable ASCII, no spaces or controls
 _OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
@@ -43,6 +47,7 @@ _REFUND_REFUSALS = {
     "conflict": (409, "REFUND_NO_CONFLICT", "this out_refund_no was used for another refund"),
 }
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+_ORDER_STATE = {"CLOSED": CLOSED, "REVOKED": CLOSED, "PAYERROR": PAYERROR}  # orderquery trade_state -> ours
 
 
 class ServiceError(Exception):
@@ -86,6 +91,13 @@ class Service:
                                    exc.wechat_code) from None
             raise
 
+    async def caller(self, token, code=None):
+        """The openid of a request: its session token, or (the one-call flow, only without a
+        token) a wx.login code exchanged on the spot."""
+        if token is None and code is not None:
+            return (await self.code2session(code))["openid"]
+        return await self.authenticate(token)
+
     async def authenticate(self, token):
         """The openid behind a session token; 401 when unknown or expired."""
         if token:
@@ -124,14 +136,14 @@ class Service:
                                "this Idempotency-Key was used for a different order")
         if created:
             log.debug("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
-        elif order.status not in (NOTPAY, PAYERROR):
+        elif order.status not in PAYABLE:
             return order, None  # a replay after the order was paid or closed: nothing to pay
         return await self._payable(order)
 
     async def get_order(self, openid, out_trade_no, refresh=False):
         """The caller's order, reconciled with orderquery when asked or when it is stale."""
         order = await self._own_order(openid, out_trade_no)
-        if order.status in (NOTPAY, PAYERROR) and (refresh or self._stale(order)):
+        if order.status in PAYABLE and (refresh or self._stale(order)):
             try:
                 order = await self.reconcile(order)
             except WeChatError:
@@ -166,7 +178,7 @@ class Service:
                 raise ServiceError(409, "ORDER_PAID", "the order is already paid") from None
             if exc.wechat_code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
                 raise
-        changed, order = await self.store.transition(out_trade_no, (NOTPAY, PAYERROR), CLOSED, "close")
+        changed, order = await self.store.transition(out_trade_no, domain.sources(ORDER, CLOSED), CLOSED, "close")
         if not changed and order.status != CLOSED:
             raise ServiceError(409, "ORDER_PAID", "the order was paid meanwhile")
         log.info("order %s closed", out_trade_no)
@@ -202,9 +214,7 @@ class Service:
                 await self.reconcile(order)
                 raise ServiceError(409, exc.wechat_code, "the order is no longer payable") from None
             raise
-        prepay_id = answer.get("prepay_id")
-        if not prepay_id:
-            raise UpstreamError("unifiedorder succeeded without a prepay_id")
+        prepay_id = answer["prepay_id"]
         # WeChat answers a repeat with the same prepay_id while it is valid: its expiry stands
         expires_at = order.prepay_expires_at if prepay_id == order.prepay_id else now + PREPAY_TTL
         paid_order = await self.store.set_prepay(order.out_trade_no, prepay_id, expires_at)
@@ -261,7 +271,7 @@ class Service:
     async def _apply_paid(self, order, params, source):
         """The one transition to SUCCESS, recording transaction_id and time_end."""
         changed, order = await self.store.transition(
-            order.out_trade_no, (NOTPAY, PAYERROR, CLOSED), SUCCESS, source,
+            order.out_trade_no, domain.sources(ORDER, SUCCESS), SUCCESS, source,
             transaction_id=params["transaction_id"], time_end=params.get("time_end", ""))
         if changed:
             log.info("order %s paid (%s, transaction %s)", order.out_trade_no, source, order.transaction_id)
@@ -278,14 +288,15 @@ class Service:
             await self.store.mark_checked(order.out_trade_no, self.clock())
             return await self.store.get_order(order.out_trade_no)
         state = answer.get("trade_state")
-        if state in (SUCCESS, REFUND):
+        if state in PAID:
             problem = _paid_problem(answer, order)
             if problem:
                 raise UpstreamError("orderquery for %s: %s" % (order.out_trade_no, problem))
             return (await self._apply_paid(order, answer, "orderquery"))[1]
-        target = {"CLOSED": CLOSED, "REVOKED": CLOSED, "PAYERROR": PAYERROR}.get(state)
+        target = _ORDER_STATE.get(state)
         if target and target != order.status:
-            return (await self.store.transition(order.out_trade_no, (NOTPAY, PAYERROR), target, "orderquery"))[1]
+            return (await self.store.transition(order.out_trade_no, domain.sources(ORDER, target), target,
+                                                "orderquery"))[1]
         await self.store.mark_checked(order.out_trade_no, self.clock())
         return await self.store.get_order(order.out_trade_no)
 
@@ -303,7 +314,7 @@ class Service:
         except RefundRefused as exc:
             status, code, message = _REFUND_REFUSALS[exc.reason]
             if exc.reason == "amount":
-                left = refundable_fee(order, await self.store.refunds_of(order.out_trade_no))
+                left = domain.refundable_fee(order, await self.store.refunds_of(order.out_trade_no))
                 message = "%s: %d fen is left to refund" % (message, left)
             raise ServiceError(status, code, message) from None
         if refund.status != PENDING:
@@ -319,16 +330,14 @@ class Service:
         try:
             answer = await self.wechat.refund(
                 out_trade_no=order.out_trade_no, out_refund_no=refund.out_refund_no,
-                total_fee=str(order.total_fee), refund_fee=str(refund.refund_fee),
+                total_fee=order.total_fee, refund_fee=refund.refund_fee,
                 refund_desc=refund.reason or None, notify_url=self.config.refund_notify_url or None)
         except WeChatRefused as exc:
             # a definite no: the amount is free again; any other failure leaves it PENDING for a retry
-            await self.store.refund_transition(refund.out_refund_no, (PENDING,), FAILED, "refund",
-                                               error=str(exc.wechat_code))
+            await self.store.refund_transition(refund.out_refund_no, domain.sources(REFUND_KIND, FAILED), FAILED,
+                                               "refund", error=str(exc.wechat_code))
             raise ServiceError(502, "UPSTREAM_ERROR", "WeChat refused the refund: %s" % exc,
                                exc.wechat_code) from None
-        if answer.get("out_refund_no") != refund.out_refund_no or answer.get("refund_fee") != str(refund.refund_fee):
-            raise UpstreamError("refund answer does not match the request")
         log.info("refund %s of %d fen for order %s accepted", refund.out_refund_no, refund.refund_fee, order.out_trade_no)
         return (await self.store.refund_transition(refund.out_refund_no, (PENDING,), PROCESSING, "refund",
                                                    refund_id=answer.get("refund_id")))[1]
@@ -337,7 +346,7 @@ class Service:
         """(order, refunds), refunds reconciled with refundquery when asked or stale."""
         order = await self._any_order(out_trade_no)
         refunds = await self.store.refunds_of(order.out_trade_no)
-        stale = [r for r in refunds if r.status in (PENDING, PROCESSING) and (refresh or self._stale(r))]
+        stale = [r for r in refunds if r.status in REFUND_OPEN and (refresh or self._stale(r))]
         for refund in stale:
             await self.reconcile_refund(refund)
         if stale:
@@ -346,27 +355,21 @@ class Service:
 
     async def reconcile_refund(self, refund):
         """Bring a refund in line with refundquery (for a lost refund notification)."""
-        try:
-            answer = await self.wechat.refund_query(refund.out_refund_no)
-        except WeChatRefused as exc:
-            if exc.wechat_code != "REFUNDNOTEXIST":
-                raise
-            answer = {}
-        n = next((i for i in range(int(answer.get("refund_count", "0") or 0))
-                  if answer.get("out_refund_no_%d" % i) == refund.out_refund_no), None)
-        if n is None and refund.status == PENDING and self._resendable(refund):
+        known = {r["out_refund_no"]: r for r in await self.wechat.refund_query(refund.out_refund_no)}
+        found = known.get(refund.out_refund_no)
+        if found is None and refund.status == PENDING and self._resendable(refund):
             return await self._resend_refund(refund)
-        if n is None:
+        if found is None:
             await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
             return refund
-        if answer.get("refund_fee_%d" % n) != str(refund.refund_fee):
+        if found["refund_fee"] != refund.refund_fee:
             raise UpstreamError("refundquery: refund_fee of %s does not match" % refund.out_refund_no)
-        status = answer.get("refund_status_%d" % n)
+        status = found["refund_status"]
         if status in REFUND_OUTCOMES or (status == PROCESSING and refund.status == PENDING):
             # a PENDING refund WeChat knows was accepted after all (its answer was lost)
             return (await self.store.refund_transition(
-                refund.out_refund_no, (PENDING, PROCESSING), status, "refundquery",
-                refund_id=answer.get("refund_id_%d" % n), success_time=answer.get("refund_success_time_%d" % n)))[1]
+                refund.out_refund_no, domain.sources(REFUND_KIND, status), status, "refundquery",
+                refund_id=found.get("refund_id"), success_time=found.get("success_time")))[1]
         await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
         return refund
 
@@ -396,7 +399,11 @@ class Service:
             return await self.store.get_refund(refund.out_refund_no)
 
     async def open_refunds(self, statuses, limit, before=None):
-        """Refunds by status for the admin API: ([refund], next cursor or None)."""
+        """Refunds by status for the admin API (by default the open ones): ([refund], next
+        cursor or None)."""
+        statuses = statuses or list(REFUND_OPEN)
+        if not set(statuses) <= set(domain.REFUND_STATES):
+            raise ServiceError(400, "INVALID_STATUS", "status must be among %s" % ", ".join(domain.REFUND_STATES))
         refunds = await self.store.list_refunds(statuses, limit + 1, read_cursor(before, _OUT_REFUND_NO))
         return _page(refunds, limit, "out_refund_no")
 
@@ -416,7 +423,7 @@ class Service:
             log.warning("refund notify refused: %s", problem)
             return wxpay.fail_reply(problem)
         changed, refund = await self.store.refund_transition(
-            refund.out_refund_no, (PENDING, PROCESSING), info["refund_status"], "notify",
+            refund.out_refund_no, domain.sources(REFUND_KIND, info["refund_status"]), info["refund_status"], "notify",
             refund_id=info.get("refund_id"), success_time=info.get("success_time"))
         if not changed and refund.status != info["refund_status"]:
             log.error("refund %s is %s; a notification says %s: not applied",
@@ -466,29 +473,9 @@ class Service:
             log.info("sweep: checked %d unpaid orders and %d open refunds", len(orders), len(refunds))
         return len(orders) + len(refunds)
 
-    async def view(self, order, refunds=None):
-        """The API's JSON for an order; with refunds listed when given (admin view)."""
-        data = order_view(order)
-        if refunds is None and order.status != REFUND:
-            return data
-        if refunds is None:
-            refunds = await self.store.refunds_of(order.out_trade_no)
-        data["refunded_fee"] = sum(r.refund_fee for r in refunds if r.status == SUCCESS)
-        return data
-
-
-def refund_view(refund):
-    view = {"out_refund_no": refund.out_refund_no, "out_trade_no": refund.out_trade_no,
-            "refund_fee": refund.refund_fee, "status": refund.status, "reason": refund.reason}
-    for key in ("refund_id", "success_time", "error"):
-        if getattr(refund, key):
-            view[key] = getattr(refund, key)
-    return view
-
-
-def refundable_fee(order, refunds):
-    """What is left to refund: total_fee less every refund not closed or failed."""
-    return order.total_fee - sum(r.refund_fee for r in refunds if r.status not in REFUND_RELEASED)
+    async def refunds_to_show(self, order):
+        """The refunds an order's view lists (a refunded order shows what was refunded)."""
+        return await self.store.refunds_of(order.out_trade_no) if order.status == REFUND else None
 
 
 def _page(records, limit, key):
@@ -520,28 +507,6 @@ def _check_refund_input(refund_fee, reason, out_refund_no):
         raise ServiceError(400, "INVALID_OUT_REFUND_NO", "out_refund_no must be 1 to 64 of [0-9A-Za-z_-|*@]")
 
 
-def order_view(order):
-    """The API's JSON for an order."""
-    view = {"out_trade_no": order.out_trade_no, "status": order.status,
-            "total_fee": order.total_fee, "product_id": order.product_id, "quantity": order.quantity,
-            "body": order.body, "created_at": datetime.datetime.fromtimestamp(
-                order.created_at, _BEIJING).isoformat(timespec="seconds")}
-    if order.transaction_id:
-        view["transaction_id"] = order.transaction_id
-    if order.time_end:
-        view["paid_at"] = beijing_iso(order.time_end)
-    return view
-
-
-def beijing_iso(time_end):
-    """WeChat's yyyyMMddHHmmss (Beijing time) as ISO 8601 with +08:00; raw if malformed."""
-    try:
-        parsed = datetime.datetime.strptime(time_end, "%Y%m%d%H%M%S")
-    except ValueError:
-        return time_end
-    return parsed.replace(tzinfo=_BEIJING).isoformat()
-
-
 def new_out_trade_no(now):
     """32 chars: Beijing time to the second + 18 random alphanumerics (~107 bits)."""
     stamp = datetime.datetime.fromtimestamp(now, _BEIJING).strftime("%Y%m%d%H%M%S")
@@ -570,9 +535,9 @@ def _paid_problem(params, order):
 
 
 def _require_unpaid(order):
-    if order.status in (SUCCESS, REFUND):
+    if order.status in PAID:
         raise ServiceError(409, "ORDER_PAID", "the order is already paid (%s)" % order.status)
-    if order.status not in (NOTPAY, PAYERROR):
+    if order.status not in PAYABLE:
         raise ServiceError(409, "ORDER_%s" % order.status, "the order is %s" % order.status)
 
 

@@ -91,8 +91,12 @@ class WeChatClient:
 
     # -- pay ---------------------------------------------------------------------
     async def unified_order(self, sign_type=None, **fields):
+        """The answer, whose prepay_id is there (UpstreamError otherwise)."""
         fields.setdefault("trade_type", "JSAPI")
-        return await self._pay("/pay/unifiedorder", fields, sign_type=sign_type)
+        answer = await self._pay("/pay/unifiedorder", fields, sign_type=sign_type)
+        if not answer.get("prepay_id"):
+            raise UpstreamError("unifiedorder succeeded without a prepay_id")
+        return answer
 
     async def order_query(self, out_trade_no):
         return await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
@@ -100,12 +104,27 @@ class WeChatClient:
     async def close_order(self, out_trade_no):
         return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
 
-    async def refund(self, **fields):
-        """secapi/pay/refund with the merchant's client certificate. Accepted, not yet done."""
-        return await self._pay("/secapi/pay/refund", fields, client_cert=True)
+    async def refund(self, out_refund_no, refund_fee, total_fee, **fields):
+        """secapi/pay/refund with the merchant's client certificate (amounts in fen). The
+        answer means accepted, not done; it must be for this out_refund_no and amount."""
+        answer = await self._pay("/secapi/pay/refund", dict(
+            fields, out_refund_no=out_refund_no, refund_fee=str(refund_fee), total_fee=str(total_fee)),
+            client_cert=True)
+        if answer.get("out_refund_no") != out_refund_no or answer.get("refund_fee") != str(refund_fee):
+            raise UpstreamError("refund answer does not match the request")
+        return answer
 
     async def refund_query(self, out_refund_no):
-        return await self._pay("/pay/refundquery", {"out_refund_no": out_refund_no})
+        """The refunds WeChat lists for an out_refund_no: [{"out_refund_no", "refund_id",
+        "refund_fee" (int fen), "refund_status", "success_time"}]; [] when it has none
+        (REFUNDNOTEXIST). WeChat numbers the fields of each (out_refund_no_$n, ...)."""
+        try:
+            answer = await self._pay("/pay/refundquery", {"out_refund_no": out_refund_no})
+        except WeChatRefused as exc:
+            if exc.wechat_code == "REFUNDNOTEXIST":
+                return []
+            raise
+        return [_numbered_refund(answer, n) for n in range(_count(answer.get("refund_count")))]
 
     async def _pay(self, path, fields, client_cert=False, sign_type=None):
         """Sign (with sign_type, default the configured one), send, verify the answer."""
@@ -170,6 +189,18 @@ class WeChatClient:
         if status != 200:
             raise UpstreamError("%s answered HTTP %d" % (name, status))
         return answer
+
+
+def _count(value):
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 0
+
+
+def _numbered_refund(answer, n):
+    fee = answer.get("refund_fee_%d" % n, "")
+    return {"out_refund_no": answer.get("out_refund_no_%d" % n), "refund_id": answer.get("refund_id_%d" % n),
+            "refund_fee": int(fee) if fee.isascii() and fee.isdigit() else None,
+            "refund_status": answer.get("refund_status_%d" % n),
+            "success_time": answer.get("refund_success_time_%d" % n)}
 
 
 class _Retry:

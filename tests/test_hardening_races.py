@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from server.store import NOTPAY, SUCCESS
+from server.domain import NOTPAY, SUCCESS
 from tests.test_integration import call, create, login, pay, wait_for
 
 pytestmark = pytest.mark.gen_test(timeout=30)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from server.store import CLOSED, NOTPAY, SUCCESS
+from server.domain import CLOSED, NOTPAY, SUCCESS
 from tests.conftest import DEMO
 
 pytestmark = pytest.mark.gen_test(timeout=20)

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from server import wxpay
-from server.store import REFUND, SUCCESS
+from server.domain import REFUND, SUCCESS, Refund
 from tests.conftest import ADMIN_TOKEN, DEMO
 from tests.test_integration import call, create, login, paid_in_store, pay, wait_for
 
@@ -255,7 +255,6 @@ async def test_pending_refund_wechat_never_saw_is_sent_again_on_refresh(http_cli
 async def test_sweep_sends_again_a_refund_stored_before_a_crash(http_client, base_url, sim, app, clock):
     """The process died between storing the refund and calling WeChat: the background sweep
     finds it PENDING and unknown to WeChat, and sends it."""
-    from server.store import Refund
     _, no = await paid_order(http_client, base_url, sim, app)
     now = clock()
     await app.service.store.insert_refund(Refund(
@@ -296,7 +295,6 @@ async def test_admin_lists_refunds_by_status(http_client, base_url, sim, app):
 
 async def test_an_old_pending_refund_is_not_sent_again_by_itself(http_client, base_url, sim, app, clock):
     """Hours later an operator may have refunded by hand: only a young PENDING refund is re-sent."""
-    from server.store import Refund
     _, no = await paid_order(http_client, base_url, sim, app)
     now = clock()
     await app.service.store.insert_refund(Refund(

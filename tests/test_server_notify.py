@@ -3,7 +3,7 @@ import pytest
 
 from server import wxpay
 from server.service import cut_utf8, new_out_trade_no
-from server.store import NOTPAY, SUCCESS
+from server.domain import NOTPAY, SUCCESS
 from tests.conftest import DEMO
 from tests.test_integration import create, login
 

@@ -4,8 +4,9 @@ import sqlite3
 
 import pytest
 
-from server.store import (CLOSED, NOTPAY, SCHEMA_VERSION, SUCCESS, Order, Refund, RefundRefused, SQLiteStore,
-                          StoreError)
+from server.domain import CLOSED, NOTPAY, SUCCESS, MoveRefused, Order, Refund
+from server.store import RefundRefused, StoreError
+from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
 def order(no="T1", **kw):
@@ -173,7 +174,7 @@ async def test_refund_success_moves_order_to_refund_once(store):
 
 
 async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
-    from server.store import _MIGRATIONS
+    from server.store.sqlite import _MIGRATIONS
     path = str(tmp_path / "old.db")
     conn = sqlite3.connect(path)
     for statement in _MIGRATIONS[1].split(";"):
@@ -269,11 +270,28 @@ async def test_open_failure_names_the_file(tmp_path):
 async def test_list_refunds_by_status_newest_first_in_pages(store):
     await paid(store)
     for i, status in enumerate(["PENDING", "PROCESSING", "PENDING", "FAILED"]):
-        r = refund("R%d" % i, fee=100, status=status)
+        r = refund("R%d" % i, fee=100)
         await store.insert_refund(Refund(**dict(r.__dict__, created_at=10.0 + i)), 50)
+        if status != "PENDING":
+            await store.refund_transition(r.out_refund_no, ("PENDING",), status, "test")
     assert [r.out_refund_no for r in await store.list_refunds(("PENDING", "PROCESSING"), 10)] == ["R2", "R1", "R0"]
     first = await store.list_refunds(("PENDING",), 1)
     assert [r.out_refund_no for r in first] == ["R2"]
     rest = await store.list_refunds(("PENDING",), 10, (first[-1].created_at, first[-1].out_refund_no))
     assert [r.out_refund_no for r in rest] == ["R0"]
     assert [r.out_refund_no for r in await store.list_refunds(("FAILED",), 10)] == ["R3"]
+
+
+async def test_only_the_moves_of_the_domain_table(store):
+    """The store refuses a move server/domain.py does not allow, and writes nothing."""
+    await store.insert_order(order())
+    with pytest.raises(MoveRefused):
+        await store.transition("T1", (NOTPAY,), "REFUND", "bug")      # unpaid cannot be refunded
+    with pytest.raises(MoveRefused):
+        await store.insert_order(order("T2", status=SUCCESS))         # an order is born NOTPAY
+    assert (await store.get_order("T1")).status == NOTPAY and await store.get_order("T2") is None
+    assert await store.events("T1") == [(None, NOTPAY, "create")]
+    await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+    with pytest.raises(MoveRefused):
+        await store.insert_refund(refund(status="SUCCESS"), 50)       # a refund is born PENDING
+    assert await store.refunds_of("T1") == []

@@ -1,8 +1,9 @@
-"""Orders and sessions on SQLite (WAL): every state change is one conditional transaction.
+"""The Store on SQLite (WAL): every state change is one conditional transaction.
 
-The service sees only the async methods of `Store`; another engine (PostgreSQL) can
-implement the same methods. SQLite work runs on one dedicated thread so the IOLoop never
-waits on the disk, and that thread's single connection serialises all writes.
+The guarantees are those of the Store contract (server/store/__init__.py). How they are
+met here: SQLite work runs on one dedicated thread so the IOLoop never waits on the disk,
+and that thread's single connection serialises this process's writes; other processes on
+the same file queue on SQLite's write lock (BEGIN IMMEDIATE, busy timeout).
 
 Group commit: operations that queue up while the thread is busy run as one batch inside
 one transaction, each in its own SAVEPOINT (a failing operation rolls back alone), and
@@ -18,15 +19,11 @@ import sqlite3
 import threading
 import time
 
-log = logging.getLogger("server.store")
+from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
+                           Order, Refund, Session, check_move)
+from server.store import RefundRefused, StoreError
 
-NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "PAYERROR"
-# Refund states: PENDING is ours (stored, WeChat has not accepted it yet); the rest are WeChat's.
-PENDING, PROCESSING, REFUNDCLOSE, CHANGE, FAILED = "PENDING", "PROCESSING", "REFUNDCLOSE", "CHANGE", "FAILED"
-REFUND_FINAL = (SUCCESS, REFUNDCLOSE, CHANGE, FAILED)
-REFUND_OPEN = (PENDING, PROCESSING)
-REFUND_STATES = REFUND_OPEN + REFUND_FINAL
-REFUND_RELEASED = (REFUNDCLOSE, FAILED)  # their amount may be refunded again
+log = logging.getLogger("server.store")
 
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 10  # seconds a statement waits for another process's write lock
@@ -101,60 +98,6 @@ _MIGRATIONS = {
 }
 
 
-class StoreError(RuntimeError):
-    """The database failed or is unusable."""
-
-
-class RefundRefused(ValueError):
-    """A refund the store will not record: `reason` is 'not_paid', 'amount', 'count' or 'conflict'."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class Order:
-    out_trade_no: str
-    openid: str
-    product_id: str
-    quantity: int
-    body: str
-    total_fee: int
-    sign_type: str
-    status: str
-    prepay_id: str = None
-    prepay_expires_at: float = None
-    transaction_id: str = None
-    time_end: str = None
-    idempotency_key: str = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    checked_at: float = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Session:
-    openid: str
-    session_key: str
-    expires_at: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Refund:
-    out_refund_no: str
-    out_trade_no: str
-    refund_fee: int
-    reason: str
-    status: str
-    refund_id: str = None
-    success_time: str = None
-    error: str = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    checked_at: float = None
-
-
 _ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
 _REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
 
@@ -167,24 +110,18 @@ def _refund(row):
     return Refund(**{k: row[k] for k in _REFUND_COLUMNS})
 
 
-_Table = collections.namedtuple("_Table", "name key events convert")
-_ORDERS = _Table("orders", "out_trade_no", "order_events", _order)
-_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund)
-
-
-def open_store(database_url):
-    """The store for a DATABASE_URL (only sqlite:/// for now)."""
-    prefix = "sqlite:///"
-    if not database_url.startswith(prefix):
-        raise StoreError("unsupported DATABASE_URL (expected sqlite:///path)")
-    return SQLiteStore(database_url[len(prefix):])
+_Table = collections.namedtuple("_Table", "name key events convert kind")
+_ORDERS = _Table("orders", "out_trade_no", "order_events", _order, ORDER)
+_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund, REFUND_KIND)
 
 
 class SQLiteStore:
+    """The Store (server/store/__init__.py) on one SQLite file."""
     MAX_BATCH = 256
 
-    def __init__(self, path):
+    def __init__(self, path, clock=time.time):
         self.path = path
+        self.clock = clock
         self._conn = None
         self._queue = queue.SimpleQueue()
         self._thread = None
@@ -276,11 +213,15 @@ class SQLiteStore:
                 return [(future, None, error)] + (self._run_batch(rest) if rest else [])
             results.append((future, result, error))
         try:
-            self._conn.execute("COMMIT")
+            self._commit()
         except sqlite3.Error as exc:
             self._rollback()
             return [(future, None, exc) for _, _, future in jobs]
         return results
+
+    def _commit(self):
+        """The batch's COMMIT (on the database thread); callers hear back only after it."""
+        self._conn.execute("COMMIT")
 
     def _rollback(self):
         try:
@@ -342,7 +283,7 @@ class SQLiteStore:
             with self._tx():
                 self._conn.execute(
                     "INSERT INTO sessions (token_hash, openid, session_key, created_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?)", (token_hash, openid, session_key, time.time(), expires_at))
+                    " VALUES (?, ?, ?, ?, ?)", (token_hash, openid, session_key, self.clock(), expires_at))
         await self._run(op)
 
     async def get_session(self, token_hash, now):
@@ -366,6 +307,7 @@ class SQLiteStore:
                         (order.openid, order.idempotency_key)).fetchone()
                     if existing:
                         return _order(existing), False
+                check_move(ORDER, (None,), order.status)
                 values = dataclasses.asdict(order)
                 self._conn.execute(
                     "INSERT INTO orders (%s) VALUES (%s)" % (
@@ -395,7 +337,7 @@ class SQLiteStore:
                 cur = self._conn.execute(
                     "UPDATE orders SET prepay_id = ?, prepay_expires_at = ?, updated_at = ?"
                     " WHERE out_trade_no = ? AND status IN (?, ?)",
-                    (prepay_id, prepay_expires_at, time.time(), out_trade_no, NOTPAY, PAYERROR))
+                    (prepay_id, prepay_expires_at, self.clock(), out_trade_no, *PAYABLE))
             return self._get(_ORDERS, out_trade_no) if cur.rowcount == 1 else None
         return await self._run(op)
 
@@ -417,7 +359,8 @@ class SQLiteStore:
     def _move(self, table, key, from_statuses, to_status, source, fields):
         """In the caller's transaction: the conditional UPDATE and its audit row. False when the
         row is missing or not in from_statuses (nothing written then)."""
-        now = time.time()
+        check_move(table.kind, from_statuses, to_status)  # the domain table decides what may move
+        now = self.clock()
         row = self._conn.execute("SELECT status FROM %s WHERE %s = ?" % (table.name, table.key), (key,)).fetchone()
         if row is None:
             return False
@@ -440,9 +383,9 @@ class SQLiteStore:
 
         def op():
             orders = self._conn.execute("SELECT * FROM orders WHERE status IN (?, ?) AND prepay_id IS NOT NULL"
-                                        " AND " + due, (NOTPAY, PAYERROR, *args)).fetchall()
+                                        " AND " + due, (*PAYABLE, *args)).fetchall()
             refunds = self._conn.execute("SELECT * FROM refunds WHERE status IN (?, ?) AND " + due,
-                                         (PENDING, PROCESSING, *args)).fetchall()
+                                         (*REFUND_OPEN, *args)).fetchall()
             return [_order(r) for r in orders], [_refund(r) for r in refunds]
         return await self._run(op)
 
@@ -486,7 +429,7 @@ class SQLiteStore:
                     if not same:
                         raise RefundRefused("conflict")
                     return _refund(existing), False
-                if order is None or order["status"] not in (SUCCESS, REFUND):
+                if order is None or order["status"] not in PAID:
                     raise RefundRefused("not_paid")
                 marks = ", ".join("?" * len(REFUND_RELEASED))
                 committed, count = self._conn.execute(
@@ -497,6 +440,7 @@ class SQLiteStore:
                     raise RefundRefused("count")
                 if committed + refund.refund_fee > order["total_fee"]:
                     raise RefundRefused("amount")
+                check_move(REFUND_KIND, (None,), refund.status)
                 values = dataclasses.asdict(refund)
                 self._conn.execute("INSERT INTO refunds (%s) VALUES (%s)" % (
                     ", ".join(_REFUND_COLUMNS), ", ".join("?" * len(_REFUND_COLUMNS))),

@@ -1,0 +1,115 @@
+"""The Store contract: what the service may rely on, whatever the engine.
+
+Every method is a coroutine. "Atomic" means: one transaction, durable (committed, on disk
+as the engine promises) before the coroutine returns, and either wholly applied or not at
+all. "A concurrent caller" is any other coroutine, process or host using the same database.
+Moves between states are those of server/domain.py (MOVES); a move the table does not allow
+raises domain.MoveRefused and writes nothing. Times are the store's injected clock.
+
+Engines: sqlite.SQLiteStore (the embedded default). open_store(url) picks one by URL.
+"""
+from typing import Protocol
+
+
+class StoreError(RuntimeError):
+    """The database failed or is unusable."""
+
+
+class RefundRefused(ValueError):
+    """A refund the store will not record: `reason` is 'not_paid', 'amount', 'count' or 'conflict'."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Store(Protocol):
+    async def open(self):
+        """Connect, and create or migrate the schema. Safe when several processes open the
+        same database at once: the schema version is read and every migration applied in one
+        write transaction, so exactly one of them migrates and the others find it done.
+        Raises StoreError naming the database and why it cannot be used."""
+
+    async def close(self):
+        """Finish what was accepted, then release the database."""
+
+    async def ping(self):
+        """True when the database answers (health check)."""
+
+    async def create_session(self, token_hash, openid, session_key, expires_at):
+        """Store a session. Atomic; a token_hash already stored raises StoreError."""
+
+    async def get_session(self, token_hash, now):
+        """The Session for a token hash if it expires after `now`, else None. A read."""
+
+    async def insert_order(self, order):
+        """Store a new order (status NOTPAY) with its 'create' audit row; returns (order, True).
+        Atomic. With an idempotency_key the same openid used before, returns (that earlier
+        order, False) and writes nothing: concurrent callers with one key get one order."""
+
+    async def get_order(self, out_trade_no):
+        """The Order, or None. A read of committed data."""
+
+    async def list_orders(self, openid, limit, before=None):
+        """Up to `limit` of the openid's orders, newest first (created_at, then out_trade_no),
+        after the cursor `before` = (created_at, out_trade_no). A read."""
+
+    async def set_prepay(self, out_trade_no, prepay_id, prepay_expires_at):
+        """Record a prepay_id if the order is still payable (NOTPAY, PAYERROR); returns the
+        order, or None when it no longer is (a concurrent payment or close won). Atomic."""
+
+    async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
+        """Move an order from one of from_statuses to to_status, setting fields
+        (transaction_id, time_end, checked_at), with an audit row naming the state it really
+        left. Atomic and conditional: of concurrent callers moving the same order, exactly one
+        sees changed=True; the others get changed=False and the order as it is now.
+        Returns (changed, order)."""
+
+    async def mark_checked(self, out_trade_no, now):
+        """Note that WeChat was asked about the order at `now`. Atomic; no state change."""
+
+    async def due_for_check(self, now, min_age, max_age, limit):
+        """(orders, refunds) whose notification is late: unpaid orders with a prepay_id and
+        open refunds, created between max_age and min_age seconds before `now`, not checked
+        for a quarter of their age. A read."""
+
+    async def events(self, out_trade_no):
+        """The order's audit trail [(from, to, source)], oldest first. A read."""
+
+    async def insert_refund(self, refund, max_refunds):
+        """Store a new PENDING refund of a paid order. Atomic and checked in the same
+        transaction: the refunds not released (REFUNDCLOSE, FAILED) never add up to more
+        than total_fee nor number more than max_refunds, whatever concurrent callers do.
+        The same out_refund_no with the same order and amount returns (stored refund, False).
+        Raises RefundRefused('not_paid' | 'amount' | 'count' | 'conflict')."""
+
+    async def get_refund(self, out_refund_no):
+        """The Refund, or None. A read."""
+
+    async def refunds_of(self, out_trade_no):
+        """The order's refunds, oldest first. A read."""
+
+    async def list_refunds(self, statuses, limit, before=None):
+        """Up to `limit` refunds in any of `statuses`, newest first, after the cursor `before`
+        = (created_at, out_refund_no). A read."""
+
+    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, **fields):
+        """Move a refund as transition() moves an order (fields: refund_id, success_time,
+        error, checked_at). A refund reaching SUCCESS moves its order SUCCESS -> REFUND in the
+        same transaction. Returns (changed, refund)."""
+
+    async def mark_refund_checked(self, out_refund_no, now):
+        """As mark_checked, for a refund."""
+
+    async def refund_events(self, out_refund_no):
+        """The refund's audit trail [(from, to, source)], oldest first. A read."""
+
+
+def open_store(database_url, clock=None):
+    """The Store for a DATABASE_URL (sqlite:///path for now)."""
+    from server.store.sqlite import SQLiteStore
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        raise StoreError("unsupported DATABASE_URL (expected sqlite:///path)")
+    path = database_url[len(prefix):]
+    return SQLiteStore(path) if clock is None else SQLiteStore(path, clock=clock)
