@@ -80,7 +80,13 @@ def backend_overrides():
 
 
 @pytest.fixture
-def app(sim, io_loop, tmp_path, http_port, sign_type, clock, backend_overrides):
+def backend_store():
+    """A test module may give the backend its own store: a function (path, clock) -> Store."""
+    return None
+
+
+@pytest.fixture
+def app(sim, io_loop, tmp_path, http_port, sign_type, clock, backend_overrides, backend_store):
     """The backend (pytest-tornado serves it on http_port) wired to the in-process simulator."""
     from server.app import make_app
     from server.config import Config
@@ -93,7 +99,8 @@ def app(sim, io_loop, tmp_path, http_port, sign_type, clock, backend_overrides):
                   admin_token=ADMIN_TOKEN, database_url="sqlite:///%s" % (tmp_path / "payments.db"))
     values.update(backend_overrides)
     config = Config(**values)
-    backend = make_app(config, clock=clock)
+    store = backend_store(str(tmp_path / "payments.db"), clock) if backend_store else None
+    backend = make_app(config, store=store, clock=clock)
     io_loop.run_sync(backend.service.store.open)
     yield backend
     backend.service.wechat.close()
