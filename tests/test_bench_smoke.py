@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 

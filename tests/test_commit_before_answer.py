@@ -8,8 +8,8 @@ import pytest
 
 from server import wxpay
 from server.store.sqlite import SQLiteStore
-from tests.test_integration import login
-from tests.test_server_notify import notification, unpaid_order
+from tests.support.api import login
+from tests.support.api import notification, unpaid_order
 
 pytestmark = pytest.mark.gen_test(timeout=20)
 

@@ -11,8 +11,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.conftest import DEMO
-from tests.processes import Proc, free_port
+from tests.support import DEMO
+from tests.support.processes import Proc, free_port
 
 pytestmark = pytest.mark.e2e
 FUZZ = settings(max_examples=300, deadline=None, database=None,

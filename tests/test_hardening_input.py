@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from server import wxpay
-from tests.test_integration import call, create, login
+from tests.support.api import call, create, login
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

@@ -7,9 +7,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import DEMO
-from tests.processes import Proc, free_port
-from tests.test_e2e import Shop
+from tests.support import DEMO
+from tests.support.processes import Proc, free_port
+from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e
 

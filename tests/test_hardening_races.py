@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from server.domain import NOTPAY, SUCCESS
-from tests.test_integration import call, create, login, pay, wait_for
+from tests.support.api import call, create, login, pay, wait_for
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 FAIL_REPLY = b"<xml><return_code>FAIL</return_code></xml>"

@@ -3,8 +3,8 @@ import sqlite3
 
 import pytest
 
-from tests.processes import free_port
-from tests.test_integration import call, create, login
+from tests.support.processes import free_port
+from tests.support.api import call, create, login
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 TIMEOUT = 0.5

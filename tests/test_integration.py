@@ -1,60 +1,13 @@
 """In-process integration: the backend and the simulator on one IOLoop (pytest-tornado)."""
 import asyncio
-import json
 
 import pytest
 
 from server.domain import CLOSED, NOTPAY, SUCCESS
-from tests.conftest import DEMO
+from tests.support import DEMO
+from tests.support.api import call, create, login, paid_in_store, pay, wait_for, wx_login
 
 pytestmark = pytest.mark.gen_test(timeout=20)
-
-
-async def call(http_client, method, url, body=None, headers=None, raw=None):
-    """(status, JSON answer) of one request; never raises on HTTP errors."""
-    payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
-    if payload is None and method == "POST":
-        payload = b""
-    r = await http_client.fetch(url, method=method, body=payload, headers=headers, raise_error=False)
-    return r.code, json.loads(r.body) if r.body else None
-
-
-async def wx_login(http_client, sim, user="alice"):
-    status, data = await call(http_client, "POST", sim.url + "/sim/login", {"appid": DEMO["appid"], "user": user})
-    assert status == 200, data
-    return data["code"]
-
-
-async def login(http_client, base_url, sim, user="alice"):
-    status, data = await call(http_client, "POST", base_url + "/api/login",
-                              {"code": await wx_login(http_client, sim, user)})
-    assert status == 200, data
-    return {"Authorization": "Bearer " + data["token"]}
-
-
-async def create(http_client, base_url, auth, body=None, headers=None):
-    status, data = await call(http_client, "POST", base_url + "/api/orders",
-                              body or {"product_id": "coffee"}, dict(auth, **(headers or {})))
-    assert status == 201, data
-    return data
-
-
-async def pay(http_client, sim, payment, result=None):
-    body = dict(payment, appid=DEMO["appid"], **({"result": result} if result else {}))
-    return await call(http_client, "POST", sim.url + "/sim/pay", body)
-
-
-async def wait_for(predicate, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def paid_in_store(app, no):
-    async def check():
-        return (await app.service.store.get_order(no)).status == SUCCESS
-    await wait_for(check)
 
 
 @pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])

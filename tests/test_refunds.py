@@ -7,8 +7,8 @@ import pytest
 
 from server import wxpay
 from server.domain import REFUND, SUCCESS, Refund
-from tests.conftest import ADMIN_TOKEN, DEMO
-from tests.test_integration import call, create, login, paid_in_store, pay, wait_for
+from tests.support import ADMIN_TOKEN, DEMO
+from tests.support.api import call, create, login, paid_in_store, pay, wait_for
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

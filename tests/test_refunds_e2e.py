@@ -4,9 +4,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, DEMO
-from tests.processes import Proc, free_port
-from tests.test_e2e import Shop, backend_env
+from tests.support import ADMIN_TOKEN, DEMO
+from tests.support.processes import Proc, free_port
+from tests.support.shop import Shop, backend_env
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}

@@ -4,8 +4,8 @@ import json
 import os
 import re
 
-from tests.conftest import SPEC_VECTORS_FILE, VECTORS_FILE
-from tests.processes import ROOT
+from tests.support import SPEC_VECTORS_FILE, VECTORS_FILE
+from tests.support.processes import ROOT
 
 
 def readme_commands():
@@ -66,7 +66,7 @@ def test_vectors_copy_matches_the_spec():
 
 def test_no_secret_in_the_mini_program():
     """The Mini Program is downloaded to every phone: no API key, no AppSecret, no signing."""
-    from tests.conftest import DEMO
+    from tests.support import DEMO
     checked = 0
     for dirpath, _, files in os.walk(os.path.join(ROOT, "miniprogram")):
         for name in files:

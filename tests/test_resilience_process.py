@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import DEMO
-from tests.processes import Proc, free_port
+from tests.support import DEMO
+from tests.support.processes import Proc, free_port
 from tests.sim_helpers import wait_output
 
 pytestmark = pytest.mark.e2e

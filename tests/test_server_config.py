@@ -7,8 +7,8 @@ import pytest
 
 from server.config import Config, ConfigError, ServerOptions
 from server.httpserver import default_max_connections
-from tests.conftest import DEMO
-from tests.processes import ROOT
+from tests.support import DEMO
+from tests.support.processes import ROOT
 
 GOOD = {
     "WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"],

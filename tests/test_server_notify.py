@@ -4,34 +4,9 @@ import pytest
 from server import wxpay
 from server.service import cut_utf8, new_out_trade_no
 from server.domain import NOTPAY, SUCCESS
-from tests.conftest import DEMO
-from tests.test_integration import create, login
+from tests.support.api import notification, post_notify, signed, unpaid_order
 
 pytestmark = pytest.mark.gen_test(timeout=20)
-
-
-def notification(order, **overrides):
-    fields = {"return_code": "SUCCESS", "appid": DEMO["appid"], "mch_id": DEMO["mch_id"],
-              "nonce_str": wxpay.nonce(), "result_code": "SUCCESS", "openid": "o" * 28,
-              "trade_type": "JSAPI", "bank_type": "CMC", "total_fee": str(order["total_fee"]),
-              "cash_fee": str(order["total_fee"]), "fee_type": "CNY",
-              "transaction_id": "4200001234202611260000000001", "out_trade_no": order["out_trade_no"],
-              "time_end": "20261126120000"}
-    fields.update(overrides)
-    return fields
-
-
-async def post_notify(http_client, base_url, body):
-    r = await http_client.fetch(base_url + "/wechat/pay/notify", method="POST", body=body, raise_error=False)
-    return r.code, wxpay.from_xml(r.body)
-
-
-async def unpaid_order(http_client, base_url, sim):
-    return await create(http_client, base_url, await login(http_client, base_url, sim))
-
-
-def signed(fields, key=DEMO["api_key"], sign_type="MD5"):
-    return wxpay.signed_xml(fields, key, sign_type)
 
 
 @pytest.mark.parametrize("sign_type", ["HMAC-SHA256"])

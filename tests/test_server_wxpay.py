@@ -2,7 +2,7 @@
 import pytest
 
 from server import wxpay
-from tests.conftest import load_vectors
+from tests.support import load_vectors
 
 SIGN_VECTORS = load_vectors()["sign"]
 

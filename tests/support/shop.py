@@ -1,0 +1,95 @@
+"""A simulator process and a backend process wired together, and the Mini Program's moves."""
+import sqlite3
+import time
+
+import requests
+
+from tests.support import DEMO
+from tests.support.processes import Proc, free_port
+
+
+def backend_env(sim_url, backend_port, sign_type):
+    return {
+        "WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"],
+        "WECHAT_MCH_ID": DEMO["mch_id"], "WECHAT_API_KEY": DEMO["api_key"],
+        "WECHAT_NOTIFY_URL": "http://127.0.0.1:%d/wechat/pay/notify" % backend_port,
+        "WECHAT_SIGN_TYPE": sign_type, "WECHAT_LOGIN_BASE_URL": sim_url,
+        "WECHAT_PAY_BASE_URL": sim_url, "WECHAT_TIMEOUT": "5",
+    }
+
+
+class Shop:
+    """A simulator process and a backend process wired together, plus Mini Program moves."""
+
+    def __init__(self, tmp_path, sign_type="MD5"):
+        self.db = str(tmp_path / ("shop-%s.db" % sign_type))
+        self.sim = None
+        self.sign_type = sign_type
+        self.backend = None
+
+    def start(self):
+        sim_port = free_port()
+        self.sim = Proc("run_simulator.py", ["--port", str(sim_port)], port=sim_port)
+        self.start_backend()
+        return self
+
+    def start_backend(self):
+        port = self.backend.port if self.backend else free_port()
+        self.backend = Proc("run_server.py", ["--port", str(port), "--database-url", "sqlite:///" + self.db],
+                            env=backend_env(self.sim.url, port, self.sign_type), port=port)
+
+    def stop(self):
+        for proc in (self.backend, self.sim):
+            if proc:
+                proc.stop()
+
+    def wx_login(self, user="alice"):
+        r = requests.post(self.sim.url + "/sim/login", json={"appid": DEMO["appid"], "user": user}, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()["code"]
+
+    def login(self, user="alice"):
+        r = requests.post(self.backend.url + "/api/login", json={"code": self.wx_login(user)}, timeout=10)
+        assert r.status_code == 200, r.text
+        return {"Authorization": "Bearer " + r.json()["token"]}
+
+    def create(self, auth, body=None):
+        r = requests.post(self.backend.url + "/api/orders", json=body or {"product_id": "coffee"},
+                          headers=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def pay(self, payment):
+        return requests.post(self.sim.url + "/sim/pay", json=dict(payment, appid=DEMO["appid"]), timeout=10)
+
+    def order(self, auth, no, refresh=False):
+        return requests.get(self.backend.url + "/api/orders/%s%s" % (no, "?refresh=1" if refresh else ""),
+                            headers=auth, timeout=10)
+
+    def wait_status(self, auth, no, status, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.order(auth, no).json()
+            if view["status"] == status:
+                return view
+            assert time.monotonic() < deadline, view
+            time.sleep(0.05)
+
+    def rows(self, sql, *args):
+        conn = sqlite3.connect(self.db)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def events(self, no):
+        return self.rows("SELECT from_status, to_status, source FROM order_events"
+                         " WHERE out_trade_no = ? ORDER BY id", no)
+
+    def refund_events(self, out_refund_no):
+        return self.rows("SELECT from_status, to_status, source FROM refund_events"
+                         " WHERE out_refund_no = ? ORDER BY id", out_refund_no)
+
+    def notifications(self, no):
+        data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]
+        return [n for n in data if n["out_trade_no"] == no]
