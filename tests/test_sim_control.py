@@ -8,7 +8,8 @@ from tornado.simple_httpclient import HTTPStreamClosedError
 
 from simulator import state as sim_state
 from simulator.app import make_app
-from simulator.state import SimConfig, State
+from simulator.config import SimConfig
+from simulator.state import State
 from tests.sim_helpers import (DEMO_API_KEY, DEMO_APPID, DEMO_SECRET, call, ext_sign, login,
                                new_order, order_fields, pay_params, post_xml, signed_xml)
 
@@ -91,7 +92,7 @@ async def test_pay_parameter_types_and_prepay_checks(http_client, base):
 
 @pytest.mark.gen_test
 async def test_pay_refused_after_time_expire(http_client, base, app):
-    from simulator.state import beijing
+    from simulator.models import beijing
     soon = beijing(time.time() + 5)     # before the prepay_id's 7.2 scaled seconds end
     prepay_id, _ = await new_order(http_client, base, "TE1", time_expire=soon)
     app.sim_state.clock.advance(6)
