@@ -449,6 +449,24 @@ async def test_clock_advance_settles_and_reset_forgets(http_client, base, app):
     assert_error(await refundquery(http_client, base, out_refund_no="K1"), "REFUNDNOTEXIST")
 
 
+@pytest.mark.gen_test(timeout=10)
+async def test_reads_never_settle_only_timers_and_the_clock_do(http_client, base, app):
+    app.sim_state.refund_delay = 1e5        # 1000 s at this time scale
+    await paid_order(http_client, base, "P1")
+    await refund(http_client, base, out_refund_no="W1", refund_fee=10)
+    app.sim_settlement.cancel_all()         # no timer: only a write may settle it now
+    app.sim_state.clock.advance(1001)       # due, as far as the clock goes
+    assert (await refundquery(http_client, base, out_refund_no="W1"))["refund_status_0"] \
+        == "PROCESSING"
+    for path in ("/sim/refunds/W1", "/sim/refunds", "/sim/orders/P1", "/sim/orders"):
+        status, _ = await call(http_client, base + path)
+        assert status == 200
+    assert app.sim_state.refunds[(DEMO_MCH_ID, "W1")].refund_status == "PROCESSING"
+    status, _ = await call(http_client, base + "/sim/clock", "POST", {"advance": 0})
+    assert status == 200
+    assert app.sim_state.refunds[(DEMO_MCH_ID, "W1")].refund_status == "SUCCESS"
+
+
 # --- refund notifications ---------------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=10)
