@@ -450,9 +450,11 @@ async def test_clock_advance_settles_and_reset_forgets(http_client, base, app):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_reads_never_settle_only_timers_and_the_clock_do(http_client, base, app):
+async def test_reads_never_settle_only_timers_and_the_clock_do(http_client, base, app, box):
     app.sim_state.refund_delay = 1e5        # 1000 s at this time scale
-    await paid_order(http_client, base, "P1")
+    # the payment notification is answered SUCCESS: no retry left in flight when the clock jumps
+    await paid_order(http_client, base, "P1", notify_url=base + "/refund-notify")
+    assert await wait_for(lambda: len(box.received) == 1)
     await refund(http_client, base, out_refund_no="W1", refund_fee=10)
     app.sim_settlement.cancel_all()         # no timer: only a write may settle it now
     app.sim_state.clock.advance(1001)       # due, as far as the clock goes
