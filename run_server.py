@@ -130,7 +130,8 @@ def start_simulator(args, tls_files, sockets):
     """The bundled simulator on --simulator-port, HTTPS, /secapi/ requiring the merchant certificate."""
     from simulator import tls
     from simulator.app import make_app as make_sim_app, make_server as make_sim_server
-    from simulator.state import SimConfig, State
+    from simulator.config import SimConfig
+    from simulator.state import State
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True))
     make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)

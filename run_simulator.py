@@ -11,10 +11,13 @@ import sys
 
 import tornado.netutil
 
-from simulator import state as sim
 from simulator import tls
 from simulator.app import make_app, make_server
-from simulator.handlers import MAX_BODY
+from simulator.config import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, REFUND_DELAY,
+                              ConfigError, SimConfig)
+from simulator.models import DEVELOPER_USER
+from simulator.rules import CODE_TTL, MAX_BODY, NOTIFY_SCHEDULE, PREPAY_TTL
+from simulator.state import State
 
 PROG = "run_simulator.py"
 
@@ -44,9 +47,9 @@ def parse_args(argv):
         "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend." % PROG))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
-    p.add_argument("--appid", help="default: %s" % sim.DEMO_APPID)
+    p.add_argument("--appid", help="default: %s" % DEMO_APPID)
     p.add_argument("--app-secret", help="the Mini Program AppSecret (default: the demo's)")
-    p.add_argument("--mch-id", help="default: %s" % sim.DEMO_MCH_ID)
+    p.add_argument("--mch-id", help="default: %s" % DEMO_MCH_ID)
     p.add_argument("--api-key", help="the merchant API key, 32 characters (default: the demo's)")
     p.add_argument("--config", help="JSON file with several apps and merchants "
                    "(see SimConfig.from_file); excludes the four credential flags")
@@ -56,14 +59,17 @@ def parse_args(argv):
                    help="log every request (default: only 4xx/5xx; GET /sim/requests has them all)")
     p.add_argument("--notify-timeout", type=positive_float, default=5.0,
                    help="seconds a notify_url has to answer (not scaled; default 5)")
-    p.add_argument("--refund-delay", type=non_negative_float, default=sim.REFUND_DELAY,
+    p.add_argument("--refund-delay", type=non_negative_float, default=REFUND_DELAY,
                    help="seconds a refund stays PROCESSING before it settles (SUCCESS, or what "
                    "the control plane chose) and its notification goes out; scaled by "
-                   "--time-scale like every WeChat duration (default %g)" % sim.REFUND_DELAY)
+                   "--time-scale like every WeChat duration (default %g)" % REFUND_DELAY)
     p.add_argument("--accept-unknown-codes", action="store_true",
                    help="developer mode for WeChat DevTools: take a login code this simulator never "
                    "issued (from wx.login in DevTools), once, as the app's developer user (one "
                    "stable openid per appid); by default only codes from POST /sim/login work")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the random draws of fault rules with a probability below 1, so "
+                   "that a run fires the same faults again (default: unseeded)")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
                    "merchant's client certificate issued by that CA, like WeChat")
@@ -80,18 +86,18 @@ def build_config(args):
     flags = (args.appid, args.app_secret, args.mch_id, args.api_key)
     if args.config:
         if any(flag is not None for flag in flags):
-            raise sim.ConfigError("--config cannot be combined with --appid, --app-secret, "
+            raise ConfigError("--config cannot be combined with --appid, --app-secret, "
                                   "--mch-id or --api-key")
-        return sim.SimConfig.from_file(args.config)
-    return sim.SimConfig.single(args.appid or sim.DEMO_APPID, args.app_secret or sim.DEMO_SECRET,
-                                args.mch_id or sim.DEMO_MCH_ID, args.api_key or sim.DEMO_API_KEY)
+        return SimConfig.from_file(args.config)
+    return SimConfig.single(args.appid or DEMO_APPID, args.app_secret or DEMO_SECRET,
+                            args.mch_id or DEMO_MCH_ID, args.api_key or DEMO_API_KEY)
 
 
 def check_tls_args(args):
     if (args.tls_ca_cert is None) != (args.tls_ca_key is None):
-        raise sim.ConfigError("--tls-ca-cert and --tls-ca-key go together")
+        raise ConfigError("--tls-ca-cert and --tls-ca-key go together")
     if args.tls_ca_cert is not None and not args.tls:
-        raise sim.ConfigError("--tls-ca-cert and --tls-ca-key need --tls")
+        raise ConfigError("--tls-ca-cert and --tls-ca-key need --tls")
 
 
 def prepare_tls(args, config):
@@ -106,8 +112,8 @@ def prepare_tls(args, config):
     return files, certs
 
 
-def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=None,
-           merchant_certs=None, accept_unknown_codes=False):
+def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
+           merchant_certs=None, accept_unknown_codes=False, seed=None):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
@@ -119,6 +125,9 @@ def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=No
         lines.append("  merchant  mch_id=%s  api_key=%s  appids=%s"
                      % (m.mch_id, m.api_key, ",".join(m.appids)))
     lines.append(time_scale_line(time_scale))
+    if seed is not None:
+        lines.append("  faults    random draws seeded with %d: the same requests fire the same "
+                     "faults" % seed)
     lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
                  "chooses)" % (refund_delay * time_scale))
     lines.extend(tls_lines(tls_files, merchant_certs or {}))
@@ -129,8 +138,9 @@ def banner(base, config, time_scale, refund_delay=sim.REFUND_DELAY, tls_files=No
 def login_line(accept_unknown_codes):
     if accept_unknown_codes:
         return ("  login     developer mode: a code this simulator never issued (wx.login in WeChat "
-                "DevTools) is taken once, as user %r" % sim.DEVELOPER_USER)
-    return "  login     only codes from POST /sim/login, once each, for 5 minutes (WeChat's rules)"
+                "DevTools) is taken once, as user %r" % DEVELOPER_USER)
+    return ("  login     only codes from POST /sim/login, once each, for %g minutes (WeChat's rules)"
+            % (CODE_TTL / 60))
 
 
 def tls_lines(files, merchant_certs):
@@ -151,7 +161,8 @@ def time_scale_line(time_scale):
     if time_scale == 1:
         return "  time scale 1: real WeChat durations"
     return ("  time scale %g (not 1): code TTL %g s, prepay_id TTL %g s, first notify retry "
-            "after %g s" % (time_scale, 300 * time_scale, 7200 * time_scale, 15 * time_scale))
+            "after %g s" % (time_scale, CODE_TTL * time_scale, PREPAY_TTL * time_scale,
+                            NOTIFY_SCHEDULE[0] * time_scale))
 
 
 def fail(message):
@@ -172,8 +183,8 @@ def listen(app, host, port, ssl_options=None):
 
 
 async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None):
-    state = sim.State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
-                      accept_unknown_codes=args.accept_unknown_codes)
+    state = State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
+                  accept_unknown_codes=args.accept_unknown_codes, seed=args.seed)
     app = make_app(state, notify_timeout=args.notify_timeout)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
@@ -185,10 +196,11 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     host = "[%s]" % args.host if ":" in args.host else args.host
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
-                 args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes), flush=True)
+                 args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
+                 args.seed), flush=True)
     await wait_for_signal()
     server.stop()
-    app.sim_notifier.shutdown()
+    app.shutdown()
     try:
         await asyncio.wait_for(server.close_all_connections(), 5)
     except asyncio.TimeoutError:
@@ -216,7 +228,7 @@ def main(argv=None):
         check_tls_args(args)
         tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
         ssl_options = tls.server_context(tls_files) if tls_files else None
-    except (sim.ConfigError, tls.TLSError) as exc:
+    except (ConfigError, tls.TLSError) as exc:
         return fail(str(exc))
     except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
         return fail("TLS: %s" % exc)

@@ -1,12 +1,14 @@
-"""make_app(state): the simulator's tornado Application, routes and notifier."""
+"""make_app(state): the simulator's tornado Application: its routes, notifier and settlement."""
 import logging
 
 import tornado.httpserver
 import tornado.web
 
-from simulator import handlers as h
+from simulator import control, login_api, pay_api, phone
+from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.notifier import Notifier
-from simulator.state import check_refund_delay
+from simulator.rules import MAX_BODY
+from simulator.settlement import Settlement
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
@@ -19,12 +21,16 @@ class SimHTTPServer(tornado.httpserver.HTTPServer):
     """Counts accepted connections into the state's stats (GET /sim/stats)."""
 
     def handle_stream(self, stream, address):
-        self.request_callback.sim_state.stats["connections_accepted"] += 1
+        self.request_callback.sim_state.count_connection()
         return super().handle_stream(stream, address)
 
 
 class SimApplication(tornado.web.Application):
-    """An Application whose listen() caps request bodies (WeChat answers are small too)."""
+    """An Application whose listen() caps request bodies (WeChat answers are small too).
+
+    sim_state, sim_notifier and sim_settlement are the simulator's parts; shutdown() stops
+    its timers and deliveries.
+    """
 
     def listen(self, port, address=None, backlog=1024, **kwargs):
         # a deep accept queue: a burst of new connections must not wait for SYN retries
@@ -32,10 +38,15 @@ class SimApplication(tornado.web.Application):
         server.listen(port, address or "", backlog=backlog)
         return server
 
+    def shutdown(self):
+        """Stop for good: no refund settles and no notification is sent any more."""
+        self.sim_settlement.cancel_all()
+        self.sim_notifier.shutdown()
+
 
 def make_server(app, **kwargs):
     """The simulator's HTTP server for app (bodies capped, connections counted)."""
-    kwargs.setdefault("max_body_size", h.MAX_BODY)
+    kwargs.setdefault("max_body_size", MAX_BODY)
     # Tornado's defaults let a connection idle, or trickle its headers, for an hour
     kwargs.setdefault("idle_connection_timeout", IDLE_TIMEOUT)
     kwargs.setdefault("body_timeout", BODY_TIMEOUT)
@@ -52,43 +63,44 @@ def log_request(handler):
         1000.0 * handler.request.request_time())
 
 
-def routes(state, notifier):
-    deps = {"state": state, "notifier": notifier}
+def routes(state, notifier, settlement):
+    deps = {"state": state, "notifier": notifier, "settlement": settlement}
     wechat = [
-        (PREFIX + r"/pay/unifiedorder/?", h.UnifiedOrderHandler),
-        (PREFIX + r"/pay/orderquery/?", h.OrderQueryHandler),
-        (PREFIX + r"/pay/closeorder/?", h.CloseOrderHandler),
-        (PREFIX + r"/secapi/pay/refund/?", h.RefundHandler),
-        (PREFIX + r"/pay/refundquery/?", h.RefundQueryHandler),
-        (r"/sandboxnew/pay/getsignkey/?", h.GetSignKeyHandler),
-        (h.GETSIGNKEY_XDC + "/?", h.GetSignKeyHandler),
-        (PREFIX + r"/sns/jscode2session/?", h.Code2SessionHandler),
-        (PREFIX + r"/cgi-bin/token/?", h.TokenHandler),
+        (PREFIX + r"/pay/unifiedorder/?", pay_api.UnifiedOrderHandler),
+        (PREFIX + r"/pay/orderquery/?", pay_api.OrderQueryHandler),
+        (PREFIX + r"/pay/closeorder/?", pay_api.CloseOrderHandler),
+        (PREFIX + r"/secapi/pay/refund/?", pay_api.RefundHandler),
+        (PREFIX + r"/pay/refundquery/?", pay_api.RefundQueryHandler),
+        (r"/sandboxnew/pay/getsignkey/?", pay_api.GetSignKeyHandler),
+        (GETSIGNKEY_XDC + "/?", pay_api.GetSignKeyHandler),
+        (PREFIX + r"/sns/jscode2session/?", login_api.Code2SessionHandler),
+        (PREFIX + r"/cgi-bin/token/?", login_api.TokenHandler),
     ]
-    control = [
-        (r"/sim/login", h.SimLoginHandler),
-        (r"/sim/pay", h.SimPayHandler),
-        (r"/sim/orders", h.SimOrdersHandler),
-        (r"/sim/orders/([^/]+)", h.SimOrderHandler),
-        (r"/sim/orders/([^/]+)/notify", h.SimNotifyHandler),
-        (r"/sim/orders/([^/]+)/refund-outcome", h.SimRefundOutcomeHandler),
-        (r"/sim/refunds", h.SimRefundsHandler),
-        (r"/sim/refunds/([^/]+)", h.SimRefundHandler),
-        (r"/sim/refunds/([^/]+)/notify", h.SimRefundNotifyHandler),
-        (r"/sim/notifications", h.SimNotificationsHandler),
-        (r"/sim/requests", h.SimRequestsHandler),
-        (r"/sim/faults", h.SimFaultsHandler),
-        (r"/sim/faults/([^/]+)", h.SimFaultHandler),
-        (r"/sim/clock", h.SimClockHandler),
-        (r"/sim/reset", h.SimResetHandler),
-        (r"/sim/config", h.SimConfigHandler),
-        (r"/sim/stats", h.SimStatsHandler),
+    sim = [
+        (r"/sim/login", phone.SimLoginHandler),
+        (r"/sim/pay", phone.SimPayHandler),
+        (r"/sim/orders", control.SimOrdersHandler),
+        (r"/sim/orders/([^/]+)", control.SimOrderHandler),
+        (r"/sim/orders/([^/]+)/notify", control.SimNotifyHandler),
+        (r"/sim/orders/([^/]+)/refund-outcome", control.SimRefundOutcomeHandler),
+        (r"/sim/refunds", control.SimRefundsHandler),
+        (r"/sim/refunds/([^/]+)", control.SimRefundHandler),
+        (r"/sim/refunds/([^/]+)/notify", control.SimRefundNotifyHandler),
+        (r"/sim/notifications", control.SimNotificationsHandler),
+        (r"/sim/requests", control.SimRequestsHandler),
+        (r"/sim/faults", control.SimFaultsHandler),
+        (r"/sim/faults/([^/]+)", control.SimFaultHandler),
+        (r"/sim/clock", control.SimClockHandler),
+        (r"/sim/reset", control.SimResetHandler),
+        (r"/sim/config", control.SimConfigHandler),
+        (r"/sim/stats", control.SimStatsHandler),
     ]
-    return [(pattern, handler, deps) for pattern, handler in wechat + control]
+    return [(pattern, handler, deps) for pattern, handler in wechat + sim]
 
 
 def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):
-    """The Application; its notifier (app.sim_notifier) delivers on the current IOLoop.
+    """The Application; its notifier (app.sim_notifier) delivers and its settlement
+    (app.sim_settlement) settles refunds on the current IOLoop.
 
     refund_delay: seconds (WeChat time, scaled by the state's time scale) a refund stays
     PROCESSING; None keeps the state's (State(refund_delay=...), default 5).
@@ -97,10 +109,13 @@ def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):
     yes, over plain HTTP no; True: always (plain HTTP is then refused); False: never.
     """
     if refund_delay is not None:
-        state.refund_delay = check_refund_delay(refund_delay)
+        state.set_refund_delay(refund_delay)
     notifier = Notifier(state, timeout=notify_timeout)
-    app = SimApplication(routes(state, notifier), default_handler_class=h.NotFoundHandler,
+    settlement = Settlement(state, notifier)
+    app = SimApplication(routes(state, notifier, settlement),
+                         default_handler_class=control.NotFoundHandler,
                          log_function=log_request, sim_client_certs=client_certs)
     app.sim_state = state
     app.sim_notifier = notifier
+    app.sim_settlement = settlement
     return app

@@ -1,14 +1,27 @@
-"""WeChat Pay v2 wire format as the simulator reads it: signatures, hardened XML, nonces."""
+"""WeChat Pay v2 wire format as the simulator reads it: signatures, hardened XML, nonces, and
+the encrypted req_info of refund notifications.
+
+req_info (protocol.md 7) = base64(AES-256-ECB(plaintext, key)), where key is the lowercase hex
+MD5 of the merchant's API key taken as 32 ASCII bytes, and the plaintext (a `<root>` document)
+is padded with PKCS#7 on 16-byte blocks. Sandbox refunds use the sandbox sign key in place of
+the API key, as wechatpy's parse_refund_notify_result does. The notification itself carries no
+sign: the encryption is what authenticates it.
+"""
+import base64
+import binascii
 import hashlib
 import hmac
 import re
 import secrets
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from lxml import etree
 
 MD5 = "MD5"
 HMAC_SHA256 = "HMAC-SHA256"
 SIGN_TYPES = (MD5, HMAC_SHA256)
+BLOCK_BITS = 128
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -212,3 +225,57 @@ def _sign_casefold(params, key, sign_type):
     pairs = ["%s=%s" % (k, v) for k, v in sorted(params.items(), key=lambda i: i[0].lower())
              if k != "sign" and v != ""]
     return _digest("&".join(pairs + ["key=" + key]), key, sign_type)
+
+
+# --- req_info of refund notifications ------------------------------------------------
+class DecryptError(ValueError):
+    """req_info is not base64 of AES-256-ECB ciphertext under this key, or not <root> XML."""
+
+
+def aes_key(api_key):
+    """The AES-256 key: lowercase hex md5(API key), used as 32 ASCII bytes."""
+    return hashlib.md5(api_key.encode("utf-8")).hexdigest().encode("ascii")
+
+
+def encrypt_req_info(plaintext, api_key):
+    """bytes -> base64 text of AES-256-ECB(PKCS#7(plaintext))."""
+    padder = padding.PKCS7(BLOCK_BITS).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(aes_key(api_key)), modes.ECB()).encryptor()
+    return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
+
+
+def decrypt_req_info(req_info, api_key):
+    """base64 text -> the plaintext bytes; DecryptError when it cannot be this key's."""
+    try:
+        data = base64.b64decode(req_info, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptError("req_info is not base64") from None
+    if not data or len(data) % 16:
+        raise DecryptError("req_info is not a whole number of AES blocks")
+    decryptor = Cipher(algorithms.AES(aes_key(api_key)), modes.ECB()).decryptor()
+    padded = decryptor.update(data) + decryptor.finalize()
+    unpadder = padding.PKCS7(BLOCK_BITS).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptError("bad PKCS#7 padding: wrong key?") from None
+
+
+def decrypt_fields(req_info, api_key):
+    """req_info -> the fields of its <root> document."""
+    plaintext = decrypt_req_info(req_info, api_key)
+    try:
+        return parse_xml(plaintext, root_tag="root")
+    except XMLError as exc:
+        raise DecryptError("plaintext is not a <root> document: %s" % exc.reason) from None
+
+
+def root_xml(fields):
+    """The plaintext as WeChat writes it: <root>, one CDATA field per line, sorted."""
+    lines = ["<root>"]
+    for name in sorted(fields):
+        value = str(fields[name]).replace("]]>", "]]]]><![CDATA[>")
+        lines.append("<%s><![CDATA[%s]]></%s>" % (name, value, name))
+    lines.append("</root>")
+    return "\n".join(lines).encode("utf-8")

@@ -20,7 +20,8 @@ def sim(io_loop):
     """The simulator (demo credentials, time scale 0.01) on its own port in the test's IOLoop."""
     import tornado.testing
     from simulator.app import make_app as make_sim_app, make_server
-    from simulator.state import SimConfig, State
+    from simulator.config import SimConfig
+    from simulator.state import State
 
     state = State(SimConfig.demo(), time_scale=0.01)
     sim_app = make_sim_app(state, notify_timeout=2.0)

@@ -10,7 +10,7 @@ from tornado.httpclient import HTTPRequest
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 
 from simulator import protocol
-from simulator.state import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
+from simulator.config import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
 
 __all__ = ["wait_output", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
            "signed_xml", "order_fields", "post_xml", "call", "login", "pay_params",

@@ -6,9 +6,12 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.simple_httpclient import HTTPStreamClosedError
 
+from simulator import config as sim_config
 from simulator import state as sim_state
 from simulator.app import make_app
-from simulator.state import SimConfig, State
+from simulator.config import SimConfig
+from simulator.state import State
+from tests.conftest import DEMO
 from tests.sim_helpers import (DEMO_API_KEY, DEMO_APPID, DEMO_SECRET, call, ext_sign, login,
                                new_order, order_fields, pay_params, post_xml, signed_xml)
 
@@ -91,7 +94,7 @@ async def test_pay_parameter_types_and_prepay_checks(http_client, base):
 
 @pytest.mark.gen_test
 async def test_pay_refused_after_time_expire(http_client, base, app):
-    from simulator.state import beijing
+    from simulator.models import beijing
     soon = beijing(time.time() + 5)     # before the prepay_id's 7.2 scaled seconds end
     prepay_id, _ = await new_order(http_client, base, "TE1", time_expire=soon)
     app.sim_state.clock.advance(6)
@@ -228,6 +231,33 @@ async def test_fault_probability_zero_never_fires_and_delete(http_client, base):
     assert resp.code == 200
 
 
+def fired_pattern(state, path="/pay/orderquery", requests=64):
+    """Which of `requests` calls to path a probability-0.5 rule fires on."""
+    state.add_fault(path, "system_error", probability=0.5)
+    return [bool(state.fire_faults(path)) for _ in range(requests)]
+
+
+def test_same_seed_same_faults():
+    first = fired_pattern(State(SimConfig.demo(), seed=7))
+    assert fired_pattern(State(SimConfig.demo(), seed=7)) == first
+    assert 0 < sum(first) < len(first)      # a real coin, not always or never
+    assert fired_pattern(State(SimConfig.demo(), seed=8)) != first
+
+
+@pytest.mark.gen_test
+async def test_seeded_faults_replay_after_reset(http_client, base, app):
+    app.sim_state.seed = 11
+    outcomes = []
+    for _ in range(2):
+        await call(http_client, base + "/sim/reset", "POST")      # seeds the draws again
+        await add_fault(http_client, base, path="/pay/orderquery", kind="system_error",
+                        probability=0.5)
+        codes = [(await query(http_client, base))[1]["err_code"] for _ in range(16)]
+        outcomes.append(codes)
+    assert outcomes[0] == outcomes[1]
+    assert {"SYSTEMERROR", "ORDERNOTEXIST"} == set(outcomes[0])
+
+
 @pytest.mark.gen_test
 @pytest.mark.parametrize("rule", [
     {"path": "/pay/nothing", "kind": "drop"},
@@ -278,6 +308,16 @@ async def test_config_has_no_secrets(http_client, base):
     assert data["apps"] == [{"appid": DEMO_APPID}]
     assert data["merchants"] == [{"mch_id": "10000100", "appids": [DEMO_APPID]}]
     assert DEMO_API_KEY.encode() not in resp.body and DEMO_SECRET.encode() not in resp.body
+
+
+def test_demo_credentials_are_read_from_demo_json():
+    with open(sim_config.DEMO_FILE, encoding="utf-8") as f:
+        demo = json.load(f)
+    assert sorted(demo) == ["api_key", "app_secret", "appid", "mch_id"]
+    config = SimConfig.demo()
+    assert config.apps[demo["appid"]].secret == demo["app_secret"]
+    assert config.merchants[demo["mch_id"]].api_key == demo["api_key"]
+    assert demo == DEMO         # the tests' copy has not drifted
 
 
 @pytest.mark.gen_test

@@ -7,7 +7,9 @@ import urllib.parse
 import pytest
 
 from simulator.app import make_app
-from simulator.state import SimConfig, State, openid_for
+from simulator.config import SimConfig
+from simulator.models import openid_for
+from simulator.state import State
 from tests.sim_helpers import DEMO_APPID, DEMO_SECRET, call, login
 
 APP2, SECRET2 = "wx2222222222222222", "s" * 32

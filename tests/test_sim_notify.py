@@ -9,7 +9,8 @@ import tornado.web
 import xmltodict
 
 from simulator.app import make_app
-from simulator.state import SimConfig, State
+from simulator.config import SimConfig
+from simulator.state import State
 from tests.sim_helpers import (DEMO_API_KEY, DEMO_MCH_ID, call, ext_sign, new_order,
                                pay_params, post_xml, signed_xml, wait_for)
 

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from simulator.app import make_app
-from simulator.state import SimConfig, State
+from simulator.config import SimConfig
+from simulator.state import State
 from tests.sim_helpers import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, call,
                                ext_sign, login, new_order, order_fields, pay_params,
                                post_xml, signed_xml)

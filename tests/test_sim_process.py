@@ -14,6 +14,7 @@ from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException, WeChatPayException
 from wechatpy.pay import WeChatPay
 
+from simulator.config import SimConfig
 from tests.processes import ROOT, Proc, free_port
 from tests.sim_helpers import simulator_process, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
 
@@ -127,6 +128,14 @@ def test_config_with_several_merchants(tmp_path):
         assert "mch_id=1001" in out and "mch_id=1002" in out and "appid=wxbbbb" in out
         config = requests.get(proc.url + "/sim/config", timeout=5).json()
         assert config["merchants"][1] == {"mch_id": "1002", "appids": ["wxaaaa", "wxbbbb"]}
+
+
+def test_seed_flag():
+    import run_simulator
+    assert run_simulator.parse_args(["--seed", "42"]).seed == 42
+    assert run_simulator.parse_args([]).seed is None
+    assert "seeded with 42" in run_simulator.banner("http://x", SimConfig.demo(), 1.0, seed=42)
+    assert "seeded" not in run_simulator.banner("http://x", SimConfig.demo(), 1.0)
 
 
 def test_demo_subcommand_is_dispatched(monkeypatch):

@@ -17,9 +17,10 @@ from Crypto.Util.Padding import pad, unpad
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from wechatpy.pay import WeChatPay
 
-from simulator import refunds
+from simulator import protocol
 from simulator.app import make_app
-from simulator.state import SimConfig, State
+from simulator.config import SimConfig
+from simulator.state import State
 from tests.conftest import load_vectors
 from tests.sim_helpers import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
                                ext_sign, new_order, paid_order, post_xml, refund_fields,
@@ -126,25 +127,25 @@ def assert_error(data, err_code, des=None):
 
 def test_r1_decrypts_with_the_simulators_code():
     (r1,) = load_vectors()["refund_notify"]
-    assert refunds.decrypt_fields(r1["req_info"], r1["api_key"]) == r1["expected"]
-    with pytest.raises(refunds.DecryptError):
-        refunds.decrypt_fields(r1["req_info"], DEMO_API_KEY)
-    with pytest.raises(refunds.DecryptError):
-        refunds.decrypt_fields("not base64!", r1["api_key"])
+    assert protocol.decrypt_fields(r1["req_info"], r1["api_key"]) == r1["expected"]
+    with pytest.raises(protocol.DecryptError):
+        protocol.decrypt_fields(r1["req_info"], DEMO_API_KEY)
+    with pytest.raises(protocol.DecryptError):
+        protocol.decrypt_fields("not base64!", r1["api_key"])
 
 
 def test_encryption_round_trips_with_an_independent_implementation():
     (r1,) = load_vectors()["refund_notify"]
     # The simulator writes the plaintext exactly as WeChat did: ECB is deterministic, so
     # encrypting R1's fields reproduces WeChat's req_info byte for byte.
-    plaintext = refunds.root_xml(r1["expected"])
-    assert refunds.encrypt_req_info(plaintext, r1["api_key"]) == r1["req_info"]
+    plaintext = protocol.root_xml(r1["expected"])
+    assert protocol.encrypt_req_info(plaintext, r1["api_key"]) == r1["req_info"]
     assert ext_decrypt(r1["req_info"], r1["api_key"]) == plaintext
     for text in (b"", b"x" * 16, "<root><a><![CDATA[退款]]></a></root>".encode()):
-        ours = refunds.encrypt_req_info(text, DEMO_API_KEY)
+        ours = protocol.encrypt_req_info(text, DEMO_API_KEY)
         assert ext_decrypt(ours, DEMO_API_KEY) == text
-        assert refunds.decrypt_req_info(ext_encrypt(text, DEMO_API_KEY), DEMO_API_KEY) == text
-    assert refunds.aes_key(DEMO_API_KEY) == ext_key(DEMO_API_KEY) and len(ext_key("k")) == 32
+        assert protocol.decrypt_req_info(ext_encrypt(text, DEMO_API_KEY), DEMO_API_KEY) == text
+    assert protocol.aes_key(DEMO_API_KEY) == ext_key(DEMO_API_KEY) and len(ext_key("k")) == 32
 
 
 # --- refund rules -----------------------------------------------------------------------------
@@ -446,6 +447,26 @@ async def test_clock_advance_settles_and_reset_forgets(http_client, base, app):
     _, listed = await call(http_client, base + "/sim/refunds")
     assert listed["refunds"] == []
     assert_error(await refundquery(http_client, base, out_refund_no="K1"), "REFUNDNOTEXIST")
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_reads_never_settle_only_timers_and_the_clock_do(http_client, base, app, box):
+    app.sim_state.refund_delay = 1e5        # 1000 s at this time scale
+    # the payment notification is answered SUCCESS: no retry left in flight when the clock jumps
+    await paid_order(http_client, base, "P1", notify_url=base + "/refund-notify")
+    assert await wait_for(lambda: len(box.received) == 1)
+    await refund(http_client, base, out_refund_no="W1", refund_fee=10)
+    app.sim_settlement.cancel_all()         # no timer: only a write may settle it now
+    app.sim_state.clock.advance(1001)       # due, as far as the clock goes
+    assert (await refundquery(http_client, base, out_refund_no="W1"))["refund_status_0"] \
+        == "PROCESSING"
+    for path in ("/sim/refunds/W1", "/sim/refunds", "/sim/orders/P1", "/sim/orders"):
+        status, _ = await call(http_client, base + path)
+        assert status == 200
+    assert app.sim_state.refunds[(DEMO_MCH_ID, "W1")].refund_status == "PROCESSING"
+    status, _ = await call(http_client, base + "/sim/clock", "POST", {"advance": 0})
+    assert status == 200
+    assert app.sim_state.refunds[(DEMO_MCH_ID, "W1")].refund_status == "SUCCESS"
 
 
 # --- refund notifications ---------------------------------------------------------------------

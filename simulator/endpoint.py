@@ -1,0 +1,102 @@
+"""The base of every WeChat endpoint: its request-log entry, the fault rules configured for its
+path, and the sandbox prefixes under which each path also answers."""
+import asyncio
+import logging
+
+import tornado.web
+
+log = logging.getLogger("simulator")
+
+SANDBOX_PREFIXES = ("/sandboxnew", "/xdc/apiv2sandbox")
+GETSIGNKEY_XDC = "/xdc/apiv2getsignkey/sign/getsignkey"
+WECHAT_APIS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/pay/getsignkey",
+               "/secapi/pay/refund", "/pay/refundquery", "/sns/jscode2session", "/cgi-bin/token")
+FAULT_KINDS = ("latency", "status", "system_error", "malformed", "bad_sign", "drop")
+# What the `malformed` fault answers: cut off mid-document, like a broken proxy.
+MALFORMED_XML = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDA"
+STATUS_BODY = b"<html><body><h1>%d</h1>simulated upstream failure</body></html>"
+
+
+def verdict(entry):
+    """One line for humans: what the simulator made of the request."""
+    parts = []
+    if entry.get("signature"):
+        parts.append("signature " + entry["signature"])
+    if entry.get("error") is not None:
+        parts.append("error %s" % entry["error"])
+        if entry.get("detail") and entry["detail"] != entry["error"]:
+            parts.append("(%s)" % entry["detail"])
+    if entry.get("faults"):
+        parts.append("faults: " + ", ".join(entry["faults"]))
+    return " ".join(parts) or "ok"
+
+
+def canonical_api(path):
+    """/sandboxnew/pay/orderquery/ -> /pay/orderquery; both getsignkey paths -> /pay/getsignkey."""
+    if not isinstance(path, str):
+        return None
+    path = "/" + path.strip("/")
+    for prefix in SANDBOX_PREFIXES:
+        if path.startswith(prefix + "/"):
+            path = path[len(prefix):]
+    return "/pay/getsignkey" if path == GETSIGNKEY_XDC else path
+
+
+class WeChatEndpoint(tornado.web.RequestHandler):
+    """One WeChat endpoint: its request-log entry and the faults configured for it.
+
+    The entry is the request's own while it is served: the endpoint fills it in (signature,
+    error, explanation) and writes its verdict when it finishes.
+    """
+    api = ""
+    malformed = MALFORMED_XML
+
+    def initialize(self, state, notifier, settlement):
+        self.state, self.notifier, self.settlement = state, notifier, settlement
+
+    def prepare(self):
+        self.entry = self.state.log_request({
+            "time": self.state.clock.now(), "method": self.request.method,
+            "path": self.request.path, "api": self.api, "signature": None, "error": None,
+            "faults": []})
+        self.system_error = self.bad_sign = False
+
+    async def apply_faults(self):
+        """Latency, then drop/status/malformed answer at once (True); others set flags."""
+        fired = self.state.fire_faults(self.api)
+        self.entry["faults"] = [f.kind for f in fired]
+        kinds = {f.kind: f for f in fired}
+        delay = sum(float(f.value or 0) for f in fired if f.kind == "latency")
+        if delay:
+            await asyncio.sleep(delay / 1000.0)
+        self.system_error = "system_error" in kinds
+        self.bad_sign = "bad_sign" in kinds
+        if "drop" in kinds:
+            self.drop()
+        elif "status" in kinds:
+            self.answer_status(int(kinds["status"].value))
+        elif "malformed" in kinds:
+            self.finish(self.malformed)
+        return self._finished
+
+    def drop(self, error="dropped"):
+        """Close the connection without a byte of answer."""
+        self.request.connection.close()
+        self._finished = True   # nothing may be written any more
+        self.entry["error"] = error
+        self.on_finish()
+
+    def on_finish(self):
+        self.entry["verdict"] = verdict(self.entry)
+
+    def answer_status(self, status):
+        self.set_status(status)
+        self.entry["error"] = "HTTP %d" % status
+        if status in (204, 304):
+            return self.finish()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(STATUS_BODY % status)
+
+    def log_exception(self, typ, value, tb):
+        log.error("simulator bug in %s %s", self.request.method, self.request.path,
+                  exc_info=(typ, value, tb))

@@ -1,0 +1,181 @@
+"""The simulator's records (login codes, orders, refunds, fault rules, the clock) and the
+identifiers WeChat makes (openids, prepay, transaction and refund ids) in its Beijing time."""
+import base64
+import dataclasses
+import datetime
+import hashlib
+import secrets
+import time
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+REFUND_STATUSES = ("PROCESSING", "SUCCESS", "REFUNDCLOSE", "CHANGE")
+REFUND_OUTCOMES = ("SUCCESS", "REFUNDCLOSE", "CHANGE")
+DEVELOPER_USER = "developer"   # whose openid unknown codes map to in developer mode
+
+
+class Clock:
+    """Real time plus an offset (POST /sim/clock); WeChat durations are scaled."""
+
+    def __init__(self, time_scale=1.0):
+        if not time_scale > 0:
+            raise ValueError("time_scale must be > 0")
+        self.time_scale = time_scale
+        self.offset = 0.0
+
+    def now(self):
+        return time.time() + self.offset
+
+    def advance(self, seconds):
+        self.offset += seconds
+
+    def scaled(self, seconds):
+        return seconds * self.time_scale
+
+
+def beijing(ts, fmt="%Y%m%d%H%M%S"):
+    """WeChat writes times in Beijing time, yyyyMMddHHmmss."""
+    return datetime.datetime.fromtimestamp(ts, BEIJING).strftime(fmt)
+
+
+def openid_for(appid, user):
+    """28 characters, 'o' + a per-app prefix + a per-user part, stable across resets."""
+    app_part = _b64(hashlib.sha256(("app:" + appid).encode("utf-8")).digest())[:5]
+    user_part = _b64(hashlib.sha256(("%s\0%s" % (appid, user)).encode("utf-8")).digest())[:22]
+    return "o" + app_part + user_part
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def check_outcome(status):
+    """How a refund may end: SUCCESS, REFUNDCLOSE or CHANGE (ValueError otherwise)."""
+    if status not in REFUND_OUTCOMES:
+        raise ValueError("a refund ends SUCCESS, REFUNDCLOSE or CHANGE, not %r" % (status,))
+    return status
+
+
+def random_digits(n):
+    return "%0*d" % (n, secrets.randbelow(10 ** n))
+
+
+def new_prepay_id(now):
+    return "wx" + beijing(now) + secrets.token_hex(10)
+
+
+def new_transaction_id(now):
+    """28 digits: 4200 + 6 digits + yyyyMMdd + 10 digits."""
+    return "4200" + random_digits(6) + beijing(now, "%Y%m%d") + random_digits(10)
+
+
+def new_refund_id(now):
+    """29 digits like WeChat's: 50300 + 5 digits + yyyyMMdd + 11 digits."""
+    return "50300" + random_digits(5) + beijing(now, "%Y%m%d") + random_digits(11)
+
+
+@dataclasses.dataclass
+class LoginCode:
+    code: str
+    appid: str
+    user: str
+    openid: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclasses.dataclass
+class Order:
+    """One order of one merchant; its refunds are appended to `refunds`."""
+    mch_id: str
+    out_trade_no: str
+    appid: str
+    sandbox: bool
+    sign_type: str
+    fields: dict                # the business fields of the unifiedorder call
+    created_at: float
+    prepay_id: str = ""
+    prepay_expires_at: float = 0.0
+    trade_state: str = "NOTPAY"
+    transaction_id: str = ""
+    time_end: str = ""
+    bank_type: str = ""
+    refunds: list = dataclasses.field(default_factory=list)
+    notify_delivered: bool = False
+    refund_outcome: str = ""    # how the next refund ends (control plane); "" = SUCCESS
+
+    @property
+    def total_fee(self):
+        return int(self.fields["total_fee"])
+
+    @property
+    def notify_url(self):
+        return self.fields["notify_url"]
+
+    @property
+    def openid(self):
+        return self.fields.get("openid", "")
+
+    @property
+    def paid(self):
+        return self.trade_state in ("SUCCESS", "REFUND")
+
+    @property
+    def refunded_fee(self):
+        """What is refunded or being refunded: every refund that did not end REFUNDCLOSE."""
+        return sum(r.refund_fee for r in self.refunds if r.refund_status != "REFUNDCLOSE")
+
+    def to_json(self):
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("fields", "refunds")}
+        data.update({k: self.fields.get(k) for k in ("body", "attach", "trade_type",
+                                                     "openid", "notify_url")})
+        data["total_fee"] = self.total_fee
+        data["refunded_fee"] = self.refunded_fee
+        data["refunds"] = [r.to_json() for r in self.refunds]
+        return data
+
+
+@dataclasses.dataclass
+class Refund:
+    """One refund of a paid order: PROCESSING until due_at, then `outcome`."""
+    mch_id: str
+    appid: str
+    out_trade_no: str
+    transaction_id: str
+    out_refund_no: str
+    refund_id: str
+    total_fee: int
+    refund_fee: int
+    sandbox: bool
+    sign_type: str
+    notify_url: str             # "" = no notification
+    created_at: float
+    due_at: float
+    outcome: str = "SUCCESS"    # the status it settles to
+    refund_status: str = "PROCESSING"
+    success_time: str = ""      # yyyy-MM-dd HH:mm:ss Beijing, when SUCCESS
+    settled_at: float = 0.0
+    refund_desc: str = ""
+    refund_account: str = "REFUND_SOURCE_UNSETTLED_FUNDS"
+    refund_recv_accout: str = "支付用户的零钱"
+    refund_channel: str = "ORIGINAL"
+    fee_type: str = "CNY"
+    notify_delivered: bool = False
+
+    @property
+    def key(self):
+        return (self.mch_id, self.out_refund_no)
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Fault:
+    id: str
+    path: str
+    kind: str
+    value: object = None
+    probability: float = 1.0
+    count: object = None        # remaining firings; None = until deleted
+    fired: int = 0

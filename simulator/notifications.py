@@ -1,0 +1,77 @@
+"""What WeChat POSTs to a notify_url: the payment notification (signed XML) and the refund
+notification (encrypted req_info, no sign), and the forgeries a backend must refuse."""
+import time
+
+from simulator import protocol
+from simulator.models import beijing, random_digits
+
+# Modes of POST /sim/orders/<no>/notify and of POST /sim/refunds/<out_refund_no>/notify.
+MODES = ("normal", "duplicate", "bad_sign", "wrong_amount")
+FORGED = ("bad_sign", "wrong_amount")
+REFUND_MODES = ("normal", "duplicate", "bad_key", "wrong_amount")
+REFUND_FORGED = ("bad_key", "wrong_amount")
+
+
+def payment_fields(order, merchant, mode="normal"):
+    """The notification of a paid order, signed with the order's sign type.
+
+    Like real WeChat it carries no sign_type field, so a receiver that assumes MD5
+    fails on HMAC-SHA256 orders.
+    """
+    paid = _payment_facts(order)
+    fields = {
+        "appid": order.appid, "bank_type": paid["bank_type"], "cash_fee": str(order.total_fee),
+        "fee_type": order.fields.get("fee_type") or "CNY", "is_subscribe": "N",
+        "mch_id": order.mch_id, "nonce_str": protocol.nonce(), "openid": order.openid,
+        "out_trade_no": order.out_trade_no, "result_code": "SUCCESS", "return_code": "SUCCESS",
+        "time_end": paid["time_end"], "total_fee": str(order.total_fee),
+        "trade_type": order.fields["trade_type"], "transaction_id": paid["transaction_id"],
+    }
+    if order.fields.get("attach"):
+        fields["attach"] = order.fields["attach"]
+    if mode == "wrong_amount":
+        # A forgery after a key leak: correctly signed, but not the order's amount.
+        fields["total_fee"] = fields["cash_fee"] = str(order.total_fee + 1)
+    key = merchant.key(order.sandbox)
+    fields["sign"] = protocol.sign(fields, key, order.sign_type)
+    if mode == "bad_sign":  # signed, but not with the merchant's key
+        fields["sign"] = protocol.sign(fields, protocol.nonce(), order.sign_type)
+    return fields
+
+
+def _payment_facts(order):
+    """The order's payment, or made-up facts for a forgery about an unpaid order."""
+    if order.transaction_id:
+        return {"bank_type": order.bank_type, "time_end": order.time_end,
+                "transaction_id": order.transaction_id}
+    return {"bank_type": "OTHERS", "time_end": beijing(time.time()),
+            "transaction_id": "4200" + random_digits(24)}
+
+
+def refund_plaintext(refund, mode="normal"):
+    """What req_info holds for a settled refund."""
+    fields = {
+        "out_refund_no": refund.out_refund_no, "out_trade_no": refund.out_trade_no,
+        "refund_account": refund.refund_account, "refund_fee": str(refund.refund_fee),
+        "refund_id": refund.refund_id, "refund_recv_accout": refund.refund_recv_accout,
+        "refund_request_source": "API", "refund_status": refund.refund_status,
+        "settlement_refund_fee": str(refund.refund_fee),
+        "settlement_total_fee": str(refund.total_fee), "total_fee": str(refund.total_fee),
+        "transaction_id": refund.transaction_id,
+    }
+    if refund.success_time:
+        fields["success_time"] = refund.success_time
+    if mode == "wrong_amount":
+        # After a key leak: correctly encrypted, but not this refund's amount.
+        fields["refund_fee"] = fields["settlement_refund_fee"] = str(refund.refund_fee + 1)
+    return fields
+
+
+def refund_fields(refund, merchant, mode="normal"):
+    """The refund notification: return_code, appid, mch_id, nonce_str, req_info; no sign."""
+    key = merchant.key(refund.sandbox)
+    if mode == "bad_key":   # encrypted, but not with this merchant's key
+        key = protocol.nonce()
+    req_info = protocol.encrypt_req_info(protocol.root_xml(refund_plaintext(refund, mode)), key)
+    return {"return_code": "SUCCESS", "appid": refund.appid, "mch_id": refund.mch_id,
+            "nonce_str": protocol.nonce(), "req_info": req_info}
