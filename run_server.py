@@ -90,14 +90,21 @@ def build_config(args, environ, tls_files=None):
         sim = "https://127.0.0.1:%d" % args.simulator_port
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         host = "[%s]" % host if ":" in host else host
+        demo = simulator_demo()
         overrides.update(
-            appid=server_config.DEMO_APPID, app_secret=server_config.DEMO_APP_SECRET,
-            mch_id=server_config.DEMO_MCH_ID, api_key=server_config.DEMO_API_KEY,
+            appid=demo["appid"], app_secret=demo["app_secret"], mch_id=demo["mch_id"], api_key=demo["api_key"],
             login_base_url=sim, pay_base_url=sim,
             notify_url=args.notify_url or "http://%s:%d/wechat/pay/notify" % (host, args.port),
             refund_notify_url=None, ca_file=tls_files.ca_cert, cert_file=tls_files.client_cert,
             key_file=tls_files.client_key)
     return server_config.Config.from_env(environ, overrides)
+
+
+def simulator_demo():
+    """The bundled simulator's demo app and merchant (simulator/demo.json); simulator/ is
+    imported only for --simulator: server/ never imports it."""
+    from simulator.config import DEMO
+    return DEMO
 
 
 def setup_logging(level, access_log):
@@ -109,10 +116,9 @@ def setup_logging(level, access_log):
 
 
 def simulator_tls(args):
-    """The simulator's CA, server and merchant certificates (simulator/ is imported only here:
-    server/ never imports it)."""
+    """The simulator's CA, server and merchant certificates."""
     from simulator import tls
-    return tls.prepare(args.simulator_tls_dir, mch_id=server_config.DEMO_MCH_ID)
+    return tls.prepare(args.simulator_tls_dir, mch_id=simulator_demo()["mch_id"])
 
 
 def bind(flag, port, host):
@@ -170,7 +176,7 @@ async def serve(args, options, config, tls_files=None):
     server.stop()
     await shop.stop()
     if sim_app is not None:
-        sim_app.sim_notifier.shutdown()
+        sim_app.shutdown()
     log.info("stopped")
 
 
@@ -185,7 +191,7 @@ async def wait_for_signal():
 def devtools_hint(args):
     """How to buy from the sample Mini Program in WeChat DevTools against this run."""
     return "\n".join([
-        "WeChat DevTools: import the folder miniprogram/ (appid %s)." % server_config.DEMO_APPID,
+        "WeChat DevTools: import the folder miniprogram/ (appid %s)." % simulator_demo()["appid"],
         "  In Details > Local Settings tick \"Does not verify valid domain names, web-view (business domain "
         "names), TLS versions and HTTPS certificates\".",
         "  miniprogram/config.js must say baseUrl: 'http://127.0.0.1:%d', simulatorUrl: 'https://127.0.0.1:%d'%s."

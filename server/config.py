@@ -7,10 +7,6 @@ from urllib.parse import urlsplit
 
 from server import httpserver, wxpay
 
-DEMO_APPID = "wxd930ea5d5a258f4f"
-DEMO_APP_SECRET = "8a2f3c4d5e6f70819a0b1c2d3e4f5061"
-DEMO_MCH_ID = "10000100"
-DEMO_API_KEY = "192006250b4c09247ec02edce69f6a2d"
 
 # env var -> (field, default); None default means required.
 ENV = {

@@ -31,7 +31,7 @@ def sim(io_loop):
     sim_app.url = "http://127.0.0.1:%d" % port
     sim_app.state = state
     yield sim_app
-    sim_app.sim_notifier.shutdown()
+    sim_app.shutdown()
     server.stop()
 
 

@@ -88,3 +88,13 @@ def test_node_packages_are_pinned():
     for name, version in wanted.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), "%s is not pinned: %s" % (name, version)
         assert locked["node_modules/" + name]["version"] == version
+
+
+def test_the_mini_program_uses_the_demo_appid():
+    """The demo credentials are written once (simulator/demo.json); the Mini Program, which
+    cannot read it, carries the appid only, and it must be the same."""
+    from tests.support import DEMO
+    with open(os.path.join(ROOT, "miniprogram", "project.config.json"), encoding="utf-8") as f:
+        assert json.load(f)["appid"] == DEMO["appid"]
+    with open(os.path.join(ROOT, "miniprogram", "config.js"), encoding="utf-8") as f:
+        assert re.findall(r"appid: '([^']+)'", f.read()) == [DEMO["appid"]]

@@ -12,7 +12,7 @@ import requests
 
 from tests.support import DEMO
 from tests.support.processes import Proc, free_port
-from tests.sim_helpers import wait_output
+from tests.support.sim import wait_output
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.models import openid_for
 from simulator.state import State
-from tests.sim_helpers import DEMO_APPID, DEMO_SECRET, call, login
+from tests.support.sim import DEMO_APPID, DEMO_SECRET, call, login
 
 APP2, SECRET2 = "wx2222222222222222", "s" * 32
 

@@ -11,7 +11,7 @@ import xmltodict
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
-from tests.sim_helpers import (DEMO_API_KEY, DEMO_MCH_ID, call, ext_sign, new_order,
+from tests.support.sim import (DEMO_API_KEY, DEMO_MCH_ID, call, ext_sign, new_order,
                                pay_params, post_xml, signed_xml, wait_for)
 
 SUCCESS = (b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"
@@ -28,6 +28,7 @@ class Box:
     def __init__(self):
         self.received, self.times, self.replies = [], [], []
         self.default, self.delay = SUCCESS, 0.0
+        self.gate = None          # an asyncio.Event the receiver waits for, when set
         self.inflight = self.max_inflight = 0
 
 
@@ -44,6 +45,8 @@ class Receiver(tornado.web.RequestHandler):
         try:
             box.received.append(dict(xmltodict.parse(self.request.body)["xml"]))
             box.times.append(time.monotonic())
+            if box.gate is not None:
+                await box.gate.wait()
             if box.delay:
                 await asyncio.sleep(box.delay)
             self.finish(box.replies.pop(0) if box.replies else box.default)
@@ -156,17 +159,21 @@ async def test_full_schedule_is_wechats(http_client, base, box, app):
 @pytest.mark.gen_test(timeout=10)
 async def test_timeout_counts_as_failure_and_slow_receiver_does_not_slow_api(http_client,
                                                                             base, box):
-    box.delay = 1.0                      # longer than the 0.5 s notify timeout
+    box.gate = asyncio.Event()           # the receiver answers only when the test says so
     await paid_order(http_client, base, "S1")
     assert await wait_for(lambda: box.inflight == 1)
-    started = time.monotonic()
     _, data = await post_xml(http_client, base + "/pay/orderquery",
                              {"appid": "wxd930ea5d5a258f4f", "mch_id": DEMO_MCH_ID,
                               "nonce_str": "z", "out_trade_no": "S1"})
-    assert data["trade_state"] == "SUCCESS" and time.monotonic() - started < 0.3
-    assert await wait_for(lambda: len(box.received) >= 2, timeout=5)
-    records = (await notifications(http_client, base, "S1"))["notifications"]
+    assert data["trade_state"] == "SUCCESS" and box.inflight == 1   # answered while it still waits
+    for _ in range(200):                 # the 0.5 s notify timeout ends the first attempt
+        records = (await notifications(http_client, base, "S1"))["notifications"]
+        if records and records[0]["outcome"] not in (None, "pending"):
+            break
+        await asyncio.sleep(0.02)
     assert records[0]["outcome"] == "timeout"
+    box.gate.set()
+    assert await wait_for(lambda: len(box.received) >= 2, timeout=5)
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -273,7 +280,7 @@ async def test_sandbox_notification_signed_with_sandbox_key(http_client, base, b
 
 @pytest.mark.gen_test(timeout=10)
 async def test_unreachable_notify_url_is_recorded_and_retried(http_client, base, app):
-    from tests.processes import free_port
+    from tests.support.processes import free_port
     prepay_id, _ = await new_order(http_client, base, "U1",
                                    notify_url="http://127.0.0.1:%d/n" % free_port())
     await call(http_client, base + "/sim/pay", "POST", pay_params(prepay_id))

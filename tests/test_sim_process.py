@@ -15,8 +15,8 @@ from wechatpy.exceptions import WeChatClientException, WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from simulator.config import SimConfig
-from tests.processes import ROOT, Proc, free_port
-from tests.sim_helpers import simulator_process, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
+from tests.support.processes import ROOT, Proc, free_port
+from tests.support.sim import simulator_process, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, wait_output
 
 pytestmark = pytest.mark.e2e
 

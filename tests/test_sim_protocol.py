@@ -4,7 +4,7 @@ import json
 import pytest
 
 from simulator import protocol
-from tests.conftest import VECTORS_FILE     # the repo's copy of the spec's vectors.json
+from tests.support import VECTORS_FILE     # the repo's copy of the spec's vectors.json
 
 
 def load_vectors():

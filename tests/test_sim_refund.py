@@ -21,8 +21,8 @@ from simulator import protocol
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
-from tests.conftest import load_vectors
-from tests.sim_helpers import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
+from tests.support import load_vectors
+from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
                                ext_sign, new_order, paid_order, post_xml, refund_fields,
                                signed_xml, wait_for)
 

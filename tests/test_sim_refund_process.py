@@ -8,7 +8,7 @@ from wechatpy.exceptions import WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from simulator import tls
-from tests.sim_helpers import simulator_process, tls_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink
+from tests.support.sim import simulator_process, tls_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, NotifySink
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from simulator import tls
-from tests.processes import Proc, free_port
-from tests.sim_helpers import (tls_simulator, DEMO_API_KEY, DEMO_MCH_ID, refund_fields, signed_xml,
+from tests.support.processes import Proc, free_port
+from tests.support.sim import (tls_simulator, DEMO_API_KEY, DEMO_MCH_ID, refund_fields, signed_xml,
                                wait_output)
 
 pytestmark = pytest.mark.e2e

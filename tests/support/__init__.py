@@ -11,12 +11,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/
 VECTORS_FILE = os.path.join(HERE, "data", "vectors.json")
 SPEC_VECTORS_FILE = os.path.join(HERE, "..", "..", "shared", "spec", "vectors.json")
 
-DEMO = {
-    "appid": "wxd930ea5d5a258f4f",
-    "app_secret": "8a2f3c4d5e6f70819a0b1c2d3e4f5061",
-    "mch_id": "10000100",
-    "api_key": "192006250b4c09247ec02edce69f6a2d",
-}
+# the demo app and merchant, written once: simulator/demo.json
+with open(os.path.join(HERE, "..", "simulator", "demo.json"), encoding="utf-8") as _f:
+    DEMO = json.load(_f)
 
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -7,10 +7,9 @@ const os = require('node:os')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..', '..', '..')
-const DEMO = {
-  appid: 'wxd930ea5d5a258f4f', appSecret: '8a2f3c4d5e6f70819a0b1c2d3e4f5061',
-  mchId: '10000100', apiKey: '192006250b4c09247ec02edce69f6a2d',
-}
+// the demo app and merchant, written once: simulator/demo.json
+const demo = require(path.join(ROOT, 'simulator', 'demo.json'))
+const DEMO = { appid: demo.appid, appSecret: demo.app_secret, mchId: demo.mch_id, apiKey: demo.api_key }
 
 function python() {
   if (process.env.PYTHON) return process.env.PYTHON

@@ -179,7 +179,7 @@ class NotifySink:
 @contextlib.contextmanager
 def simulator_process(ready_text, *args):
     """A real `run_simulator.py --time-scale 0.001 [args]`, once it has printed ready_text."""
-    from tests.processes import Proc, free_port
+    from tests.support.processes import Proc, free_port
     port = free_port()
     with Proc("run_simulator.py", ["--port", str(port), "--time-scale", "0.001", *args], port=port) as proc:
         wait_output(proc, ready_text)
