@@ -1,0 +1,209 @@
+"""The simulator's console in headless Chromium, against real run_simulator.py and run_server.py
+processes: what a developer sees and clicks.
+
+Needs Debian's Chromium (/usr/bin/chromium, or CHROMIUM=path) and Playwright for Python (no
+browser download: Playwright drives that Chromium). Without them the tests are skipped with
+one line locally, and fail in CI (CI set). UPDATE_SCREENSHOTS=1 writes the README's
+screenshots (docs/console-*.png) from these runs.
+"""
+import os
+import re
+
+import pytest
+import requests
+
+from server import wxpay
+from tests.support import DEMO
+from tests.support.processes import ROOT, Proc, free_port
+from tests.support.shop import backend_env
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# quiet on a machine without outside network; a root user needs --no-sandbox
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = os.path.join(ROOT, "docs")
+
+
+def unavailable(reason):
+    if os.environ.get("CI"):
+        pytest.fail("browser tests cannot run in CI: " + reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        unavailable("Playwright for Python is not installed (%s)" % exc)
+    if not os.path.exists(CHROMIUM):
+        unavailable("no Chromium at %s (apt-get install chromium)" % CHROMIUM)
+    with sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        except Exception as exc:  # the binary is there but does not start
+            unavailable("Chromium did not start: %s" % str(exc).splitlines()[0])
+        yield chromium
+        chromium.close()
+
+
+class Shop:
+    """A simulator process and a backend process, and a console page open on the simulator."""
+
+    def __init__(self, tmp_path, browser):
+        sim_port, port = free_port(), free_port()
+        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01"], port=sim_port)
+        env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
+                   SWEEP_INTERVAL="0")
+        self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.page = self.context.new_page()
+        self.page.goto(self.sim.url + "/sim/console")
+
+    def close(self):
+        self.context.close()
+        self.backend.stop()
+        self.sim.stop()
+
+    def code(self, user):
+        return requests.post(self.sim.url + "/sim/login", json={"appid": DEMO["appid"], "user": user},
+                             timeout=5).json()["code"]
+
+    def login(self, user="console-user"):
+        r = requests.post(self.backend.url + "/api/login", json={"code": self.code(user)}, timeout=10)
+        assert r.status_code == 200, r.text
+        return {"Authorization": "Bearer " + r.json()["token"]}
+
+    def order(self, auth, product="coffee"):
+        return requests.post(self.backend.url + "/api/orders", json={"product_id": product}, headers=auth,
+                             timeout=10)
+
+    def backend_status(self, auth, no):
+        return requests.get(self.backend.url + "/api/orders/%s?refresh=1" % no, headers=auth,
+                            timeout=10).json()["status"]
+
+    def screenshot(self, name):
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            os.makedirs(SCREENSHOTS, exist_ok=True)
+            self.page.screenshot(path=os.path.join(SCREENSHOTS, "console-%s.png" % name), full_page=True)
+
+
+@pytest.fixture
+def shop(tmp_path, browser):
+    s = Shop(tmp_path, browser)
+    yield s
+    s.close()
+
+
+def wait_until(check, what, timeout=10):
+    import time
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out: " + what
+        time.sleep(0.05)
+
+
+def test_pay_from_the_console_and_the_backend_reports_success(shop):
+    from playwright.sync_api import expect
+    auth = shop.login()
+    no = shop.order(auth).json()["out_trade_no"]
+    row = shop.page.locator('#orders tr[data-order="%s"]' % no)
+    expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
+    shop.screenshot("orders")
+    row.locator('button[data-action="pay"]').click()
+    expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
+    wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "the backend to record the payment")
+    expect(shop.page.locator('#notifications tr[data-notification][data-order="%s"]' % no).first).to_be_visible(
+        timeout=10000)
+    shop.screenshot("paid")
+
+
+def test_cancel_and_fail_from_the_console(shop):
+    from playwright.sync_api import expect
+    auth = shop.login()
+    cancelled = shop.order(auth).json()["out_trade_no"]
+    failed = shop.order(auth, "tea").json()["out_trade_no"]
+    shop.page.locator('#orders tr[data-order="%s"] button[data-action="cancel"]' % cancelled).click()
+    shop.page.locator('#orders tr[data-order="%s"] button[data-action="fail"]' % failed).click()
+    expect(shop.page.locator('#orders tr[data-order="%s"] .state' % failed)).to_have_text("PAYERROR", timeout=10000)
+    assert shop.backend_status(auth, failed) == "PAYERROR"
+    assert shop.backend_status(auth, cancelled) == "NOTPAY"
+
+
+def test_a_request_signed_with_a_wrong_key_shows_its_explanation(shop):
+    from playwright.sync_api import expect
+    shop.login()  # an openid the simulator knows
+    wrong_key = "0" * 32
+    fields = {"appid": DEMO["appid"], "mch_id": DEMO["mch_id"], "nonce_str": "console", "body": "Coffee",
+              "out_trade_no": "WRONGKEY1", "total_fee": "100", "spbill_create_ip": "127.0.0.1",
+              "notify_url": "http://127.0.0.1:9/notify", "trade_type": "NATIVE", "product_id": "coffee"}
+    r = requests.post(shop.sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, wrong_key), timeout=5)
+    assert wxpay.from_xml(r.content)["return_code"] == "FAIL"
+    row = shop.page.locator("#requests tr[data-request]", has_text="unifiedorder").first
+    expect(row).to_be_visible(timeout=10000)
+    explain = row.locator("button.explain")
+    if explain.count():
+        explain.click()
+    explanation = shop.page.locator("#requests .explanation").first
+    expect(explanation).to_be_visible(timeout=10000)
+    text = explanation.inner_text()
+    assert "out_trade_no=WRONGKEY1" in text                    # the string that was signed
+    assert DEMO["api_key"] not in text and wrong_key not in text  # the key masked
+    assert wxpay.sign(dict(fields), DEMO["api_key"]) in text     # the sign WeChat expected
+    assert wxpay.sign(dict(fields), wrong_key) in text           # the one it got
+    shop.screenshot("explanation")
+
+
+def test_resend_duplicate_shows_the_new_attempts(shop):
+    from playwright.sync_api import expect
+    auth = shop.login()
+    no = shop.order(auth).json()["out_trade_no"]
+    row = shop.page.locator('#orders tr[data-order="%s"]' % no)
+    row.locator('button[data-action="pay"]').click()
+    attempts = shop.page.locator('#notifications tr[data-notification][data-order="%s"]' % no)
+    expect(attempts.first).to_be_visible(timeout=10000)
+    wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "paid")
+    before = attempts.count()
+    row.locator('button[data-resend="duplicate"]').click()
+    wait_until(lambda: attempts.count() >= before + 2, "the duplicate attempts to show")
+    assert shop.backend_status(auth, no) == "SUCCESS"
+
+
+def test_a_fault_added_in_the_console_makes_the_next_order_fail_with_502(shop):
+    from playwright.sync_api import expect
+    auth = shop.login()
+    form = shop.page.locator("form#fault-form")
+    form.locator("select[name=path]").select_option("/pay/unifiedorder")
+    form.locator("select[name=kind]").select_option("status")
+    form.locator("input[name=value]").fill("500")
+    form.locator("[type=submit]").click()
+    expect(shop.page.locator("#faults tr[data-fault]")).to_have_count(1, timeout=10000)
+    shop.screenshot("faults")
+    r = shop.order(auth)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_ERROR"
+    shop.page.locator("#faults tr[data-fault] button.delete").click()
+    expect(shop.page.locator("#faults tr[data-fault]")).to_have_count(0, timeout=10000)
+    assert shop.order(auth).status_code == 201
+
+
+def test_advancing_the_clock_in_the_console_expires_a_login_code(shop):
+    code = shop.code("clock-user")
+    shop.page.locator("input#advance-seconds").fill("301")
+    shop.page.locator("button#advance").click()
+    wait_until(lambda: re.search(r"30[01]", shop.page.locator("#clock").inner_text()) is not None,
+               "the clock to show the jump")
+    r = requests.post(shop.backend.url + "/api/login", json={"code": code}, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["wechat_code"] == 40029
+
+
+def test_the_console_masks_keys_and_loads_nothing_from_outside(shop):
+    requested = []
+    shop.page.on("request", lambda req: requested.append(req.url))
+    shop.page.reload()
+    shop.page.wait_for_timeout(1500)
+    assert requested and all(url.startswith(shop.sim.url) for url in requested), requested
+    html = shop.page.content()
+    assert DEMO["api_key"] not in html and DEMO["app_secret"] not in html
+    assert DEMO["mch_id"] in shop.page.locator("#config").inner_text()
