@@ -204,8 +204,9 @@
     var settles = r.refund_status === 'PROCESSING' ?
       [when(r.due_at), r.outcome !== 'SUCCESS' ? ' → ' + r.outcome : ''] :
       when(r.settled_at);
+    // no data-order here: tr[data-order] names an order's row (and its notifications')
     return el('tr', { 'data-refund': r.out_refund_no, 'data-mch': r.mch_id,
-      'data-order': r.out_trade_no },
+      'data-out-trade-no': r.out_trade_no },
       td(code(r.out_refund_no)),
       td(code(r.out_trade_no)),
       el('td', { className: 'state state-' + r.refund_status.toLowerCase(),
@@ -231,8 +232,8 @@
     }
     var response = n.response || n.error || '';
     return el('tr', { 'data-notification': n.seq, 'data-order': n.out_trade_no,
-      'data-kind': n.kind, 'data-mode': n.mode, 'data-outcome': n.outcome,
-      'data-refund': n.kind === 'refund' ? n.out_refund_no : null },
+      'data-kind': n.kind, 'data-mode': n.mode, 'data-attempt-outcome': n.outcome,
+      'data-out-refund-no': n.kind === 'refund' ? n.out_refund_no : null },
       td(clockTime(n.time), 'time'),
       td(n.kind === 'refund' ? ['refund ', code(n.out_refund_no)] : 'payment', 'kind'),
       td(code(n.out_trade_no), 'order'),
@@ -378,10 +379,19 @@
   }
 
   // --- actions -------------------------------------------------------------------------
+  var toastTimer = null;
+
+  // #message keeps the last action's result; #toast shows it for a few seconds.
   function say(text, ok) {
-    var m = $('#message');
-    m.textContent = text;
-    m.setAttribute('data-ok', ok ? 'true' : 'false');
+    ['#message', '#toast'].forEach(function (selector) {
+      var m = $(selector);
+      m.textContent = text;
+      m.setAttribute('data-ok', ok ? 'true' : 'false');
+    });
+    var toast = $('#toast');
+    toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { toast.hidden = true; }, 5000);
   }
 
   function errorText(status, data) {
