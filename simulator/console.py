@@ -13,9 +13,7 @@ import tornado.web
 
 from simulator.control import SimError, SimHandler
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS
-from simulator.notifications import MODES, REFUND_MODES
-from simulator.models import REFUND_OUTCOMES
-from simulator.phone import PAY_RESULTS, unpayable
+from simulator.phone import unpayable
 from simulator.rules import CODE_TTL, NOTIFY_SCHEDULE, PREPAY_TTL
 
 CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
@@ -123,9 +121,7 @@ class ConsolePageHandler(SimHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-cache")
         self.render(PAGE, host=self.request.host,
-                    protocol=self.request.protocol, paths=WECHAT_APIS, kinds=FAULT_KINDS,
-                    modes=MODES, refund_modes=REFUND_MODES, outcomes=REFUND_OUTCOMES,
-                    results=PAY_RESULTS)
+                    protocol=self.request.protocol, paths=WECHAT_APIS, kinds=FAULT_KINDS)
 
 
 class ConsoleStateHandler(SimHandler):
