@@ -141,8 +141,9 @@ def start_simulator(args, tls_files, sockets):
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True))
     make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)
-    print("WeChat simulator on https://127.0.0.1:%d (demo credentials; CA %s; login codes it never "
-          "issued are taken as the developer user)" % (args.simulator_port, tls_files.ca_cert), flush=True)
+    print("WeChat simulator on https://127.0.0.1:%d (console https://127.0.0.1:%d/sim/console; demo "
+          "credentials; CA %s; login codes it never issued are taken as the developer user)"
+          % (args.simulator_port, args.simulator_port, tls_files.ca_cert), flush=True)
     return sim_app
 
 

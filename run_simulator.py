@@ -118,7 +118,8 @@ def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
              "  login base URL  %s/  (GET /sns/jscode2session, GET /cgi-bin/token)" % base,
-             "  control plane   %s/sim/" % base]
+             "  control plane   %s/sim/" % base,
+             "  console         %s/sim/console" % base]
     for app in config.apps.values():
         lines.append("  app       appid=%s  secret=%s" % (app.appid, app.secret))
     for m in config.merchants.values():

@@ -4,7 +4,7 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from simulator import control, login_api, pay_api, phone
+from simulator import console, control, login_api, pay_api, phone
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.notifier import Notifier
 from simulator.rules import MAX_BODY
@@ -82,6 +82,7 @@ def routes(state, notifier, settlement):
         (r"/sim/orders", control.SimOrdersHandler),
         (r"/sim/orders/([^/]+)", control.SimOrderHandler),
         (r"/sim/orders/([^/]+)/notify", control.SimNotifyHandler),
+        (r"/sim/orders/([^/]+)/phone", phone.SimPhoneHandler),
         (r"/sim/orders/([^/]+)/refund-outcome", control.SimRefundOutcomeHandler),
         (r"/sim/refunds", control.SimRefundsHandler),
         (r"/sim/refunds/([^/]+)", control.SimRefundHandler),
@@ -95,7 +96,7 @@ def routes(state, notifier, settlement):
         (r"/sim/config", control.SimConfigHandler),
         (r"/sim/stats", control.SimStatsHandler),
     ]
-    return [(pattern, handler, deps) for pattern, handler in wechat + sim]
+    return [(pattern, handler, deps) for pattern, handler in wechat + sim] + console.routes(deps)
 
 
 def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):

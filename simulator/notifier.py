@@ -121,6 +121,7 @@ class Notifier:
         elif attempt <= len(NOTIFY_SCHEDULE) and not target.subject.notify_delivered:
             gap = self.state.clock.scaled(NOTIFY_SCHEDULE[attempt - 1])
             record["next_attempt_in"] = gap
+            record["next_attempt_at"] = self.state.clock.now() + gap
             self._schedule(target, attempt + 1, gap)
 
     async def resend(self, order, mode="normal", count=5):

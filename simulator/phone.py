@@ -1,5 +1,8 @@
 """The phone: wx.login (POST /sim/login) and wx.requestPayment (POST /sim/pay) played, with
-paySign checked as WeChat's client checks it."""
+paySign checked as WeChat's client checks it; and the console's phone (POST
+/sim/orders/<no>/phone), which needs no paySign."""
+import urllib.parse
+
 from simulator import protocol
 from simulator.control import SimError, SimHandler
 from simulator.endpoint import verdict
@@ -116,18 +119,103 @@ class SimPayHandler(SimHandler):
         return explanation
 
     def pay(self, order, result):
-        if result == "CANCEL":
-            raise PaymentFail(400, "requestPayment:fail cancel")
-        if result == "FAIL":
-            self.state.payment_failed(order)
-            raise PaymentFail(400, "requestPayment:fail simulated payment failure (PAYERROR)")
+        ok, err_msg = play(self.state, self.notifier, order, result)
+        if not ok:
+            raise PaymentFail(400, err_msg)
         if result == "USERPAYING":
-            self.state.payment_pending(order)
-            return {"errMsg": "requestPayment:pending", "trade_state": "USERPAYING"}
-        self.state.mark_paid(order)
-        self.notifier.start(order)
-        return {"errMsg": "requestPayment:ok", "transaction_id": order.transaction_id,
+            return {"errMsg": err_msg, "trade_state": "USERPAYING"}
+        return {"errMsg": err_msg, "transaction_id": order.transaction_id,
                 "out_trade_no": order.out_trade_no}
+
+
+def play(state, notifier, order, result):
+    """The payer's choice on the phone, for a payable order: (succeeded, errMsg).
+
+    SUCCESS marks it paid and starts notification delivery; FAIL makes it PAYERROR; CANCEL
+    changes nothing at WeChat; USERPAYING leaves it waiting for the password. The result is
+    remembered (State.record_phone_result) for the console.
+    """
+    ok, err_msg = True, "requestPayment:ok"
+    if result == "CANCEL":
+        ok, err_msg = False, "requestPayment:fail cancel"
+    elif result == "FAIL":
+        state.payment_failed(order)
+        ok, err_msg = False, "requestPayment:fail simulated payment failure (PAYERROR)"
+    elif result == "USERPAYING":
+        state.payment_pending(order)
+        err_msg = "requestPayment:pending"
+    else:
+        state.mark_paid(order)
+        notifier.start(order)
+    state.record_phone_result(order, result, err_msg)
+    return ok, err_msg
+
+
+def unpayable(state, order):
+    """Why the phone cannot pay this order now, as (code, message); None when it can."""
+    if order.paid:
+        return "ORDER_PAID", "order %s is already paid (%s)" % (order.out_trade_no,
+                                                                 order.trade_state)
+    if order.trade_state == "CLOSED":
+        return "ORDER_CLOSED", "order %s is closed" % order.out_trade_no
+    if state.prepay_expired(order):
+        return "PREPAY_EXPIRED", ("the prepay_id of order %s expired (after %g hours): a new "
+                                  "unifiedorder with the same out_trade_no issues a new one"
+                                  % (order.out_trade_no, PREPAY_TTL / 3600))
+    time_expire = order.fields.get("time_expire")
+    if time_expire and beijing(state.clock.now()) >= time_expire:
+        return "ORDER_EXPIRED", "order %s expired at time_expire %s" % (order.out_trade_no,
+                                                                        time_expire)
+    return None
+
+
+class SimPhoneHandler(SimHandler):
+    """POST /sim/orders/<out_trade_no>/phone {"result"}: the developer plays the payer's phone
+    from the console (no paySign: the developer pressed the button, not a Mini Program).
+
+    result: SUCCESS (paid, notification delivery starts, exactly as /sim/pay), CANCEL
+    (nothing changes at WeChat), FAIL (PAYERROR) or USERPAYING. 200 {"out_trade_no",
+    "mch_id", "result", "errMsg" (what wx.requestPayment would have answered), "trade_state",
+    "transaction_id", "order"}; 404 unknown order; 409 not payable (paid, closed, prepay_id or
+    time_expire passed); 403 for a cross-site browser request.
+    """
+
+    def post(self, out_trade_no):
+        check_same_origin(self)
+        data = self.json_body()
+        result = data.get("result") or "SUCCESS"
+        if result not in PAY_RESULTS:
+            raise SimError(400, "BAD_FIELD", "result must be one of " + ", ".join(PAY_RESULTS))
+        order = self.order_named(out_trade_no)
+        entry = self.state.log_request({
+            "time": self.state.clock.now(), "method": "POST", "path": self.request.path,
+            "api": "wx.requestPayment (console)", "signature": None, "error": None,
+            "out_trade_no": order.out_trade_no, "result": result}, wechat=False)
+        problem = unpayable(self.state, order)
+        if problem is not None:
+            entry["error"] = problem[0]
+            entry["detail"] = problem[1]
+            entry["verdict"] = verdict(entry)
+            raise SimError(409, *problem)
+        ok, err_msg = play(self.state, self.notifier, order, result)
+        if not ok:
+            entry["error"] = err_msg
+        entry["verdict"] = verdict(entry)
+        self.reply({"out_trade_no": order.out_trade_no, "mch_id": order.mch_id,
+                    "result": result, "errMsg": err_msg, "trade_state": order.trade_state,
+                    "transaction_id": order.transaction_id, "order": order.to_json()})
+
+
+def check_same_origin(handler):
+    """Refuse a browser's cross-site request (another web page POSTing to 127.0.0.1): its
+    Origin header names another host. Clients that send no Origin (curl, SDKs) pass."""
+    origin = handler.request.headers.get("Origin")
+    if origin is None:
+        return
+    host = urllib.parse.urlsplit(origin).netloc if origin != "null" else ""
+    if host.lower() != handler.request.host.lower():
+        raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
+                       "simulator (only its own console may)" % origin)
 
 
 def js_type(value):

@@ -6,6 +6,7 @@ through the settlement timers, not through whoever looks next.
 """
 import base64
 import collections
+import itertools
 import random
 import secrets
 
@@ -38,6 +39,9 @@ class State:
         self.random = random.Random(seed)
         # connections accepted and WeChat calls served: what a client's connection reuse looks like
         self.stats = collections.Counter()
+        # numbers request-log entries and notification attempts (the console's row keys); not
+        # reset, so a number never names two entries
+        self._seq = itertools.count(1)
         self.reset()
 
     def reset(self):
@@ -54,6 +58,7 @@ class State:
         self.notifications = collections.deque(maxlen=NOTIFICATION_LOG_SIZE)
         self.requests = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self.faults = []
+        self.phone_results = {}                         # (mch_id, out_trade_no) -> last phone result
 
     def set_refund_delay(self, seconds):
         self.refund_delay = check_refund_delay(seconds)
@@ -65,6 +70,7 @@ class State:
     # --- logs and counters -------------------------------------------------------
     def log_request(self, entry, wechat=True):
         """Append a request-log entry; the request in flight fills it in until it ends."""
+        entry["seq"] = next(self._seq)
         self.requests.append(entry)
         if wechat:
             self.stats["wechat_requests"] += 1
@@ -72,6 +78,7 @@ class State:
 
     def log_notification(self, record):
         """Append a notification attempt; the attempt fills in its outcome when it ends."""
+        record["seq"] = next(self._seq)
         self.notifications.append(record)
         return record
 
@@ -180,6 +187,12 @@ class State:
     def payment_pending(self, order):
         """The payer still has to enter the password: USERPAYING."""
         order.trade_state = "USERPAYING"
+
+    def record_phone_result(self, order, result, err_msg):
+        """What the phone (wx.requestPayment, /sim/pay or the console) last did with the order:
+        a cancelled payment changes nothing at WeChat, so this is its only trace."""
+        self.phone_results[(order.mch_id, order.out_trade_no)] = {
+            "result": result, "errMsg": err_msg, "time": self.clock.now()}
 
     def set_refund_outcome(self, order, status):
         """How the order's next refund ends (SUCCESS, REFUNDCLOSE or CHANGE)."""
