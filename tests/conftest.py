@@ -2,6 +2,7 @@
 import pytest
 
 from tests.support import ADMIN_TOKEN, DEMO, FakeClock, load_vectors
+from tests.support.sim import stop_simulator
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def sim(io_loop):
     sim_app.url = "http://127.0.0.1:%d" % port
     sim_app.state = state
     yield sim_app
-    sim_app.shutdown()
+    stop_simulator(sim_app, io_loop)
     server.stop()
 
 

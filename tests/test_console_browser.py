@@ -49,23 +49,40 @@ def browser():
         chromium.close()
 
 
-class Shop:
-    """A simulator process and a backend process, and a console page open on the simulator."""
+class Processes:
+    """A simulator process and a backend process wired to it (one pair for the module)."""
 
-    def __init__(self, tmp_path, browser):
+    def __init__(self, tmp_path):
         sim_port, port = free_port(), free_port()
         self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01"], port=sim_port)
         env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
                    SWEEP_INTERVAL="0")
         self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
+
+    def stop(self):
+        self.backend.stop()
+        self.sim.stop()
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory, browser):
+    p = Processes(tmp_path_factory.mktemp("console"))
+    yield p
+    p.stop()
+
+
+class Shop:
+    """The processes, seen by the backend's API and by a console page open on the simulator."""
+
+    def __init__(self, processes, browser):
+        self.sim, self.backend = processes.sim, processes.backend
+        requests.delete(self.sim.url + "/sim/faults", timeout=5)   # each test starts without faults
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
         self.page = self.context.new_page()
         self.page.goto(self.sim.url + "/sim/console")
 
     def close(self):
         self.context.close()
-        self.backend.stop()
-        self.sim.stop()
 
     def code(self, user):
         return requests.post(self.sim.url + "/sim/login", json={"appid": DEMO["appid"], "user": user},
@@ -91,8 +108,8 @@ class Shop:
 
 
 @pytest.fixture
-def shop(tmp_path, browser):
-    s = Shop(tmp_path, browser)
+def shop(processes, browser):
+    s = Shop(processes, browser)
     yield s
     s.close()
 
@@ -188,6 +205,19 @@ def test_a_fault_added_in_the_console_makes_the_next_order_fail_with_502(shop):
     assert shop.order(auth).status_code == 201
 
 
+def test_the_console_masks_keys_and_loads_nothing_from_outside(shop):
+    from playwright.sync_api import expect
+    requested = []
+    shop.page.on("request", lambda req: requested.append(req.url))
+    shop.page.reload()
+    expect(shop.page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10000)
+    wait_until(lambda: any("/sim/console/state" in url for url in requested), "the page to poll")
+    assert all(url.startswith(shop.sim.url) for url in requested), requested
+    html = shop.page.content()
+    assert DEMO["api_key"] not in html and DEMO["app_secret"] not in html
+    assert DEMO["mch_id"] in shop.page.locator("#config").inner_text()
+
+
 def test_advancing_the_clock_in_the_console_expires_a_login_code(shop):
     code = shop.code("clock-user")
     shop.page.locator("input#advance-seconds").fill("301")
@@ -196,14 +226,3 @@ def test_advancing_the_clock_in_the_console_expires_a_login_code(shop):
                "the clock to show the jump")
     r = requests.post(shop.backend.url + "/api/login", json={"code": code}, timeout=10)
     assert r.status_code == 401 and r.json()["error"]["wechat_code"] == 40029
-
-
-def test_the_console_masks_keys_and_loads_nothing_from_outside(shop):
-    requested = []
-    shop.page.on("request", lambda req: requested.append(req.url))
-    shop.page.reload()
-    shop.page.wait_for_timeout(1500)
-    assert requested and all(url.startswith(shop.sim.url) for url in requested), requested
-    html = shop.page.content()
-    assert DEMO["api_key"] not in html and DEMO["app_secret"] not in html
-    assert DEMO["mch_id"] in shop.page.locator("#config").inner_text()

@@ -97,13 +97,15 @@ def test_aborted_uploads_do_not_grow_memory(tmp_path):
             time.sleep(0.5)
             assert requests.get(b.url + "/healthz", timeout=5).status_code == 200
             return rss_mb(b.proc.pid)
-        abort(1000, b"/api/login")
-        abort(1000, b"/wechat/pay/notify")  # warm up the allocator
+        abort(500, b"/api/login")
+        abort(500, b"/wechat/pay/notify")  # warm up
+        abort(750, b"/api/login")
+        abort(750, b"/wechat/pay/notify")  # the allocator's own growth is over by now
         before = settled_rss()
-        abort(1500, b"/api/login")   # each one leaked ~9 KB: +27 MB
-        abort(1500, b"/wechat/pay/notify")
+        abort(750, b"/api/login")    # each one leaked ~9 KB: +13.5 MB
+        abort(750, b"/wechat/pay/notify")
         after = settled_rss()
-        assert after - before < 4.0, "RSS %.1f MB -> %.1f MB after 3000 aborted uploads" % (before, after)
+        assert after - before < 3.0, "RSS %.1f MB -> %.1f MB after 1500 more aborted uploads" % (before, after)
 
 
 def test_slow_clients_at_a_low_descriptor_limit_do_not_starve_others(tmp_path):
@@ -134,7 +136,7 @@ def test_slow_clients_at_a_low_descriptor_limit_do_not_starve_others(tmp_path):
         answers = []
         try:
             time.sleep(0.5)
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
                 try:
                     answers.append(requests.get(b.url + "/healthz", timeout=3).status_code)
@@ -146,7 +148,7 @@ def test_slow_clients_at_a_low_descriptor_limit_do_not_starve_others(tmp_path):
             thread.join()
             for s in slow:
                 s.close()
-        assert len(slow) > 600  # the attacker really opened far more than the limit
+        assert len(slow) > 400  # the attacker really opened far more than the limit
         assert answers and set(answers) == {200}, answers
         b.stop()
         log = b.output()
@@ -156,8 +158,8 @@ def test_slow_clients_at_a_low_descriptor_limit_do_not_starve_others(tmp_path):
 
 
 def test_header_body_and_idle_timeouts(tmp_path):
-    with backend(tmp_path, HEADER_TIMEOUT="1", BODY_TIMEOUT="1", IDLE_TIMEOUT="3") as b:
-        wait_output(b, "first request head within 1s, body within 1s, idle keep-alive 3s")
+    with backend(tmp_path, HEADER_TIMEOUT="0.5", BODY_TIMEOUT="0.5", IDLE_TIMEOUT="2") as b:
+        wait_output(b, "first request head within 0.5s, body within 0.5s, idle keep-alive 2s")
         trickle = socket.create_connection(("127.0.0.1", b.port), timeout=6)
         trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and nothing more
         body = socket.create_connection(("127.0.0.1", b.port), timeout=6)
@@ -165,7 +167,7 @@ def test_header_body_and_idle_timeouts(tmp_path):
         idle = socket.create_connection(("127.0.0.1", b.port), timeout=6)
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(idle)[0] == 200
-        time.sleep(1.5)  # past the header timeout, within the idle timeout: still usable
+        time.sleep(1.0)  # past the header timeout, within the idle timeout: still usable
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(idle)[0] == 200
         for s in (trickle, body, idle):  # each is closed by the server, none hangs until our timeout

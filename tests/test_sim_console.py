@@ -16,7 +16,7 @@ from simulator.app import make_app, make_server
 from simulator.config import SimConfig
 from simulator.rules import PREPAY_TTL
 from simulator.state import State
-from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, SUCCESS_REPLY,
+from tests.support.sim import (stop_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, SUCCESS_REPLY,
                                call, new_order, order_fields, pay_params, post_xml, signed_xml,
                                simulator_process, wait_for)
 
@@ -57,7 +57,7 @@ def app(io_loop, received):
     application = make(received)
     yield application
     io_loop.run_sync(lambda: wait_for(lambda: delivered(application)))
-    application.shutdown()
+    stop_simulator(application, io_loop)
 
 
 def serve(application):

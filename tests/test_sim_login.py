@@ -10,7 +10,7 @@ from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.models import openid_for
 from simulator.state import State
-from tests.support.sim import DEMO_APPID, DEMO_SECRET, call, login
+from tests.support.sim import stop_simulator, DEMO_APPID, DEMO_SECRET, call, login
 
 APP2, SECRET2 = "wx2222222222222222", "s" * 32
 
@@ -22,7 +22,7 @@ def app(io_loop):
         "merchants": [{"mch_id": "10000100", "api_key": "k" * 32, "appids": [DEMO_APPID, APP2]}]})
     application = make_app(State(config, time_scale=0.001))
     yield application
-    application.sim_notifier.shutdown()
+    stop_simulator(application, io_loop)
 
 
 @pytest.fixture

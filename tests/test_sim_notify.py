@@ -11,7 +11,7 @@ import xmltodict
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
-from tests.support.sim import (DEMO_API_KEY, DEMO_MCH_ID, call, ext_sign, new_order,
+from tests.support.sim import (stop_simulator, DEMO_API_KEY, DEMO_MCH_ID, call, ext_sign, new_order,
                                pay_params, post_xml, signed_xml, wait_for)
 
 SUCCESS = (b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"
@@ -65,7 +65,7 @@ def app(io_loop, box):
                            notify_timeout=NOTIFY_TIMEOUT)
     application.add_handlers(r".*", [(r"/test-notify", Receiver, {"box": box})])
     yield application
-    application.sim_notifier.shutdown()
+    stop_simulator(application, io_loop)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
-from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, call,
+from tests.support.sim import (stop_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, call,
                                ext_sign, login, new_order, order_fields, pay_params,
                                post_xml, signed_xml)
 
@@ -25,7 +25,7 @@ def two_merchants():
 def app(io_loop):
     application = make_app(State(two_merchants(), time_scale=0.001), notify_timeout=2.0)
     yield application
-    application.sim_notifier.shutdown()
+    stop_simulator(application, io_loop)
 
 
 @pytest.fixture

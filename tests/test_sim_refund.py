@@ -22,7 +22,7 @@ from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
 from tests.support import load_vectors
-from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
+from tests.support.sim import (stop_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
                                ext_sign, new_order, paid_order, post_xml, refund_fields,
                                signed_xml, wait_for)
 
@@ -82,7 +82,7 @@ def app(io_loop, box):
                                  refund_delay=REFUND_DELAY), notify_timeout=1.0)
     application.add_handlers(r".*", [(r"/refund-notify", Receiver, {"box": box})])
     yield application
-    application.sim_notifier.shutdown()
+    stop_simulator(application, io_loop)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 from simulator import protocol
 from simulator.config import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
 
-__all__ = ["wait_output", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
+__all__ = ["wait_output", "stop_simulator", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
            "signed_xml", "order_fields", "post_xml", "call", "login", "pay_params",
            "new_order", "wait_for", "paid_order", "refund_fields", "NotifySink", "SUCCESS_REPLY"]
 
@@ -194,3 +194,11 @@ def tls_simulator(directory):
         proc.url = "https://127.0.0.1:%d" % proc.port
         proc.files = tls.prepare(directory)      # reuses what the process created
         yield proc
+
+
+def stop_simulator(application, io_loop):
+    """Stop an in-process simulator for good, and let the attempts it cancelled finish on the
+    test's loop (a task left cancelling when the loop closes is reported as destroyed)."""
+    import asyncio
+    application.shutdown()
+    io_loop.run_sync(lambda: asyncio.sleep(0.01))
