@@ -5,7 +5,8 @@ module.exports = {
   baseUrl: 'http://127.0.0.1:8000',
   // Developer mode: the bundled simulator plays the user's phone instead of
   // wx.requestPayment. Only for WeChat DevTools with `run_server.py --simulator`; remove it
-  // (or set '') for a real phone. A release build ignores it anyway.
+  // (or set '') for a real phone. Only a development build uses it (envVersion 'develop');
+  // trial and release builds ignore it.
   simulatorUrl: 'https://127.0.0.1:9000',
   // the Mini Program's appid (the demo appid of the simulator)
   appid: 'wxd930ea5d5a258f4f',

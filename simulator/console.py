@@ -137,7 +137,7 @@ class ConsoleStateHandler(SimHandler):
         value = self.get_query_argument(name, None)
         if value is None:
             return default
-        if not value.isdigit() or int(value) > 100000:
+        if not (value.isascii() and value.isdigit()) or int(value) > 100000:
             raise SimError(400, "BAD_FIELD", "%s must be an integer 0..100000" % name)
         return int(value)
 

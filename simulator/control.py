@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import math
+import urllib.parse
 
 import tornado.web
 
@@ -26,8 +27,15 @@ class SimError(tornado.web.HTTPError):
 class SimHandler(tornado.web.RequestHandler):
     """The /sim/ control plane: JSON in and out, 4xx JSON for bad input, never a traceback."""
 
+    allow_cross_origin = False   # /sim/login and /sim/pay: a Mini Program in DevTools calls them
+
     def initialize(self, state, notifier, settlement):
         self.state, self.notifier, self.settlement = state, notifier, settlement
+
+    def prepare(self):
+        # another web page the developer visits must not reset, fault or drive the simulator
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.allow_cross_origin:
+            check_same_origin(self)
 
     def json_body(self):
         if not self.request.body.strip():
@@ -88,6 +96,18 @@ class SimHandler(tornado.web.RequestHandler):
         if len(items) > 1:
             raise SimError(409, "AMBIGUOUS", "several merchants have %s %s: add ?mch_id=" % (kind, name))
         return items[0]
+
+
+def check_same_origin(handler):
+    """Refuse a browser's cross-site request (another web page POSTing to 127.0.0.1): its
+    Origin header names another host. Clients that send no Origin (curl, SDKs) pass."""
+    origin = handler.request.headers.get("Origin")
+    if origin is None:
+        return
+    host = urllib.parse.urlsplit(origin).netloc if origin != "null" else ""
+    if host.lower() != handler.request.host.lower():
+        raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
+                       "simulator (only its own console may)" % origin)
 
 
 def number(data, name, default=None, low=None, high=None):
@@ -225,9 +245,9 @@ class SimRequestsHandler(SimHandler):
         entries = list(self.state.requests)
         limit = self.get_query_argument("limit", None)
         if limit is not None:
-            if not limit.isdigit():
+            if not (limit.isascii() and limit.isdigit()):
                 raise SimError(400, "BAD_FIELD", "limit must be a non-negative integer")
-            entries = entries[len(entries) - int(limit):] if int(limit) else []
+            entries = entries[-int(limit):] if int(limit) else []
         self.reply({"requests": entries})
 
 

@@ -1,10 +1,9 @@
 """The phone: wx.login (POST /sim/login) and wx.requestPayment (POST /sim/pay) played, with
 paySign checked as WeChat's client checks it; and the console's phone (POST
 /sim/orders/<no>/phone), which needs no paySign."""
-import urllib.parse
 
 from simulator import protocol
-from simulator.control import SimError, SimHandler
+from simulator.control import SimError, SimHandler, check_same_origin
 from simulator.endpoint import verdict
 from simulator.models import beijing
 from simulator.rules import CODE_TTL, PREPAY_TTL
@@ -13,6 +12,7 @@ PAY_RESULTS = ("SUCCESS", "CANCEL", "FAIL", "USERPAYING")
 
 
 class SimLoginHandler(SimHandler):
+    allow_cross_origin = True   # wx.login played for a Mini Program in DevTools
     """POST /sim/login: plays wx.login."""
 
     def post(self):
@@ -35,6 +35,7 @@ class PaymentFail(Exception):
 
 
 class SimPayHandler(SimHandler):
+    allow_cross_origin = True   # wx.requestPayment played for a Mini Program in DevTools
     """POST /sim/pay: plays wx.requestPayment, checking paySign as WeChat's client does."""
     fields = ("timeStamp", "nonceStr", "package", "signType", "paySign")
 
@@ -183,7 +184,7 @@ class SimPhoneHandler(SimHandler):
     def post(self, out_trade_no):
         check_same_origin(self)
         data = self.json_body()
-        result = data.get("result") or "SUCCESS"
+        result = data.get("result", "SUCCESS")   # absent: the payer pays; anything else must be a result
         if result not in PAY_RESULTS:
             raise SimError(400, "BAD_FIELD", "result must be one of " + ", ".join(PAY_RESULTS))
         order = self.order_named(out_trade_no)
@@ -204,18 +205,6 @@ class SimPhoneHandler(SimHandler):
         self.reply({"out_trade_no": order.out_trade_no, "mch_id": order.mch_id,
                     "result": result, "errMsg": err_msg, "trade_state": order.trade_state,
                     "transaction_id": order.transaction_id, "order": order.to_json()})
-
-
-def check_same_origin(handler):
-    """Refuse a browser's cross-site request (another web page POSTing to 127.0.0.1): its
-    Origin header names another host. Clients that send no Origin (curl, SDKs) pass."""
-    origin = handler.request.headers.get("Origin")
-    if origin is None:
-        return
-    host = urllib.parse.urlsplit(origin).netloc if origin != "null" else ""
-    if host.lower() != handler.request.host.lower():
-        raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
-                       "simulator (only its own console may)" % origin)
 
 
 def js_type(value):

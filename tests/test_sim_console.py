@@ -474,3 +474,36 @@ def test_console_of_a_real_simulator_process():
         assert page.status_code == 200 and "Development tool" in page.text
         snap = requests.get(proc.url + "/sim/console/state", timeout=5).json()
         assert snap["orders"] == [] and snap["clock"]["time_scale"] == 0.001
+
+
+@pytest.mark.gen_test
+async def test_no_other_web_page_may_drive_the_control_plane(http_client, base, app):
+    """A page of another origin (a cross-site form or fetch) is refused on every state-changing
+    /sim/ call; the Mini Program's /sim/login and /sim/pay stay open (WeChat DevTools calls them)."""
+    evil = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    for path, body in (("/sim/reset", "{}"), ("/sim/faults", '{"path": "/pay/unifiedorder", "kind": "drop"}'),
+                       ("/sim/clock", '{"advance": 100}')):
+        r = await http_client.fetch(base + path, method="POST", body=body, headers=evil, raise_error=False)
+        assert r.code == 403 and json.loads(r.body)["error"]["code"] == "CROSS_ORIGIN", path
+    r = await http_client.fetch(base + "/sim/faults", method="DELETE", headers=evil, raise_error=False)
+    assert r.code == 403
+    assert app.sim_state.faults == [] and app.sim_state.clock.offset == 0
+    r = await http_client.fetch(base + "/sim/login", method="POST", headers=evil, raise_error=False,
+                                body=json.dumps({"appid": DEMO_APPID, "user": "devtools"}))
+    assert r.code == 200
+    same = {"Origin": base}
+    r = await http_client.fetch(base + "/sim/clock", method="POST", body='{"advance": 1}', headers=same,
+                                raise_error=False)
+    assert r.code == 200
+
+
+@pytest.mark.gen_test
+async def test_limits_take_ascii_digits_only(http_client, base, app):
+    for path in ("/sim/console/state?requests=%C2%B2", "/sim/requests?limit=%C2%B2"):
+        r = await http_client.fetch(base + path, raise_error=False)
+        assert r.code == 400, path
+    for _ in range(3):
+        await http_client.fetch(base + "/sim/config")
+        await http_client.fetch(base + "/pay/orderquery", method="POST", body=b"<xml></xml>", raise_error=False)
+    r = await http_client.fetch(base + "/sim/requests?limit=50")
+    assert len(json.loads(r.body)["requests"]) == 3           # every entry, not a negative slice

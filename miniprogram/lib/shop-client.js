@@ -81,13 +81,14 @@ function createClient(options) {
     return env.wx || (typeof wx === 'object' ? wx : null)
   }
 
-  /** Developer mode is on only with a simulatorUrl, and never in a release build. */
+  /** Developer mode is on only with a simulatorUrl, and only in a development build
+   * (envVersion 'develop': WeChat DevTools or a developer's preview; never trial or release,
+   * and off when that cannot be told). */
   function devMode() {
     if (!settings.simulatorUrl) return false
     const api = wxApi()
     const info = api.getAccountInfoSync ? api.getAccountInfoSync() : null
-    const version = info && info.miniProgram && info.miniProgram.envVersion
-    return version !== 'release'
+    return Boolean(info && info.miniProgram && info.miniProgram.envVersion === 'develop')
   }
 
   // -- transport -------------------------------------------------------------------------
@@ -261,13 +262,33 @@ function createClient(options) {
    * options.result: in developer mode, what the simulated user does (SUCCESS, CANCEL, FAIL).
    */
   async function pay(created, options = {}) {
+    if (!created.payment) return settled(created)   // a replay of an order paid or closed meanwhile
     const phone = devMode() ? await simulatedPayment(created.payment, options.result)
       : await requestPayment(created.payment)
-    if (phone.result === 'cancel') return outcome('cancelled', created)
-    if (phone.result === 'fail') {
-      return Object.assign(outcome('failed', created), { detail: phone.errMsg })
+    if (phone.result === 'ok') return confirm(created.out_trade_no)
+    // the phone said cancel or fail, yet the order may be paid (an earlier attempt went
+    // through, or the answer came late): the backend's word wins
+    const known = await latest(created)
+    if (PAID.includes(known.status)) return outcome('paid', known)
+    if (known.status === 'CLOSED') return outcome('failed', known, MESSAGES.closed)
+    const name = phone.result === 'cancel' ? 'cancelled' : 'failed'
+    return Object.assign(outcome(name, known), name === 'failed' ? { detail: phone.errMsg } : {})
+  }
+
+  /** The order as the backend knows it now (asking WeChat); as it was if that fails. */
+  async function latest(created) {
+    try {
+      return await order(created.out_trade_no, { refresh: true })
+    } catch (error) {
+      return created
     }
-    return confirm(created.out_trade_no)
+  }
+
+  /** The outcome of an order that has nothing left to pay. */
+  function settled(created) {
+    if (PAID.includes(created.status)) return outcome('paid', created)
+    if (created.status === 'CLOSED') return outcome('failed', created, MESSAGES.closed)
+    return outcome('failed', created)
   }
 
   /** Ask the backend (which asks WeChat) until the order is settled or the deadline passes. */

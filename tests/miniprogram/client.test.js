@@ -156,12 +156,14 @@ test('while confirming, network failures keep it asking; a 404 ends it', async (
 
 test('developer mode: the simulator plays the phone, with the result the developer picks', async () => {
   const sim = []
+  let paid = false
   const { shop, log } = fixture((m, p, data) => {
     if (p === '/sim/pay') {
       sim.push(data)
+      paid = paid || data.result === 'SUCCESS'
       return data.result === 'SUCCESS' ? ok({ errMsg: 'requestPayment:ok' }) : { status: 400, data: { errMsg: 'requestPayment:fail cancel' } }
     }
-    return loginThen(() => ok({ out_trade_no: 'T1', status: 'SUCCESS' }))(m, p, data, {})
+    return loginThen(() => ok({ out_trade_no: 'T1', status: paid ? 'SUCCESS' : 'NOTPAY' }))(m, p, data, {})
   }, { actionSheetIndex: 1 })
   shop.configure({ simulatorUrl: 'http://127.0.0.1:9000' })
   assert.equal(shop.devMode(), true)
@@ -173,13 +175,34 @@ test('developer mode: the simulator plays the phone, with the result the develop
   assert.equal(log.requests.find((r) => r.path === '/sim/pay').url, 'http://127.0.0.1:9000/sim/pay')
 })
 
-test('developer mode never applies without simulatorUrl or in a release build', async () => {
+test('developer mode applies only with simulatorUrl in a development build', async () => {
   const plain = fixture(payRoute(['SUCCESS']))
   assert.equal(plain.shop.devMode(), false)
+  for (const envVersion of ['trial', 'release', null]) {   // null: it cannot be told
+    const other = fixture(payRoute(['SUCCESS']), { envVersion })
+    other.shop.configure({ simulatorUrl: 'http://127.0.0.1:9000' })
+    assert.equal(other.shop.devMode(), false, String(envVersion))
+  }
   const release = fixture(payRoute(['SUCCESS']), { envVersion: 'release' })
   release.shop.configure({ simulatorUrl: 'http://127.0.0.1:9000' })
   assert.equal(release.shop.devMode(), false)
   await release.shop.pay({ out_trade_no: 'T1', payment: PAYMENT })
   assert.equal(release.log.payments.length, 1)
   assert.ok(!release.log.requests.some((r) => r.path === '/sim/pay'))
+})
+
+test('a phone failure or cancel on an order the backend knows is paid is "paid"', async () => {
+  const failed = await fixture(payRoute(['SUCCESS']), { payResult: '该订单已支付' }).shop.pay({ out_trade_no: 'T1', payment: PAYMENT })
+  assert.equal(failed.outcome, 'paid')
+  const cancelled = await fixture(payRoute(['SUCCESS']), { payResult: 'cancel' }).shop.pay({ out_trade_no: 'T1', payment: PAYMENT })
+  assert.equal(cancelled.outcome, 'paid')
+  const closed = await fixture(payRoute(['CLOSED']), { payResult: 'cancel' }).shop.pay({ out_trade_no: 'T1', payment: PAYMENT })
+  assert.deepEqual([closed.outcome, closed.message], ['failed', MESSAGES.closed])
+})
+
+test('an order with nothing to pay (a replay after it was paid or closed) is settled, not paid again', async () => {
+  const { shop, log } = fixture(payRoute(['SUCCESS']))
+  assert.equal((await shop.pay({ out_trade_no: 'T1', status: 'SUCCESS', payment: null })).outcome, 'paid')
+  assert.equal((await shop.pay({ out_trade_no: 'T1', status: 'CLOSED', payment: null })).message, MESSAGES.closed)
+  assert.equal(log.payments.length, 0)
 })

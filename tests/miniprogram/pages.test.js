@@ -126,6 +126,22 @@ describe('against a simulator and a backend (MD5)', () => {
     assert.equal(history.orders.length, 1)
   })
 
+  test('after a failed first attempt the quantity is frozen, so the retry is the same order', async () => {
+    const { wx, control } = newUser(running)
+    await shop.login()
+    await fetch(running.sim.url + '/sim/faults', {
+      method: 'POST', body: JSON.stringify({ path: '/pay/unifiedorder', kind: 'status', value: 500, count: 3 }),
+    })
+    const page = await buy(wx)
+    assert.equal(page.data.outcome, 'error')
+    await tap(page, '.more')
+    assert.equal(page.data.quantity, 1)             // the key already names quantity 1
+    await tap(page, '.buy')
+    await until(() => page.data.outcome === 'paid', 'paid on the retry')
+    const history = await backend(running, control, '/api/orders')
+    assert.deepEqual(history.orders.map((o) => o.quantity), [1])
+  })
+
   test('order detail: close an unpaid order; pay another from its page', async () => {
     const { wx, control } = newUser(running)
     control.payResult = 'CANCEL'

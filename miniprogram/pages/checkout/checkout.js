@@ -36,7 +36,10 @@ Component({
       if (this.data.busy || !this.data.product || this.data.outcome === 'paid') return
       this.setData({ busy: true, outcome: '', message: '' })
       try {
-        const result = await shop.pay(await this.payable())
+        const result = this.data.outcome === 'pending' || this.pending
+          ? await shop.confirm(this.order.out_trade_no)   // "Check again": ask, do not pay twice
+          : await shop.pay(await this.payable())
+        this.pending = result.outcome === 'pending'
         this.show(result.outcome, result.message, result.order)
       } catch (error) {
         this.show('error', error.message, this.order)
@@ -46,10 +49,13 @@ Component({
     },
     async payable() {
       if (!this.order) {
+        // from the first attempt on, this checkout's key names this quantity: it is frozen
+        // (a failed attempt may still have created the order at the backend)
+        this.setData({ ordered: true })
         this.order = await shop.createOrder({
           productId: this.data.product.id, quantity: this.data.quantity, key: this.key,
         })
-        this.setData({ ordered: true, outTradeNo: this.order.out_trade_no })
+        this.setData({ outTradeNo: this.order.out_trade_no })
         return this.order
       }
       // paying again (after a cancel or a failure): fresh parameters, the same order
@@ -57,7 +63,7 @@ Component({
       return this.order
     },
     show(outcome, message, order) {
-      const again = { cancelled: 'Pay again', failed: 'Try again', error: 'Try again' }
+      const again = { cancelled: 'Pay again', failed: 'Try again', error: 'Try again', pending: 'Check again' }
       this.setData({
         outcome, message, outTradeNo: order ? order.out_trade_no : '',
         buttonText: again[outcome] || 'Pay',
