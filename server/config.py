@@ -28,8 +28,10 @@ ENV = {
     "WECHAT_CA_FILE": ("ca_file", ""),
     "WECHAT_REFUND_NOTIFY_URL": ("refund_notify_url", ""),
     "ADMIN_TOKEN": ("admin_token", ""),
+    "WECHAT_PROXY": ("proxy_url", ""),
+    "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "64"),
 }
-_SECRETS = {"app_secret", "api_key", "admin_token"}
+_SECRETS = {"app_secret", "api_key", "admin_token", "proxy_url"}   # a proxy URL may hold a password
 
 
 PAY_NOTIFY_PATH = "/wechat/pay/notify"
@@ -64,6 +66,8 @@ class Config:
     ca_file: str = ""     # extra CA to trust (the simulator's, with --tls)
     refund_notify_url: str = ""
     admin_token: str = dataclasses.field(default="", repr=False)
+    proxy_url: str = dataclasses.field(default="", repr=False)   # "": HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+    connections_per_host: int = 64
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -86,6 +90,7 @@ class Config:
         values = dict(raw)
         values["timeout"] = float(raw["timeout"])
         values["session_ttl"] = int(raw["session_ttl"])
+        values["connections_per_host"] = int(raw.get("connections_per_host", 64))
         if not values.get("refund_notify_url") and values["notify_url"].endswith(PAY_NOTIFY_PATH):
             values["refund_notify_url"] = values["notify_url"][:-len(PAY_NOTIFY_PATH)] + REFUND_NOTIFY_PATH
         return cls(**values)
@@ -114,6 +119,9 @@ def _problems(raw):
         ("refund_notify_url", _notify_url_ok, "WECHAT_REFUND_NOTIFY_URL must be an http(s) URL without a query string"),
         ("admin_token", lambda v: len(v) >= 16 and v.isascii() and v.isprintable(),
          "ADMIN_TOKEN must be at least 16 printable ASCII characters"),
+        ("proxy_url", _proxy_ok, "WECHAT_PROXY must be http://[user:password@]host:port"),
+        ("connections_per_host", lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 10000,
+         "WECHAT_CONNECTIONS_PER_HOST must be a whole number from 1 to 10000"),
     ]
     problems = [_spaces_problem(field) if _padded(raw[field]) else msg for field, ok, msg in checks
                 if raw.get(field) not in (None, "") and (_padded(raw[field]) or not ok(str(raw[field])))]
@@ -170,6 +178,15 @@ def _url_ok(value):
         return False
     return (parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
             and not any(c.isspace() for c in value))
+
+
+def _proxy_ok(value):
+    try:
+        parts = urlsplit(value)
+        parts.port
+    except ValueError:
+        return False
+    return parts.scheme == "http" and bool(parts.hostname) and not parts.path.strip("/") and not parts.query
 
 
 def _notify_url_ok(value):

@@ -11,60 +11,126 @@ ConnectionRefusedError, ConnectionResetError) when the connection fails, and Bad
 when the answer is not HTTP/1.x we can read.
 """
 import asyncio
+import base64
 import collections
 import ssl
-from urllib.parse import urlsplit
+import time
+import urllib.request
+from urllib.parse import unquote, urlsplit
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_INTERIM = 10            # 1xx answers skipped before the final one
+MAX_TRAILER_BYTES = 16 * 1024
 
 
 class BadResponse(ValueError):
     """The peer answered something that is not a readable HTTP/1.x response."""
 
 
+class ProxyError(OSError):
+    """The proxy refused or failed the tunnel (its status, never its credentials)."""
+
+
 class _Stale(Exception):
     """A pooled connection the peer had closed before answering anything on it."""
 
 
+class Proxy:
+    """Where WeChat calls go through: an explicit proxy URL (http://[user:pass@]host:port), or
+    the environment's HTTPS_PROXY / HTTP_PROXY, minus the hosts NO_PROXY names."""
+
+    def __init__(self, url=None, environ=None):
+        self.explicit = _proxy_address(url) if url else None
+        self._env = urllib.request.getproxies_environment() if environ is None else _env_proxies(environ)
+        self._no_proxy = self._env.get("no", "")
+
+    def for_target(self, scheme, host):
+        """(host, port, Proxy-Authorization value or None) of the proxy for a target, or None."""
+        if self._no_proxy and urllib.request.proxy_bypass_environment(host, {"no": self._no_proxy}):
+            return None
+        if self.explicit:
+            return self.explicit
+        url = self._env.get(scheme)
+        return _proxy_address(url) if url else None
+
+
+def _env_proxies(environ):
+    found = {}
+    for name, value in environ.items():
+        if value and name.lower().endswith("_proxy"):
+            found[name.lower()[:-6]] = value
+    return found
+
+
+def _proxy_address(url):
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("a proxy URL is http://[user:password@]host:port")
+    auth = None
+    if parts.username is not None:
+        credentials = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+        auth = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    return parts.hostname, parts.port or 80, auth
+
+
 class Pool:
-    def __init__(self, connect_timeout, max_idle_per_host=1024):
+    """Keep-alive connections per (host, port, TLS context, proxy): at most `max_per_host`
+    open at once (callers wait their turn within their deadline), idle ones dropped after
+    `idle_timeout` seconds."""
+
+    def __init__(self, connect_timeout, max_per_host=64, idle_timeout=30.0, proxy=None, clock=time.monotonic):
         self.connect_timeout = connect_timeout
-        self.max_idle_per_host = max_idle_per_host
-        self._idle = collections.defaultdict(list)
+        self.max_per_host = max_per_host
+        self.idle_timeout = idle_timeout
+        self.proxy = proxy or Proxy()
+        self.clock = clock
+        self._idle = collections.defaultdict(list)    # key -> [(reader, writer, idle since)]
+        self._slots = {}                               # key -> Semaphore(max_per_host)
         self.connections_opened = 0
 
     def close(self):
         for connections in self._idle.values():
-            for _, writer in connections:
+            for _, writer, _ in connections:
                 writer.close()
         self._idle.clear()
 
     async def fetch(self, method, url, body, headers, timeout, ssl_context=None):
-        """(status, body bytes) of one request, all of it within `timeout` seconds."""
+        """(status, body bytes) of one request, all of it (waiting for a free connection
+        included) within `timeout` seconds."""
         return await asyncio.wait_for(self._fetch(method, url, body, headers, ssl_context), timeout)
 
     async def _fetch(self, method, url, body, headers, ssl_context):
         parts = urlsplit(url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
-        key = (parts.hostname, port, ssl_context if secure else None)
+        via = self.proxy.for_target(parts.scheme, parts.hostname)
+        key = (parts.hostname, port, ssl_context if secure else None, via)
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        request = _request_bytes(method, target, parts.netloc, body, headers)
-        connection = self._take(key)
-        try:
-            return await self._send(key, connection, request, reused=connection is not None)
-        except _Stale:
-            # the peer closed this idle connection, so it has likely closed its siblings too:
-            # drop them all and send once more, on a new connection (never more than once)
-            self._drop_idle(key)
-            return await self._send(key, None, request, reused=False)
+        extra = dict(headers or {})
+        if via and not secure:   # a plain-HTTP proxy gets the absolute URL and our credentials
+            target = "http://%s%s" % (parts.netloc, target)
+            if via[2]:
+                extra["Proxy-Authorization"] = via[2]
+        request = _request_bytes(method, target, parts.netloc, body, extra)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.max_per_host)
+        async with slots:
+            connection = self._take(key)
+            try:
+                return await self._send(key, connection, request, method, reused=connection is not None)
+            except _Stale:
+                # the peer closed this idle connection, so it has likely closed its siblings too:
+                # drop them all and send once more, on a new connection (never more than once)
+                self._drop_idle(key)
+                return await self._send(key, None, request, method, reused=False)
 
-    async def _send(self, key, connection, request, reused):
+    async def _send(self, key, connection, request, method, reused):
         if connection is None:
-            connection = await self._connect(key[0], key[1], key[2])
+            connection = await self._connect(*key)
         try:
-            status, keep_alive, answer = await _exchange(*connection, request, reused)
+            status, keep_alive, answer = await _exchange(*connection, request, method, reused)
         except BaseException:
             connection[1].close()
             raise
@@ -72,29 +138,59 @@ class Pool:
         return status, answer
 
     def _drop_idle(self, key):
-        for _, writer in self._idle.pop(key, []):
+        for _, writer, _ in self._idle.pop(key, []):
             writer.close()
 
     def _take(self, key):
-        idle = self._idle[key]
+        idle, now = self._idle[key], self.clock()
         while idle:
-            reader, writer = idle.pop()
-            if not reader.at_eof() and not writer.is_closing():
+            reader, writer, since = idle.pop()
+            if now - since <= self.idle_timeout and not reader.at_eof() and not writer.is_closing():
                 return reader, writer
             writer.close()
         return None
 
-    async def _connect(self, host, port, ssl_context):
-        connection = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES), self.connect_timeout)
+    async def _connect(self, host, port, ssl_context, via):
+        connection = await asyncio.wait_for(self._open(host, port, ssl_context, via), self.connect_timeout)
         self.connections_opened += 1
         return connection
 
+    async def _open(self, host, port, ssl_context, via):
+        if via is None:
+            return await asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES)
+        reader, writer = await asyncio.open_connection(via[0], via[1], limit=MAX_HEADER_BYTES)
+        if ssl_context is None:
+            return reader, writer
+        try:
+            await _tunnel(reader, writer, host, port, via[2])
+            await writer.start_tls(ssl_context, server_hostname=host)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
     def _release(self, key, connection, keep_alive):
-        if keep_alive and len(self._idle[key]) < self.max_idle_per_host:
-            self._idle[key].append(connection)
+        if keep_alive and len(self._idle[key]) < self.max_per_host:
+            self._idle[key].append((connection[0], connection[1], self.clock()))
         else:
             connection[1].close()
+
+
+async def _tunnel(reader, writer, host, port, auth):
+    """HTTP CONNECT host:port through the proxy on (reader, writer)."""
+    lines = ["CONNECT %s:%d HTTP/1.1" % (host, port), "Host: %s:%d" % (host, port)]
+    if auth:
+        lines.append("Proxy-Authorization: " + auth)
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        raise ProxyError("the proxy closed the connection instead of a tunnel") from None
+    except asyncio.LimitOverrunError:
+        raise BadResponse("proxy answer head too large") from None
+    _, status, _ = _parse_head(head)
+    if status != 200:
+        raise ProxyError("the proxy answered %d to CONNECT" % status)
 
 
 def client_ssl_context(ca_file=None, cert_file=None, key_file=None):
@@ -114,37 +210,64 @@ def _request_bytes(method, target, host, body, headers):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-async def _exchange(reader, writer, request, reused):
+async def _exchange(reader, writer, request, method, reused):
     """Send request, read the response. Returns (status, keep_alive, body)."""
     writer.write(request)
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if reused and not exc.partial:
-            raise _Stale() from None
-        raise ConnectionResetError("connection closed before the answer") from None
-    except asyncio.LimitOverrunError:
-        raise BadResponse("response head too large") from None
-    version, status, headers = _parse_head(head)
-    body = await _read_body(reader, headers)
-    framed = "transfer-encoding" in headers or "content-length" in headers  # else it ran to the close
-    keep_alive = framed and version == "HTTP/1.1" and headers.get("connection", "") != "close"
+    for interim in range(MAX_INTERIM + 1):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if reused and not exc.partial and interim == 0:
+                raise _Stale() from None
+            raise ConnectionResetError("connection closed before the answer") from None
+        except asyncio.LimitOverrunError:
+            raise BadResponse("response head too large") from None
+        version, status, headers = _parse_head(head)
+        if not 100 <= status < 200:
+            break
+        if status == 101:
+            raise BadResponse("101 Switching Protocols to a plain request")
+    else:
+        raise BadResponse("more than %d interim (1xx) answers" % MAX_INTERIM)
+    bodiless = method == "HEAD" or status in (204, 304)
+    body = b"" if bodiless else await _read_body(reader, headers)
+    framed = bodiless or "transfer-encoding" in headers or "content-length" in headers  # else: to the close
+    keep_alive = framed and version == "HTTP/1.1" and "close" not in headers.get("connection", ())
     return status, keep_alive, body
 
 
 def _parse_head(head):
-    """(version, status, {lowercase name: lowercase value}) for the few headers we use."""
+    """(version, status, headers) with the framing headers checked: Content-Length (one
+    value, however often repeated), Transfer-Encoding (chunked, and never beside a
+    Content-Length) and the Connection tokens (a set)."""
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
+    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()) or rest[3:4] not in ("", " "):
         raise BadResponse("not an HTTP/1.x status line")
-    headers = {}
+    lengths, codings, tokens = set(), [], set()
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        name = name.strip().lower()
-        if sep and name in ("content-length", "transfer-encoding", "connection"):
-            headers[name] = value.strip().lower()
+        name, value = name.strip().lower(), value.strip().lower()
+        if not sep:
+            continue
+        if name == "content-length":
+            lengths.update(v.strip() for v in value.split(","))
+        elif name == "transfer-encoding":
+            codings += [v.strip() for v in value.split(",") if v.strip()]
+        elif name == "connection":
+            tokens.update(v.strip() for v in value.split(",") if v.strip())
+    headers = {"connection": tokens}
+    if len(lengths) > 1:
+        raise BadResponse("conflicting Content-Length values")
+    if codings and lengths:
+        raise BadResponse("both Transfer-Encoding and Content-Length")
+    if codings:
+        if codings != ["chunked"]:
+            raise BadResponse("unsupported Transfer-Encoding %r" % ",".join(codings)[:40])
+        headers["transfer-encoding"] = "chunked"
+    if lengths:
+        headers["content-length"] = lengths.pop()
     return version, int(code), headers
 
 
@@ -173,14 +296,29 @@ async def _read_chunked(reader):
     parts, total = [], 0
     while True:
         line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadResponse("bad chunk size") from None
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+            raise BadResponse("bad chunk size")
+        size = int(size_text, 16)
         total += size
         if total > MAX_BODY_BYTES:
             raise BadResponse("body too large")
         if size == 0:
-            await reader.readuntil(b"\r\n")  # no trailers expected
+            await _skip_trailers(reader)
             return b"".join(parts)
-        parts.append((await reader.readexactly(size + 2))[:-2])
+        chunk = await reader.readexactly(size + 2)
+        if chunk[-2:] != b"\r\n":
+            raise BadResponse("chunk not followed by CRLF")
+        parts.append(chunk[:-2])
+
+
+async def _skip_trailers(reader):
+    """The trailer fields after the last chunk, up to the empty line that ends the answer."""
+    seen = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        if line == b"\r\n":
+            return
+        seen += len(line)
+        if seen > MAX_TRAILER_BYTES:
+            raise BadResponse("trailers too large")

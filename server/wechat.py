@@ -46,6 +46,10 @@ class WeChatRefused(WeChatError):
 
 
 _RETRY_PAY = "SYSTEMERROR"
+# Answers that may come without appid/mch_id: a real, correctly signed closeorder answer was
+# captured without them (the docs list them, but closing needs nothing from them). Every
+# other pay answer names both, and one that does not is not trusted.
+_MAY_OMIT_IDS = {"closeorder"}
 _HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-tornado"}
 _RETRY_LOGIN = -1
 
@@ -55,7 +59,8 @@ class WeChatClient:
         self.config = config
         self.attempts = attempts
         self.backoff = backoff
-        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0))
+        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=config.connections_per_host,
+                                  proxy=upstream.Proxy(config.proxy_url or None))
         self.tls = upstream.client_ssl_context(config.ca_file)
         self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
                               if config.cert_file else self.tls)
@@ -154,8 +159,11 @@ class WeChatClient:
                 name, answer.get("return_code", "")[:16], answer.get("return_msg", "")[:128]))
         if not wxpay.verify(answer, self.config.api_key, sign_type):
             raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
-        if answer.get("appid") != self.config.appid or answer.get("mch_id") != self.config.mch_id:
-            raise UpstreamError("%s answer is for another appid/mch_id" % name)
+        for field, ours in (("appid", self.config.appid), ("mch_id", self.config.mch_id)):
+            if field in answer and answer[field] != ours:
+                raise UpstreamError("%s answer is for another appid/mch_id" % name)
+            if field not in answer and name not in _MAY_OMIT_IDS:
+                raise UpstreamError("%s answer lacks %s" % (name, field))
         if answer.get("result_code") != "SUCCESS":
             err = WeChatRefused(answer.get("err_code", "FAIL"), answer.get("err_code_des", ""))
             if err.wechat_code == _RETRY_PAY:
