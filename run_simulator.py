@@ -39,6 +39,8 @@ positive_float = number_type(float, lambda v: 0 < v < float("inf"), "not a numbe
                              "must be a positive number: %r")
 non_negative_float = number_type(float, lambda v: 0 <= v < 1e9, "not a number: %r",
                                  "must be a number of seconds >= 0: %r")
+probability = number_type(float, lambda v: 0 <= v <= 1, "not a number: %r",
+                          "a probability is 0..1, not %r")
 port_number = number_type(int, lambda v: 0 <= v <= 65535, "not a port number: %r", "a port is 0..65535, not %d")
 
 
@@ -70,6 +72,12 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=None,
                    help="seed the random draws of fault rules with a probability below 1, so "
                    "that a run fires the same faults again (default: unseeded)")
+    p.add_argument("--notify-sign-type-probability", type=probability, default=0.0,
+                   metavar="P", help="the chance (0..1) that an ordinary payment notification "
+                   "carries a sign_type field (the order's MD5 or HMAC-SHA256, signed with the "
+                   "rest), as real WeChat's sometimes do; drawn from the --seed random "
+                   "(default 0: never; POST /sim/orders/<no>/notify {\"mode\": "
+                   "\"with_sign_type\"} sends one on demand)")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
                    "merchant's client certificate issued by that CA, like WeChat")
@@ -113,7 +121,8 @@ def prepare_tls(args, config):
 
 
 def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
-           merchant_certs=None, accept_unknown_codes=False, seed=None):
+           merchant_certs=None, accept_unknown_codes=False, seed=None,
+           notify_sign_type_probability=0.0):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
@@ -129,6 +138,9 @@ def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
     if seed is not None:
         lines.append("  faults    random draws seeded with %d: the same requests fire the same "
                      "faults" % seed)
+    if notify_sign_type_probability:
+        lines.append("  notify    %g of payment notifications carry a signed sign_type field"
+                     % notify_sign_type_probability)
     lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
                  "chooses)" % (refund_delay * time_scale))
     lines.extend(tls_lines(tls_files, merchant_certs or {}))
@@ -185,7 +197,8 @@ def listen(app, host, port, ssl_options=None):
 
 async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None):
     state = State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
-                  accept_unknown_codes=args.accept_unknown_codes, seed=args.seed)
+                  accept_unknown_codes=args.accept_unknown_codes, seed=args.seed,
+                  notify_sign_type_probability=args.notify_sign_type_probability)
     app = make_app(state, notify_timeout=args.notify_timeout)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
@@ -198,7 +211,7 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
                  args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
-                 args.seed), flush=True)
+                 args.seed, args.notify_sign_type_probability), flush=True)
     await wait_for_signal()
     server.stop()
     app.shutdown()

@@ -10,6 +10,9 @@ import time
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 REFUND_STATUSES = ("PROCESSING", "SUCCESS", "REFUNDCLOSE", "CHANGE")
 REFUND_OUTCOMES = ("SUCCESS", "REFUNDCLOSE", "CHANGE")
+# coupon_type_$n: CASH (a prepaid coupon: the merchant is settled the whole total_fee) or
+# NO_CASH (a merchant's own coupon: settlement_total_fee = total_fee - its amount).
+COUPON_TYPES = ("CASH", "NO_CASH")
 DEVELOPER_USER = "developer"   # whose openid unknown codes map to in developer mode
 
 
@@ -68,6 +71,11 @@ def new_transaction_id(now):
     return "4200" + random_digits(6) + beijing(now, "%Y%m%d") + random_digits(10)
 
 
+def new_coupon_id():
+    """10 digits, the shape of the coupon ids seen in real notifications."""
+    return "2" + random_digits(9)
+
+
 def new_refund_id(now):
     """29 digits like WeChat's: 50300 + 5 digits + yyyyMMdd + 11 digits."""
     return "50300" + random_digits(5) + beijing(now, "%Y%m%d") + random_digits(11)
@@ -102,10 +110,33 @@ class Order:
     refunds: list = dataclasses.field(default_factory=list)
     notify_delivered: bool = False
     refund_outcome: str = ""    # how the next refund ends (control plane); "" = SUCCESS
+    device_info: str = ""       # as sent to unifiedorder; echoed in notify and orderquery
+    coupon_fee: int = 0         # paid with a coupon (/sim/pay coupon_fee); 0 = none
+    coupon_type: str = ""       # CASH or NO_CASH when coupon_fee
+    coupon_id: str = ""
 
     @property
     def total_fee(self):
         return int(self.fields["total_fee"])
+
+    @property
+    def cash_fee(self):
+        """What the payer paid in cash: total_fee less the coupon."""
+        return self.total_fee - self.coupon_fee
+
+    @property
+    def settlement_total_fee(self):
+        """total_fee less a NO_CASH coupon (a CASH coupon is settled in full)."""
+        return self.total_fee - (self.coupon_fee if self.coupon_type == "NO_CASH" else 0)
+
+    def coupon_fields(self):
+        """WeChat's coupon fields of a notification or an orderquery answer ({} without one)."""
+        if not self.coupon_fee:
+            return {}
+        return {"coupon_fee": str(self.coupon_fee), "coupon_count": "1",
+                "coupon_type_0": self.coupon_type, "coupon_id_0": self.coupon_id,
+                "coupon_fee_0": str(self.coupon_fee),
+                "settlement_total_fee": str(self.settlement_total_fee)}
 
     @property
     def notify_url(self):
@@ -130,6 +161,8 @@ class Order:
         data.update({k: self.fields.get(k) for k in ("body", "attach", "trade_type",
                                                      "openid", "notify_url")})
         data["total_fee"] = self.total_fee
+        data["cash_fee"] = self.cash_fee
+        data["settlement_total_fee"] = self.settlement_total_fee
         data["refunded_fee"] = self.refunded_fee
         data["refunds"] = [r.to_json() for r in self.refunds]
         return data

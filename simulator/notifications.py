@@ -6,21 +6,26 @@ from simulator import protocol
 from simulator.models import beijing, random_digits
 
 # Modes of POST /sim/orders/<no>/notify and of POST /sim/refunds/<out_refund_no>/notify.
-MODES = ("normal", "duplicate", "bad_sign", "wrong_amount")
+# with_sign_type: a genuine notification that carries sign_type (signed with the rest), as
+# real WeChat's sometimes do; ordinary deliveries do too with --notify-sign-type-probability.
+MODES = ("normal", "duplicate", "bad_sign", "wrong_amount", "with_sign_type")
 FORGED = ("bad_sign", "wrong_amount")
 REFUND_MODES = ("normal", "duplicate", "bad_key", "wrong_amount")
 REFUND_FORGED = ("bad_key", "wrong_amount")
 
 
-def payment_fields(order, merchant, mode="normal"):
+def payment_fields(order, merchant, mode="normal", sign_type_field=False):
     """The notification of a paid order, signed with the order's sign type.
 
-    Like real WeChat it carries no sign_type field, so a receiver that assumes MD5
-    fails on HMAC-SHA256 orders.
+    Like real WeChat it usually carries no sign_type field, so a receiver that assumes MD5
+    fails on HMAC-SHA256 orders; with sign_type_field (mode with_sign_type, or the configured
+    probability) it carries sign_type = the order's sign type, signed with the rest, so a
+    receiver that drops it before verifying fails. device_info is echoed when unifiedorder
+    had one; a coupon payment adds WeChat's coupon fields and a cash_fee below total_fee.
     """
     paid = _payment_facts(order)
     fields = {
-        "appid": order.appid, "bank_type": paid["bank_type"], "cash_fee": str(order.total_fee),
+        "appid": order.appid, "bank_type": paid["bank_type"], "cash_fee": str(order.cash_fee),
         "fee_type": order.fields.get("fee_type") or "CNY", "is_subscribe": "N",
         "mch_id": order.mch_id, "nonce_str": protocol.nonce(), "openid": order.openid,
         "out_trade_no": order.out_trade_no, "result_code": "SUCCESS", "return_code": "SUCCESS",
@@ -29,9 +34,17 @@ def payment_fields(order, merchant, mode="normal"):
     }
     if order.fields.get("attach"):
         fields["attach"] = order.fields["attach"]
+    if order.device_info:
+        fields["device_info"] = order.device_info
+    fields.update(order.coupon_fields())
+    if sign_type_field or mode == "with_sign_type":
+        fields["sign_type"] = order.sign_type
     if mode == "wrong_amount":
         # A forgery after a key leak: correctly signed, but not the order's amount.
-        fields["total_fee"] = fields["cash_fee"] = str(order.total_fee + 1)
+        fields["total_fee"] = str(order.total_fee + 1)
+        fields["cash_fee"] = str(order.cash_fee + 1)
+        if "settlement_total_fee" in fields:
+            fields["settlement_total_fee"] = str(order.settlement_total_fee + 1)
     key = merchant.key(order.sandbox)
     fields["sign"] = protocol.sign(fields, key, order.sign_type)
     if mode == "bad_sign":  # signed, but not with the merchant's key

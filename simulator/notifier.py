@@ -25,8 +25,12 @@ class _Payment:
         self.key = ("payment", order.mch_id, order.out_trade_no)
         self.mch_id, self.url = order.mch_id, order.notify_url
 
-    def body(self, merchant, mode):
-        return protocol.to_xml(notifications.payment_fields(self.subject, merchant, mode))
+    def body(self, merchant, mode, state):
+        """(bytes, what the attempt's record adds): whether it carries sign_type is mode
+        with_sign_type, or else a draw of state's --notify-sign-type-probability."""
+        with_type = mode == "with_sign_type" or state.draw_notify_sign_type()
+        fields = notifications.payment_fields(self.subject, merchant, mode, with_type)
+        return protocol.to_xml(fields), {"sign_type_field": with_type}
 
     def record(self):
         return {"out_trade_no": self.subject.out_trade_no, "mch_id": self.mch_id}
@@ -48,8 +52,8 @@ class _Refund(_Payment):
         self.key = ("refund",) + refund.key
         self.mch_id, self.url = refund.mch_id, refund.notify_url
 
-    def body(self, merchant, mode):
-        return protocol.to_xml(notifications.refund_fields(self.subject, merchant, mode))
+    def body(self, merchant, mode, state):
+        return protocol.to_xml(notifications.refund_fields(self.subject, merchant, mode)), {}
 
     def record(self):
         refund = self.subject
@@ -146,8 +150,9 @@ class Notifier:
 
     async def _send(self, target, mode, attempt):
         merchant = self.state.config.merchants[target.mch_id]
-        body = target.body(merchant, mode)
+        body, facts = target.body(merchant, mode, self.state)
         record = target.record()
+        record.update(facts)
         record.update({"url": target.url, "time": self.state.clock.now(), "attempt": attempt,
                        "mode": mode, "forged": mode in target.forged})
         record.update(target.extra())

@@ -223,16 +223,20 @@ class OrderQueryHandler(PayHandler):
 
 
 def query_fields(order):
-    out = {"out_trade_no": order.out_trade_no, "trade_state": order.trade_state,
+    """orderquery's answer. Like real WeChat's it always carries device_info and attach, empty
+    when the order has none: present in the XML, left out of the signature (protocol.md 3), so
+    a client that signs empty values fails here. A coupon payment adds the coupon fields."""
+    out = {"device_info": order.device_info, "out_trade_no": order.out_trade_no,
+           "trade_state": order.trade_state,
            "trade_state_desc": TRADE_STATE_DESC[order.trade_state],
            "trade_type": order.fields["trade_type"], "total_fee": str(order.total_fee),
-           "fee_type": order.fields.get("fee_type") or "CNY"}
-    if order.fields.get("attach"):
-        out["attach"] = order.fields["attach"]
+           "fee_type": order.fields.get("fee_type") or "CNY",
+           "attach": order.fields.get("attach", "")}
     if order.transaction_id:
         out.update(openid=order.openid, is_subscribe="N", bank_type=order.bank_type,
-                   cash_fee=str(order.total_fee), transaction_id=order.transaction_id,
-                   time_end=order.time_end)
+                   cash_fee=str(order.cash_fee), cash_fee_type="CNY",
+                   transaction_id=order.transaction_id, time_end=order.time_end)
+        out.update(order.coupon_fields())
     return out
 
 
@@ -245,7 +249,8 @@ class CloseOrderHandler(PayHandler):
         if order is None or order.appid != msg["appid"]:
             raise PayError("ORDERNOTEXIST")
         self.state.close_order(order)
-        return {"result_msg": "OK"}
+        # Real answers carry result_msg and sub_mch_id empty: in the XML, not signed.
+        return {"sub_mch_id": "", "result_msg": ""}
 
 
 def common_name(cert):
@@ -296,7 +301,7 @@ class RefundQueryHandler(PayHandler):
         offset = msg.get("offset", "")
         page = refund_page(refunds, offset)
         out = {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
-               "total_fee": str(order.total_fee), "cash_fee": str(order.total_fee),
+               "total_fee": str(order.total_fee), "cash_fee": str(order.cash_fee),
                "fee_type": order.fields.get("fee_type") or "CNY",
                "refund_count": str(len(page)), "total_refund_count": str(len(order.refunds))}
         if offset:

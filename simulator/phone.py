@@ -6,14 +6,14 @@ from simulator import protocol
 from simulator.control import SimError, SimHandler, check_same_origin
 from simulator.endpoint import verdict
 from simulator.models import beijing
-from simulator.rules import CODE_TTL, PREPAY_TTL
+from simulator.rules import CODE_TTL, PREPAY_TTL, check_coupon
 
 PAY_RESULTS = ("SUCCESS", "CANCEL", "FAIL", "USERPAYING")
 
 
 class SimLoginHandler(SimHandler):
-    allow_cross_origin = True   # wx.login played for a Mini Program in DevTools
     """POST /sim/login: plays wx.login."""
+    allow_cross_origin = True   # wx.login played for a Mini Program in DevTools
 
     def post(self):
         data = self.json_body()
@@ -35,8 +35,13 @@ class PaymentFail(Exception):
 
 
 class SimPayHandler(SimHandler):
+    """POST /sim/pay: plays wx.requestPayment, checking paySign as WeChat's client does.
+
+    Besides wx.requestPayment's fields, optional "result" (SUCCESS, CANCEL, FAIL, USERPAYING),
+    "coupon_fee" (integer fen, 1 .. total_fee-1: part of a SUCCESS payment made with a coupon)
+    and "coupon_type" (CASH, the default, or NO_CASH); a bad coupon is answered 400.
+    """
     allow_cross_origin = True   # wx.requestPayment played for a Mini Program in DevTools
-    """POST /sim/pay: plays wx.requestPayment, checking paySign as WeChat's client does."""
     fields = ("timeStamp", "nonceStr", "package", "signType", "paySign")
 
     def post(self):
@@ -46,7 +51,11 @@ class SimPayHandler(SimHandler):
             "api": "wx.requestPayment", "signature": None, "error": None}, wechat=False)
         try:
             order = self.checked_order(data)
-            self.reply(self.pay(order, data.get("result") or "SUCCESS"))
+            try:
+                coupon = check_coupon(order, data)
+            except ValueError as exc:
+                raise PaymentFail(400, "requestPayment:fail " + str(exc)) from None
+            self.reply(self.pay(order, data.get("result") or "SUCCESS", coupon))
         except PaymentFail as exc:
             self.entry["error"] = exc.err_msg
             self.reply({"errMsg": exc.err_msg}, exc.status)
@@ -119,8 +128,8 @@ class SimPayHandler(SimHandler):
             explanation["hints"].remove(protocol.NO_MATCH_HINT)
         return explanation
 
-    def pay(self, order, result):
-        ok, err_msg = play(self.state, self.notifier, order, result)
+    def pay(self, order, result, coupon=(0, "")):
+        ok, err_msg = play(self.state, self.notifier, order, result, coupon)
         if not ok:
             raise PaymentFail(400, err_msg)
         if result == "USERPAYING":
@@ -129,10 +138,11 @@ class SimPayHandler(SimHandler):
                 "out_trade_no": order.out_trade_no}
 
 
-def play(state, notifier, order, result):
+def play(state, notifier, order, result, coupon=(0, "")):
     """The payer's choice on the phone, for a payable order: (succeeded, errMsg).
 
-    SUCCESS marks it paid and starts notification delivery; FAIL makes it PAYERROR; CANCEL
+    SUCCESS marks it paid (partly with coupon = (coupon_fee, coupon_type) when coupon_fee,
+    checked by rules.check_coupon) and starts notification delivery; FAIL makes it PAYERROR; CANCEL
     changes nothing at WeChat; USERPAYING leaves it waiting for the password. The result is
     remembered (State.record_phone_result) for the console.
     """
@@ -146,7 +156,8 @@ def play(state, notifier, order, result):
         state.payment_pending(order)
         err_msg = "requestPayment:pending"
     else:
-        state.mark_paid(order)
+        coupon_fee, coupon_type = coupon
+        state.mark_paid(order, coupon_fee, coupon_type or "CASH")
         notifier.start(order)
     state.record_phone_result(order, result, err_msg)
     return ok, err_msg
@@ -171,8 +182,9 @@ def unpayable(state, order):
 
 
 class SimPhoneHandler(SimHandler):
-    """POST /sim/orders/<out_trade_no>/phone {"result"}: the developer plays the payer's phone
-    from the console (no paySign: the developer pressed the button, not a Mini Program).
+    """POST /sim/orders/<out_trade_no>/phone {"result", "coupon_fee"?, "coupon_type"?}: the
+    developer plays the payer's phone from the console (no paySign: the developer pressed the
+    button, not a Mini Program). coupon_fee and coupon_type as for /sim/pay (400 when bad).
 
     result: SUCCESS (paid, notification delivery starts, exactly as /sim/pay), CANCEL
     (nothing changes at WeChat), FAIL (PAYERROR) or USERPAYING. 200 {"out_trade_no",
@@ -188,6 +200,10 @@ class SimPhoneHandler(SimHandler):
         if result not in PAY_RESULTS:
             raise SimError(400, "BAD_FIELD", "result must be one of " + ", ".join(PAY_RESULTS))
         order = self.order_named(out_trade_no)
+        try:
+            coupon = check_coupon(order, data)
+        except ValueError as exc:
+            raise SimError(400, "BAD_FIELD", str(exc)) from None
         entry = self.state.log_request({
             "time": self.state.clock.now(), "method": "POST", "path": self.request.path,
             "api": "wx.requestPayment (console)", "signature": None, "error": None,
@@ -198,7 +214,7 @@ class SimPhoneHandler(SimHandler):
             entry["detail"] = problem[1]
             entry["verdict"] = verdict(entry)
             raise SimError(409, *problem)
-        ok, err_msg = play(self.state, self.notifier, order, result)
+        ok, err_msg = play(self.state, self.notifier, order, result, coupon)
         if not ok:
             entry["error"] = err_msg
         entry["verdict"] = verdict(entry)

@@ -25,6 +25,13 @@ BLOCK_BITS = 128
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DIGITS = re.compile(r"^[0-9]+$")
+# The integer fields WeChat writes bare (amounts in fen and counts); every other value, digits
+# or not (nonce_str, transaction_id, time_end, ...), goes in CDATA, as in captured traffic.
+BARE_FIELDS = re.compile(
+    r"^(total_fee|cash_fee|coupon_fee(_[0-9]+)?|settlement_total_fee|coupon_count"
+    r"|refund_fee(_[0-9]+)?|settlement_refund_fee(_[0-9]+)?|cash_refund_fee(_[0-9]+)?"
+    r"|coupon_refund_fee(_[0-9]+)?|coupon_refund_count(_[0-9]+)?|refund_count"
+    r"|total_refund_count)$")
 NO_MATCH_HINT = ("no common mistake matched: check that the key is the merchant platform's "
                  "32-character API key (not the AppSecret) and that you signed exactly the "
                  "fields you sent, with their raw values")
@@ -135,17 +142,19 @@ def _flat_fields(root):
 
 
 def to_xml(fields):
-    """{name: value} -> UTF-8 bytes; digits bare, other text in CDATA, as WeChat writes it."""
+    """{name: value} -> UTF-8 bytes as WeChat writes it: the integer amount and count fields
+    (BARE_FIELDS) bare, every other value in CDATA, digits or not, empty ones included
+    (`<attach><![CDATA[]]></attach>`)."""
     parts = ["<xml>"]
     for name, value in fields.items():
         value = "" if value is None else str(value)
-        parts.append("<%s>%s</%s>" % (name, _xml_value(value), name))
+        parts.append("<%s>%s</%s>" % (name, _xml_value(name, value), name))
     parts.append("</xml>")
     return "".join(parts).encode("utf-8")
 
 
-def _xml_value(value):
-    if _DIGITS.match(value):
+def _xml_value(name, value):
+    if BARE_FIELDS.match(name) and _DIGITS.match(value):
         return value
     return "<![CDATA[%s]]>" % value.replace("]]>", "]]]]><![CDATA[>")
 

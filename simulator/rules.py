@@ -4,6 +4,8 @@ that carry WeChat's own codes, answered in one place by the endpoints)."""
 import re
 import urllib.parse
 
+from simulator.models import COUPON_TYPES
+
 CODE_TTL = 300          # a wx.login code lives 5 minutes
 PREPAY_TTL = 7200       # a prepay_id lives 2 hours
 ACCESS_TOKEN_TTL = 7200  # /cgi-bin/token's expires_in
@@ -153,6 +155,28 @@ def check_repeat(order, fields):
     check_open(order)
     if fields != order.fields:
         raise PayError("INVALID_REQUEST", DES["OUT_TRADE_NO_REPEAT"])
+
+
+def check_coupon(order, data):
+    """The optional coupon of a payment played on the phone (/sim/pay, the console):
+    (coupon_fee, coupon_type), (0, "") without one; ValueError with the reason otherwise.
+
+    coupon_fee: integer fen, 1 .. total_fee-1 (the payer pays the rest, cash_fee, in cash);
+    coupon_type: CASH (default; settlement_total_fee = total_fee) or NO_CASH
+    (settlement_total_fee = total_fee - coupon_fee).
+    """
+    fee, kind = data.get("coupon_fee"), data.get("coupon_type")
+    if fee is None:
+        if kind is not None:
+            raise ValueError("coupon_type needs coupon_fee")
+        return 0, ""
+    if isinstance(fee, bool) or not isinstance(fee, int) or not 1 <= fee < order.total_fee:
+        raise ValueError("coupon_fee must be an integer number of fen from 1 to total_fee - 1 "
+                         "(%d)" % (order.total_fee - 1))
+    kind = "CASH" if kind is None else kind
+    if kind not in COUPON_TYPES:
+        raise ValueError("coupon_type must be one of " + ", ".join(COUPON_TYPES))
+    return fee, kind
 
 
 # --- refunds -----------------------------------------------------------------------------

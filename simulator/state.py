@@ -20,15 +20,24 @@ REQUEST_LOG_SIZE = 1000
 NOTIFICATION_LOG_SIZE = 5000
 
 
+def check_probability(value):
+    value = float(value)
+    if not 0 <= value <= 1:
+        raise ValueError("a probability is between 0 and 1, not %r" % (value,))
+    return value
+
+
 class State:
     """Everything the simulator remembers; reset() forgets it all.
 
     seed: the seed of the fault rules' random draws (None: unseeded). reset() seeds again,
     so the same seed fires the same faults for the same requests after every reset.
+    notify_sign_type_probability: the chance (0..1, default 0) that an ordinary payment
+    notification carries a signed sign_type field, drawn from the same seeded random.
     """
 
     def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY,
-                 accept_unknown_codes=False, seed=None):
+                 accept_unknown_codes=False, seed=None, notify_sign_type_probability=0.0):
         self.config = config
         # developer mode (WeChat DevTools): a login code this simulator never issued (one
         # Tencent or DevTools made) is taken once, as the app's developer user
@@ -37,6 +46,9 @@ class State:
         self.refund_delay = check_refund_delay(refund_delay)
         self.seed = seed
         self.random = random.Random(seed)
+        # how often an ordinary payment notification carries a (signed) sign_type field, as
+        # real WeChat's sometimes do; drawn from self.random, so --seed repeats it too
+        self.notify_sign_type_probability = check_probability(notify_sign_type_probability)
         # connections accepted and WeChat calls served: what a client's connection reuse looks like
         self.stats = collections.Counter()
         # numbers request-log entries and notification attempts (the console's row keys); not
@@ -144,7 +156,8 @@ class State:
                 self._new_prepay(order)
             return order
         order = Order(merchant.mch_id, msg["out_trade_no"], msg["appid"], sandbox,
-                      fields["sign_type"], fields, self.clock.now())
+                      fields["sign_type"], fields, self.clock.now(),
+                      device_info=msg.get("device_info", ""))
         self.orders[(order.mch_id, order.out_trade_no)] = order
         self._new_prepay(order)
         return order
@@ -172,8 +185,12 @@ class State:
         rules.check_open(order)
         order.trade_state = "CLOSED"
 
-    def mark_paid(self, order):
+    def mark_paid(self, order, coupon_fee=0, coupon_type="CASH"):
+        """Paid, in cash or partly with a coupon (rules.check_coupon has checked it)."""
         now = self.clock.now()
+        if coupon_fee:
+            order.coupon_fee, order.coupon_type = coupon_fee, coupon_type
+            order.coupon_id = models.new_coupon_id()
         order.trade_state = "SUCCESS"
         order.transaction_id = models.new_transaction_id(now)
         order.time_end = beijing(now)
@@ -197,6 +214,11 @@ class State:
     def set_refund_outcome(self, order, status):
         """How the order's next refund ends (SUCCESS, REFUNDCLOSE or CHANGE)."""
         order.refund_outcome = "" if check_outcome(status) == "SUCCESS" else status
+
+    def draw_notify_sign_type(self):
+        """Whether the next ordinary payment notification carries sign_type (one draw)."""
+        p = self.notify_sign_type_probability
+        return p > 0 and self.random.random() < p
 
     def mark_notified(self, record):
         """An Order's or a Refund's notification was answered SUCCESS."""

@@ -41,7 +41,7 @@ def buy(backend, sim_url, ca=None):
 def test_https_to_wechat_through_an_authenticated_connect_tunnel(proxy, tmp_path):
     sim_port, port = free_port(), free_port()
     tls_dir = tmp_path / "tls"
-    with Proc("run_simulator.py", ["--port", str(sim_port), "--tls", "--tls-dir", str(tls_dir)], port=sim_port) as sim:
+    with Proc("run_simulator.py", ["--port", str(sim_port), "--tls", "--tls-dir", str(tls_dir)], port=sim_port):
         sim_url = "https://127.0.0.1:%d" % sim_port
         env = dict(backend_env(sim_url, port, "MD5"), WECHAT_PROXY=through(proxy), WECHAT_CA_FILE=str(tls_dir / "ca.pem"),
                    DATABASE_URL="sqlite:///%s" % (tmp_path / "p.db"), SWEEP_INTERVAL="0", LOG_LEVEL="DEBUG")
