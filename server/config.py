@@ -29,7 +29,7 @@ ENV = {
     "WECHAT_REFUND_NOTIFY_URL": ("refund_notify_url", ""),
     "ADMIN_TOKEN": ("admin_token", ""),
     "WECHAT_PROXY": ("proxy_url", ""),
-    "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "64"),
+    "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "0"),
 }
 _SECRETS = {"app_secret", "api_key", "admin_token", "proxy_url"}   # a proxy URL may hold a password
 
@@ -67,7 +67,7 @@ class Config:
     refund_notify_url: str = ""
     admin_token: str = dataclasses.field(default="", repr=False)
     proxy_url: str = dataclasses.field(default="", repr=False)   # "": HTTPS_PROXY / HTTP_PROXY / NO_PROXY
-    connections_per_host: int = 64
+    connections_per_host: int = 0      # 0: httpserver.default_connections_per_host()
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -90,7 +90,7 @@ class Config:
         values = dict(raw)
         values["timeout"] = float(raw["timeout"])
         values["session_ttl"] = int(raw["session_ttl"])
-        values["connections_per_host"] = int(raw.get("connections_per_host", 64))
+        values["connections_per_host"] = int(raw.get("connections_per_host", 0))
         if not values.get("refund_notify_url") and values["notify_url"].endswith(PAY_NOTIFY_PATH):
             values["refund_notify_url"] = values["notify_url"][:-len(PAY_NOTIFY_PATH)] + REFUND_NOTIFY_PATH
         return cls(**values)
@@ -120,8 +120,8 @@ def _problems(raw):
         ("admin_token", lambda v: len(v) >= 16 and v.isascii() and v.isprintable(),
          "ADMIN_TOKEN must be at least 16 printable ASCII characters"),
         ("proxy_url", _proxy_ok, "WECHAT_PROXY must be http://[user:password@]host:port"),
-        ("connections_per_host", lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 10000,
-         "WECHAT_CONNECTIONS_PER_HOST must be a whole number from 1 to 10000"),
+        ("connections_per_host", lambda v: v.isascii() and v.isdigit() and 0 <= int(v) <= 10000,
+         "WECHAT_CONNECTIONS_PER_HOST must be 0 (derived from the descriptor limit) or a whole number up to 10000"),
     ]
     problems = [_spaces_problem(field) if _padded(raw[field]) else msg for field, ok, msg in checks
                 if raw.get(field) not in (None, "") and (_padded(raw[field]) or not ok(str(raw[field])))]

@@ -76,6 +76,15 @@ def default_max_connections(limit=None):
     return max(16, min(10000, (limit - FIXED_DESCRIPTORS) // 2))
 
 
+def default_connections_per_host(limit=None):
+    """Connections to one WeChat host at most: the upstream half of the descriptors left after
+    FIXED_DESCRIPTORS (see default_max_connections), shared by the two WeChat hosts."""
+    limit = descriptor_limit() if limit is None else limit
+    if limit is None:
+        return 1024
+    return max(8, min(10000, (limit - FIXED_DESCRIPTORS) // 4))
+
+
 def json_response(status, reason, code, message):
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"

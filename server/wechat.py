@@ -19,7 +19,7 @@ import json
 import logging
 import urllib.parse
 
-from server import upstream, wxpay
+from server import httpserver, upstream, wxpay
 
 log = logging.getLogger("server.wechat")
 
@@ -59,7 +59,8 @@ class WeChatClient:
         self.config = config
         self.attempts = attempts
         self.backoff = backoff
-        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=config.connections_per_host,
+        per_host = config.connections_per_host or httpserver.default_connections_per_host()
+        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=per_host,
                                   proxy=upstream.Proxy(config.proxy_url or None))
         self.tls = upstream.client_ssl_context(config.ca_file)
         self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)

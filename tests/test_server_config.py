@@ -160,3 +160,15 @@ def test_busy_port_named_by_its_flag():
         assert code == 2 and "Traceback" not in err
         assert err.strip().splitlines()[-1] == (
             "run_server.py: --port %d: cannot listen on 127.0.0.1: address already in use" % port)
+
+
+def test_default_connections_per_wechat_host_share_the_upstream_half():
+    from server.httpserver import default_connections_per_host
+    assert default_connections_per_host(256) == 48       # (256 - 64) / 4: two hosts, half of the rest
+    assert default_connections_per_host(1024) == 240
+    assert default_connections_per_host(20000) == 4984
+    assert default_connections_per_host(64) == 8
+    assert Config.from_env(GOOD).connections_per_host == 0
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(dict(GOOD, WECHAT_CONNECTIONS_PER_HOST="lots"))
+    assert "WECHAT_CONNECTIONS_PER_HOST" in str(info.value)
