@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 # the quick profile made smaller still: every phase runs, with a few dozen requests each
 SMALLER = [arg for kv in ("minimal=500", "minimal_s=1", "token=200", "token_s=1", "onecall=100", "notify=100",
-                          "simpay=50", "burst=50", "wechatpy=32", "memory=500", "memory_chunk=250", "warmup=50")
+                          "simpay=30", "burst=20", "wechatpy=16", "memory=300", "memory_chunk=150", "warmup=30")
            for arg in ("--set", kv)]
 ROW_IDS = ["token_cpu_ratio", "onecall_cpu_ratio", "notify_cpu_ratio", "sim_cpu_ratio",
            "burst_wall", "new_conns_per_1000", "memory_rss", "wechatpy_speedup"]
