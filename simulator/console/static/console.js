@@ -4,7 +4,11 @@
 (function () {
   'use strict';
 
-  var POLL_MS = 1000;
+  // how often the page asks for the state: ?poll=<ms> (100 to 10000), else once a second
+  var POLL_MS = (function () {
+    var asked = Number(new URLSearchParams(window.location.search).get('poll'));
+    return asked >= 100 && asked <= 10000 ? asked : 1000;
+  })();
   var STATE_URL = '/sim/console/state';
   var ORDER_ACTIONS = { pay: 'SUCCESS', cancel: 'CANCEL', fail: 'FAIL' };
   var RESEND_MODES = ['normal', 'duplicate', 'bad_sign', 'wrong_amount'];
