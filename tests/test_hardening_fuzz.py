@@ -15,7 +15,7 @@ from tests.support import DEMO
 from tests.support.processes import Proc, free_port
 
 pytestmark = pytest.mark.e2e
-FUZZ = settings(max_examples=300, deadline=None, database=None,
+FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
