@@ -5,7 +5,7 @@ import re
 import ssl
 from urllib.parse import urlsplit
 
-from server import httpserver, wxpay
+from server import httpserver, upstream, wxpay
 
 
 # env var -> (field, default); None default means required.
@@ -76,7 +76,7 @@ class Config:
         raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
         missing = ["%s is required" % var for var, (field, default) in ENV.items()
                    if default is None and raw[field] in (None, "")]
-        problems = missing + _problems(raw)
+        problems = missing + _problems(raw) + _environment_proxy_problems(environ, raw)
         if problems:
             raise ConfigError(problems)
         return cls.from_values(raw)
@@ -178,6 +178,19 @@ def _url_ok(value):
         return False
     return (parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
             and not any(c.isspace() for c in value))
+
+
+def _environment_proxy_problems(environ, raw):
+    """HTTPS_PROXY / HTTP_PROXY are used when WECHAT_PROXY is not set: checked now, named
+    without their value (it may hold a password)."""
+    if raw.get("proxy_url"):
+        return []
+    try:
+        upstream.Proxy(environ=environ)
+    except ValueError:
+        return ["HTTPS_PROXY / HTTP_PROXY (from the environment, for WeChat calls) must be "
+                "http://[user:password@]host:port"]
+    return []
 
 
 def _proxy_ok(value):

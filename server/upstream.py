@@ -42,36 +42,49 @@ class Proxy:
 
     def __init__(self, url=None, environ=None):
         self.explicit = _proxy_address(url) if url else None
-        self._env = urllib.request.getproxies_environment() if environ is None else _env_proxies(environ)
-        self._no_proxy = self._env.get("no", "")
+        env = urllib.request.getproxies_environment() if environ is None else _env_proxies(environ)
+        self._no_proxy = env.get("no", "")
+        # parsed once, here: a malformed HTTPS_PROXY stops start-up instead of failing each call
+        self._by_scheme = {scheme: _proxy_address(env[scheme]) for scheme in ("http", "https") if env.get(scheme)}
 
-    def for_target(self, scheme, host):
+    def for_target(self, scheme, host, port=None):
         """(host, port, Proxy-Authorization value or None) of the proxy for a target, or None."""
-        if self._no_proxy and urllib.request.proxy_bypass_environment(host, {"no": self._no_proxy}):
+        target = "%s:%d" % (host, port) if port else host   # NO_PROXY may name host or host:port
+        if self._no_proxy and urllib.request.proxy_bypass_environment(target, {"no": self._no_proxy}):
             return None
-        if self.explicit:
-            return self.explicit
-        url = self._env.get(scheme)
-        return _proxy_address(url) if url else None
+        return self.explicit or self._by_scheme.get(scheme)
 
 
 def _env_proxies(environ):
+    """As urllib.request.getproxies_environment: lowercase names win, an empty one unsets."""
     found = {}
     for name, value in environ.items():
-        if value and name.lower().endswith("_proxy"):
+        if name.lower().endswith("_proxy") and value and name != name.lower():
             found[name.lower()[:-6]] = value
+    for name, value in environ.items():
+        if name.endswith("_proxy") and name == name.lower():
+            if value:
+                found[name[:-6]] = value
+            else:
+                found.pop(name[:-6], None)
     return found
 
 
 def _proxy_address(url):
-    parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.scheme != "http" or not parts.hostname:
+    """(host, port, Basic credentials or None); ValueError that never repeats the URL (it may
+    hold a password)."""
+    try:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme != "http" or not parts.hostname:
         raise ValueError("a proxy URL is http://[user:password@]host:port")
     auth = None
     if parts.username is not None:
         credentials = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
         auth = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-    return parts.hostname, parts.port or 80, auth
+    return parts.hostname, port or 80, auth
 
 
 class Pool:
@@ -98,13 +111,16 @@ class Pool:
     async def fetch(self, method, url, body, headers, timeout, ssl_context=None):
         """(status, body bytes) of one request, all of it (waiting for a free connection
         included) within `timeout` seconds."""
-        return await asyncio.wait_for(self._fetch(method, url, body, headers, ssl_context), timeout)
+        # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives
+        # just as the inner step (a connect) completes, and the request then has no deadline
+        async with asyncio.timeout(timeout):
+            return await self._fetch(method, url, body, headers, ssl_context)
 
     async def _fetch(self, method, url, body, headers, ssl_context):
         parts = urlsplit(url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
-        via = self.proxy.for_target(parts.scheme, parts.hostname)
+        via = self.proxy.for_target(parts.scheme, parts.hostname, port)
         key = (parts.hostname, port, ssl_context if secure else None, via)
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         extra = dict(headers or {})
@@ -113,9 +129,10 @@ class Pool:
             if via[2]:
                 extra["Proxy-Authorization"] = via[2]
         request = _request_bytes(method, target, parts.netloc, body, extra)
-        slots = self._slots.get(key)
+        host_key = (parts.hostname, port, via)   # one cap per host, whatever the TLS context
+        slots = self._slots.get(host_key)
         if slots is None:
-            slots = self._slots[key] = asyncio.Semaphore(self.max_per_host)
+            slots = self._slots[host_key] = asyncio.Semaphore(self.max_per_host)
         async with slots:
             connection = self._take(key)
             try:
@@ -143,15 +160,18 @@ class Pool:
 
     def _take(self, key):
         idle, now = self._idle[key], self.clock()
+        while idle and now - idle[0][2] > self.idle_timeout:   # oldest first: retire the expired
+            idle.pop(0)[1].close()
         while idle:
             reader, writer, since = idle.pop()
-            if now - since <= self.idle_timeout and not reader.at_eof() and not writer.is_closing():
+            if not reader.at_eof() and not writer.is_closing():
                 return reader, writer
             writer.close()
         return None
 
     async def _connect(self, host, port, ssl_context, via):
-        connection = await asyncio.wait_for(self._open(host, port, ssl_context, via), self.connect_timeout)
+        async with asyncio.timeout(self.connect_timeout):
+            connection = await self._open(host, port, ssl_context, via)
         self.connections_opened += 1
         return connection
 
@@ -233,6 +253,8 @@ async def _exchange(reader, writer, request, method, reused):
     body = b"" if bodiless else await _read_body(reader, headers)
     framed = bodiless or "transfer-encoding" in headers or "content-length" in headers  # else: to the close
     keep_alive = framed and version == "HTTP/1.1" and "close" not in headers.get("connection", ())
+    if status in (204, 304) and (headers.get("transfer-encoding") or headers.get("content-length", "0") != "0"):
+        keep_alive = False   # a body where none may be: what follows on this connection is unknown
     return status, keep_alive, body
 
 

@@ -302,3 +302,131 @@ async def test_pay_answers_name_our_appid_and_mch_id_when_they_name_any(call, fi
     finally:
         client.close()
         await server.close()
+
+
+# -- review findings -----------------------------------------------------------------------
+@GEN
+async def test_a_cancel_arriving_as_the_connect_completes_still_ends_the_request():
+    """3.11's wait_for dropped such a cancel: the request then ran on without a deadline and
+    kept its per-host slot forever."""
+    writers, stop = [], asyncio.Event()
+
+    async def silent(reader, writer):
+        writers.append(writer)
+        try:
+            await stop.wait()          # never answers while the test runs
+        finally:
+            writer.close()
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = "http://127.0.0.1:%d/" % server.sockets[0].getsockname()[1]
+    pool = upstream.Pool(connect_timeout=5, max_per_host=1, proxy=upstream.Proxy(environ={}))
+    gate = asyncio.get_running_loop().create_future()
+    real_open = pool._open
+
+    async def gated_open(*args):
+        connection = await real_open(*args)
+        try:
+            await gate
+        except BaseException:
+            connection[1].close()
+            raise
+        return connection
+    pool._open = gated_open
+    request = asyncio.ensure_future(pool.fetch("GET", url, None, {}, 10))
+    await asyncio.sleep(0.2)
+    gate.set_result(None)
+    request.cancel()                       # in the same loop turn as the connect completing
+    done, _ = await asyncio.wait([request], timeout=2)
+    assert done, "the cancelled request did not end"
+    pool._open = real_open
+    with pytest.raises(asyncio.TimeoutError):      # the slot is free again: this one waits on
+        await pool.fetch("GET", url, None, {}, 0.3)  # the silent server, not on the slot
+    pool.close()
+    server.close()
+    stop.set()
+    await asyncio.sleep(0.05)
+
+
+@GEN
+async def test_a_204_carrying_a_body_is_not_pooled():
+    server = await RawServer([b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", OK]).start()
+    pool = upstream.Pool(connect_timeout=2)
+    assert await fetch(pool, server) == (204, b"")
+    assert await fetch(pool, server) == (200, b"ok")   # on a new connection, not after "hello"
+    assert server.connections == 2
+    await done(pool, server)
+
+
+@GEN
+async def test_every_expired_idle_connection_is_retired_not_just_the_newest():
+    now = [0.0]
+    hold = asyncio.Event()
+    server = await RawServer([OK], hold=hold).start()
+    pool = upstream.Pool(connect_timeout=2, idle_timeout=30, clock=lambda: now[0])
+    calls = [asyncio.ensure_future(fetch(pool, server)) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    hold.set()
+    for call in calls:
+        await call
+    assert server.connections == 5
+    for t in (20, 40, 60):                 # one call every 20 s reuses the newest connection
+        now[0] = t
+        await fetch(pool, server)
+    key = next(iter(pool._idle))
+    assert len(pool._idle[key]) == 1       # the four left idle since t=0 were closed
+    await done(pool, server)
+
+
+def test_environment_proxies_are_checked_once_and_never_echoed():
+    with pytest.raises(ValueError) as info:
+        upstream.Proxy(environ={"HTTPS_PROXY": "http://user:s3cr/et@proxy.corp:3128"})
+    assert "s3cr" not in str(info.value)
+    with pytest.raises(ValueError):
+        upstream.Proxy(environ={"HTTPS_PROXY": "https://proxy.corp:3128"})
+    both = upstream.Proxy(environ={"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2"})
+    assert both.for_target("https", "api.mch.weixin.qq.com")[:2] == ("lower", 2)   # lowercase wins
+    unset = upstream.Proxy(environ={"HTTPS_PROXY": "http://upper:1", "https_proxy": ""})
+    assert unset.for_target("https", "api.mch.weixin.qq.com") is None
+    by_port = upstream.Proxy(environ={"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:9000"})
+    assert by_port.for_target("http", "127.0.0.1", 9000) is None
+    assert by_port.for_target("http", "127.0.0.1", 9001) is not None
+
+
+def test_a_malformed_environment_proxy_stops_start_up_without_its_value():
+    from server.config import Config, ConfigError
+    from tests.support import DEMO
+    env = {"WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"], "WECHAT_MCH_ID": DEMO["mch_id"],
+           "WECHAT_API_KEY": DEMO["api_key"], "WECHAT_NOTIFY_URL": "https://shop.example/wechat/pay/notify",
+           "HTTPS_PROXY": "http://user:s3cr/et@proxy.corp:3128"}
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    assert "HTTPS_PROXY" in str(info.value) and "s3cr" not in str(info.value)
+    assert Config.from_env(dict(env, WECHAT_PROXY="http://ok:3128"))   # an explicit proxy wins
+
+
+@pytest.mark.parametrize("wire", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+])
+def test_split_at_every_byte_the_parser_stops_exactly_at_the_end(wire):
+    for cut in range(len(wire) + 1):
+        status, body, rest = _parse_pieces([wire[:cut], wire[cut:] + b"NEXT"])
+        assert status in (200, 204) and body == (b"" if status == 204 else b"hello"), cut
+        assert rest == b"NEXT", cut          # nothing of the next answer was eaten
+
+
+def _parse_pieces(pieces):
+    async def parse():
+        reader = asyncio.StreamReader(limit=upstream.MAX_HEADER_BYTES)
+        for piece in pieces:
+            reader.feed_data(piece)
+        reader.feed_eof()
+        status, _, body = await upstream._exchange(reader, _NullWriter(), b"", "POST", reused=False)
+        return status, body, await reader.read()
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(parse())
+    finally:
+        loop.close()
