@@ -16,24 +16,13 @@ from simulator.app import make_app, make_server
 from simulator.config import SimConfig
 from simulator.rules import PREPAY_TTL
 from simulator.state import State
-from tests.support.sim import (stop_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, SUCCESS_REPLY,
+from tests.support.sim import (Receiver, stop_simulator, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
                                call, new_order, order_fields, pay_params, post_xml, signed_xml,
                                simulator_process, wait_for)
 
 TIME_SCALE = 0.001
 SANDBOX_KEY = SimConfig.demo().merchants[DEMO_MCH_ID].sandbox_key
 SECRETS = (DEMO_API_KEY, DEMO_SECRET, SANDBOX_KEY)
-
-
-class Receiver(tornado.web.RequestHandler):
-    """The merchant's notify_url, in the test: records bodies, answers SUCCESS."""
-
-    def initialize(self, received):
-        self.received = received
-
-    def post(self):
-        self.received.append(self.request.body)
-        self.finish(SUCCESS_REPLY)
 
 
 @pytest.fixture

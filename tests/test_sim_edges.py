@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-import tornado.web
 import xmltodict
 from tornado.httpclient import HTTPRequest
 
@@ -15,21 +14,10 @@ from simulator import protocol
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
-from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, SUCCESS_REPLY, call,
+from tests.support.sim import (Receiver, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, call,
                                ext_sign, new_order, pay_params, stop_simulator, wait_for)
 
 NOTE_WAIT = 5.0
-
-
-class Receiver(tornado.web.RequestHandler):
-    """The merchant's notify_url: records the raw bodies, answers SUCCESS."""
-
-    def initialize(self, received):
-        self.received = received
-
-    def post(self):
-        self.received.append(self.request.body)
-        self.finish(SUCCESS_REPLY)
 
 
 @pytest.fixture

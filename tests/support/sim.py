@@ -6,13 +6,14 @@ import json
 import threading
 import time
 
+import tornado.web
 from tornado.httpclient import HTTPRequest
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 
 from simulator import protocol
 from simulator.config import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
 
-__all__ = ["wait_output", "stop_simulator", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
+__all__ = ["wait_output", "stop_simulator", "Receiver", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",
            "signed_xml", "order_fields", "post_xml", "call", "login", "pay_params",
            "new_order", "wait_for", "paid_order", "refund_fields", "NotifySink", "SUCCESS_REPLY"]
 
@@ -202,3 +203,14 @@ def stop_simulator(application, io_loop):
     import asyncio
     application.shutdown()
     io_loop.run_sync(lambda: asyncio.sleep(0.01))
+
+
+class Receiver(tornado.web.RequestHandler):
+    """The merchant's notify_url in an in-process test: records the raw bodies, answers SUCCESS."""
+
+    def initialize(self, received):
+        self.received = received
+
+    def post(self):
+        self.received.append(self.request.body)
+        self.finish(SUCCESS_REPLY)
