@@ -15,7 +15,7 @@ from server import config as server_config
 from server.app import App
 from server.catalog import CatalogError
 from server.httpserver import GuardedHTTPServer, descriptor_limit
-from server.store import StoreError
+from server.store import StoreError, describe_url
 
 log = logging.getLogger("run_server")
 LISTEN_BACKLOG = 1024  # flash sales open many connections at once
@@ -165,7 +165,7 @@ async def serve(args, options, config, tls_files=None):
     limits = options.limits
     print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
         "[%s]" % args.host if ":" in args.host else args.host, args.port,
-        config.notify_url, config.sign_type, config.database_url), flush=True)
+        config.notify_url, config.sign_type, describe_url(config.database_url)), flush=True)
     print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
           "taken within %gs, at most %d connections (descriptor limit %s)" % (
               limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,

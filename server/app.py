@@ -28,7 +28,8 @@ class App:
         if catalog is None:
             catalog = Catalog.from_file(config.catalog_file) if config.catalog_file else Catalog.demo()
         self.clock = clock
-        self.store = store or open_store(config.database_url, clock=clock)
+        self.store = store or open_store(config.database_url, clock=clock, pool_size=config.database_pool_size,
+                                         timeout=config.database_timeout)
         self.wechat = wechat or WeChatClient(config)
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval

@@ -6,6 +6,7 @@ import ssl
 from urllib.parse import urlsplit
 
 from server import httpserver, upstream, wxpay
+from server.store import describe_url
 
 
 # env var -> (field, default); None default means required.
@@ -30,6 +31,8 @@ ENV = {
     "ADMIN_TOKEN": ("admin_token", ""),
     "WECHAT_PROXY": ("proxy_url", ""),
     "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "0"),
+    "DATABASE_POOL_SIZE": ("database_pool_size", "10"),
+    "DATABASE_TIMEOUT": ("database_timeout", "5"),
 }
 _SECRETS = {"app_secret", "api_key", "admin_token", "proxy_url"}   # a proxy URL may hold a password
 
@@ -68,6 +71,8 @@ class Config:
     admin_token: str = dataclasses.field(default="", repr=False)
     proxy_url: str = dataclasses.field(default="", repr=False)   # "": HTTPS_PROXY / HTTP_PROXY / NO_PROXY
     connections_per_host: int = 0      # 0: httpserver.default_connections_per_host()
+    database_pool_size: int = 10       # PostgreSQL: connections per process
+    database_timeout: float = 5.0      # PostgreSQL: seconds for a statement, a lock, a pool wait
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -91,13 +96,17 @@ class Config:
         values["timeout"] = float(raw["timeout"])
         values["session_ttl"] = int(raw["session_ttl"])
         values["connections_per_host"] = int(raw.get("connections_per_host", 0))
+        values["database_pool_size"] = int(raw.get("database_pool_size", 10))
+        values["database_timeout"] = float(raw.get("database_timeout", 5))
         if not values.get("refund_notify_url") and values["notify_url"].endswith(PAY_NOTIFY_PATH):
             values["refund_notify_url"] = values["notify_url"][:-len(PAY_NOTIFY_PATH)] + REFUND_NOTIFY_PATH
         return cls(**values)
 
     def describe(self):
         """A loggable view: secrets masked."""
-        return {k: ("***" if k in _SECRETS else v) for k, v in dataclasses.asdict(self).items()}
+        view = {k: ("***" if k in _SECRETS else v) for k, v in dataclasses.asdict(self).items()}
+        view["database_url"] = describe_url(self.database_url)
+        return view
 
 
 def _problems(raw):
@@ -111,7 +120,11 @@ def _problems(raw):
         ("login_base_url", _url_ok, "WECHAT_LOGIN_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("timeout", _positive_number, "WECHAT_TIMEOUT must be a number of seconds from 0.1 to 3600"),
-        ("database_url", lambda v: v.startswith("sqlite:///") and len(v) > len("sqlite:///"), "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:)"),
+        ("database_url", _database_url_ok,
+         "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user[:password]@host[:port]/database"),
+        ("database_pool_size", lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 1000,
+         "DATABASE_POOL_SIZE must be a whole number of connections from 1 to 1000"),
+        ("database_timeout", _positive_number, "DATABASE_TIMEOUT must be a number of seconds from 0.1 to 3600"),
         ("session_ttl", lambda v: str(v).isascii() and str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
         ("cert_file", _readable, "WECHAT_CERT_FILE must be a readable PEM file"),
         ("key_file", _readable, "WECHAT_KEY_FILE must be a readable PEM file"),
@@ -134,6 +147,19 @@ def _problems(raw):
 
 _KEY = re.compile(r"[0-9A-Za-z]{32}")
 _VARIABLE = {field: var for var, (field, default) in ENV.items()}
+
+
+def _database_url_ok(value):
+    if value.startswith("sqlite:///"):
+        return len(value) > len("sqlite:///")
+    if not value.startswith(("postgresql://", "postgres://")):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port   # noqa: B018  (raises on a bad port)
+    except ValueError:
+        return False
+    return bool(parts.path.strip("/")) and not parts.fragment and " " not in value
 
 
 def _padded(value):

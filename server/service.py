@@ -463,7 +463,7 @@ class Service:
     async def sweep(self, limit=SWEEP_BATCH):
         """Ask WeChat about unpaid orders and open refunds whose notification has not come
         (protocol.md section 6). Returns how many were checked; failures are logged."""
-        orders, refunds = await self.store.due_for_check(self.clock(), RECONCILE_AFTER, SWEEP_MAX_AGE, limit)
+        orders, refunds = await self.store.claim_due(self.clock(), RECONCILE_AFTER, SWEEP_MAX_AGE, limit)
         for record, reconcile in [(o, self.reconcile) for o in orders] + [(r, self.reconcile_refund) for r in refunds]:
             try:
                 await reconcile(record)

@@ -1,30 +1,46 @@
-"""Unit tests for server/store.py: atomic transitions, idempotency keys, durability."""
+"""The Store contract (server/store/__init__.py), one suite run against both engines:
+SQLite and PostgreSQL. Engine-specific tests: test_server_store_sqlite.py, _postgres.py."""
 import asyncio
-import sqlite3
 
 import pytest
 
-from server.domain import CLOSED, NOTPAY, SUCCESS, MoveRefused, Order, Refund
+from server.domain import CLOSED, NOTPAY, PAYERROR, SUCCESS, MoveRefused, Refund
 from server.store import RefundRefused, StoreError
-from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
-
-
-def order(no="T1", **kw):
-    values = dict(out_trade_no=no, openid="o" * 28, product_id="coffee", quantity=1, body="Coffee",
-                  total_fee=1200, sign_type="MD5", status=NOTPAY, created_at=1.0, updated_at=1.0)
-    values.update(kw)
-    return Order(**values)
-
+from tests.support.store import make_store, order, paid, refund
 
 pytestmark = pytest.mark.gen_test
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request):
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path, io_loop):
-    s = SQLiteStore(str(tmp_path / "p.db"))
-    io_loop.run_sync(s.open)
-    yield s
-    io_loop.run_sync(s.close)
+def where(engine, request, tmp_path):
+    """The database of this test: a SQLite file, or a new PostgreSQL database."""
+    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
+
+
+@pytest.fixture
+def opened(engine, where, io_loop):
+    """`await opened(**kwargs)` -> an opened store on this test's database (several may share
+    it, as processes do); all closed at the end."""
+    stores = []
+
+    async def open_store(**kwargs):
+        s = make_store(engine, where, **kwargs)
+        await s.open()
+        stores.append(s)
+        return s
+    yield open_store
+    for s in stores:
+        io_loop.run_sync(s.close)
+
+
+@pytest.fixture
+def store(opened, io_loop):
+    return io_loop.run_sync(opened)
 
 
 async def test_insert_and_get(store):
@@ -78,48 +94,11 @@ async def test_sessions_expire(store):
     assert await store.get_session("other", now=1.0) is None
 
 
-async def test_durable_across_reopen_and_wal(tmp_path):
-    path = str(tmp_path / "p.db")
-    s = SQLiteStore(path)
-    await s.open()
-    await s.insert_order(order())
-    await s.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
-    await s.close()
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    conn.close()
-    s2 = SQLiteStore(path)
-    await s2.open()
-    assert (await s2.get_order("T1")).status == SUCCESS
-    await s2.close()
-
-
-async def test_newer_schema_refused(tmp_path):
-    path = str(tmp_path / "p.db")
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version=%d" % (SCHEMA_VERSION + 1))
-    conn.close()
-    s = SQLiteStore(path)
-    with pytest.raises(StoreError):
-        await s.open()
-
-
 async def test_failed_transaction_rolls_back(store):
     await store.insert_order(order())
     with pytest.raises(StoreError):
         await store.insert_order(order())  # same primary key
     assert await store.events("T1") == [(None, NOTPAY, "create")]
-
-
-def refund(no="R1", fee=500, trade="T1", status="PENDING"):
-    return Refund(out_refund_no=no, out_trade_no=trade, refund_fee=fee, reason="", status=status,
-                  created_at=1.0, updated_at=1.0)
-
-
-async def paid(store):
-    await store.insert_order(order())
-    await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
 
 
 async def test_refund_only_of_paid_orders(store):
@@ -173,100 +152,6 @@ async def test_refund_success_moves_order_to_refund_once(store):
     assert await store.refund_events("R1") == [(None, "PENDING", "create"), ("PENDING", "SUCCESS", "notify")]
 
 
-async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
-    from server.store.sqlite import _MIGRATIONS
-    path = str(tmp_path / "old.db")
-    conn = sqlite3.connect(path)
-    for statement in _MIGRATIONS[1].split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
-                 " status, created_at, updated_at) VALUES ('OLD', 'o', 'tea', 1, 'Tea', 800, 'MD5', 'SUCCESS', 1, 1)")
-    conn.execute("PRAGMA user_version=1")
-    conn.commit()
-    conn.close()
-    s = SQLiteStore(path)
-    await s.open()
-    assert (await s.get_order("OLD")).status == SUCCESS
-    assert (await s.insert_refund(refund("R1", 800, "OLD"), 50))[1]
-    await s.close()
-
-
-async def test_a_job_that_aborts_the_batch_fails_alone(store):
-    """Disk full in one job aborts SQLite's whole transaction: the others are redone, and
-    every caller hears the truth about its own job."""
-    pages = await store._run(lambda: store._conn.execute("PRAGMA page_count").fetchone()[0])
-    await store._run(lambda: store._conn.execute("PRAGMA max_page_count = %d" % (pages + 8)))
-    results = await asyncio.gather(
-        store.insert_order(order("T1")), store.insert_order(order("BIG", body="x" * 200000)),
-        store.insert_order(order("T3")), store.insert_order(order("T4")), return_exceptions=True)
-    assert [isinstance(r, StoreError) for r in results] == [False, True, False, False]
-    for no in ("T1", "T3", "T4"):
-        assert await store.get_order(no) is not None
-    assert await store.get_order("BIG") is None
-    assert await store.ping()
-
-
-async def test_the_database_thread_survives_a_failing_commit_and_rollback(store):
-    class Broken:
-        """The real connection, except that COMMIT and then ROLLBACK fail once each."""
-        def __init__(self, conn):
-            self.conn, self.fail = conn, ["COMMIT", "ROLLBACK"]
-
-        def execute(self, sql, *args):
-            if self.fail and sql == self.fail[0]:
-                self.fail.pop(0)
-                raise sqlite3.OperationalError("disk I/O error")
-            return self.conn.execute(sql, *args)
-
-        def __getattr__(self, name):
-            return getattr(self.conn, name)
-    broken = store._conn = Broken(store._conn)
-    with pytest.raises(StoreError):
-        await store.insert_order(order("T1"))
-    assert await store.ping()  # answered, not hung: the store reopened the database
-    assert store._conn is not broken
-    assert await store.get_order("T1") is None
-    assert (await store.insert_order(order("T2")))[1]
-
-
-def test_processes_opening_one_fresh_file_together_migrate_it_once(tmp_path):
-    """Each opener reads the schema version and migrates inside one write transaction: four
-    opening a new file at once (a thread each, as processes would) never collide. Before,
-    every round failed with 'table sessions already exists' or 'database is locked'."""
-    import threading
-    for round_no in range(25):
-        path = str(tmp_path / ("r%d.db" % round_no))
-        barrier, errors = threading.Barrier(4), []
-
-        def open_it():
-            store = SQLiteStore(path)
-            barrier.wait()
-            try:
-                store._open()   # what open() runs on the database thread
-                store._conn.close()
-            except Exception as exc:
-                errors.append(repr(exc))
-        threads = [threading.Thread(target=open_it) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == [], "round %d: %s" % (round_no, errors)
-        conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        conn.close()
-
-
-async def test_open_failure_names_the_file(tmp_path):
-    (tmp_path / "a-file").write_text("x")
-    s = SQLiteStore(str(tmp_path / "a-file" / "p.db"))
-    with pytest.raises(StoreError) as info:
-        await s.open()
-    assert str(info.value) == "cannot open the database %s: cannot create its folder %s: File exists" % (
-        tmp_path / "a-file" / "p.db", tmp_path / "a-file")
-
-
 async def test_list_refunds_by_status_newest_first_in_pages(store):
     await paid(store)
     for i, status in enumerate(["PENDING", "PROCESSING", "PENDING", "FAILED"]):
@@ -295,3 +180,69 @@ async def test_only_the_moves_of_the_domain_table(store):
     with pytest.raises(MoveRefused):
         await store.insert_refund(refund(status="SUCCESS"), 50)       # a refund is born PENDING
     assert await store.refunds_of("T1") == []
+
+
+
+# -- races between processes: two stores on one database, as two processes would have ---------
+
+async def test_racing_orders_with_one_idempotency_key_get_one_order(opened):
+    """Looked up, then inserted, two requests with one key would collide (one error); the
+    contract says every caller gets the one order."""
+    a, b = await opened(), await opened()
+    results = await asyncio.gather(*[(a, b)[i % 2].insert_order(order("A%02d" % i, idempotency_key="k1"))
+                                     for i in range(20)], return_exceptions=True)
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert sum(created for _, created in results) == 1
+    assert len({o.out_trade_no for o, _ in results}) == 1
+    winner = results[[created for _, created in results].index(True)][0]
+    assert await a.events(winner.out_trade_no) == [(None, NOTPAY, "create")]
+
+
+async def test_audit_rows_name_the_state_really_left(opened):
+    """NOTPAY -> PAYERROR racing (NOTPAY | PAYERROR) -> SUCCESS: whichever wins, the audit
+    trail is one chain (each row leaves the state the previous one entered). A move that
+    read the status before a concurrent change would write NOTPAY -> SUCCESS after PAYERROR."""
+    a, b = await opened(), await opened()
+    for i in range(30):
+        no = "C%02d" % i
+        await a.insert_order(order(no))
+        await asyncio.gather(
+            a.transition(no, (NOTPAY,), PAYERROR, "pay failed"),
+            b.transition(no, (NOTPAY, PAYERROR), SUCCESS, "notify", transaction_id="4" * 28),
+            a.transition(no, (NOTPAY,), PAYERROR, "pay failed"))
+        trail = await a.events(no)
+        assert all(prev[1] == row[0] for prev, row in zip(trail, trail[1:])), trail
+        assert trail[-1][1] == SUCCESS and (await a.get_order(no)).status == SUCCESS
+
+
+async def test_refunds_from_two_processes_never_exceed_the_total(opened):
+    a, b = await opened(), await opened()
+    await paid(a)
+    results = await asyncio.gather(*[(a, b)[i % 2].insert_refund(refund("R%d" % i, 300), 50) for i in range(12)],
+                                   return_exceptions=True)
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 4      # 4 x 300 = 1200
+    assert {r.reason for r in results if isinstance(r, Exception)} == {"amount"}
+    assert sum(r.refund_fee for r in await a.refunds_of("T1")) == 1200
+
+
+async def test_each_due_row_is_claimed_once_per_round(opened):
+    """Two sweeps at once (two processes or hosts) split the due orders and refunds between
+    them: none is handed to both, none is left out."""
+    a, b = await opened(), await opened()
+    for i in range(24):
+        no = "D%02d" % i
+        await a.insert_order(order(no, created_at=1000.0 + i))
+        await a.set_prepay(no, "wx%02d" % i, 9999.0)
+    await paid(a, "P1")
+    for i in range(6):
+        await a.insert_refund(refund("R%d" % i, 100, "P1", created_at=1000.0 + i), 50)
+    now = 2000.0
+    claims = await asyncio.gather(*[(a, b)[i % 2].claim_due(now, 60, 3600, 5) for i in range(8)])
+    orders = [o.out_trade_no for got, _ in claims for o in got]
+    refunds = [r.out_refund_no for _, got in claims for r in got]
+    assert sorted(orders) == ["D%02d" % i for i in range(24)]
+    assert sorted(refunds) == ["R%d" % i for i in range(6)]
+    assert all(o.checked_at == now for got, _ in claims for o in got)
+    assert await a.claim_due(now + 1, 60, 3600, 50) == ([], [])          # claimed: not due again yet
+    again, _ = await b.claim_due(now + 400, 60, 3600, 50)                # a quarter of their age later
+    assert len(again) == 24

@@ -6,9 +6,11 @@ all. "A concurrent caller" is any other coroutine, process or host using the sam
 Moves between states are those of server/domain.py (MOVES); a move the table does not allow
 raises domain.MoveRefused and writes nothing. Times are the store's injected clock.
 
-Engines: sqlite.SQLiteStore (the embedded default). open_store(url) picks one by URL.
+Engines: sqlite.SQLiteStore (the embedded default, one process) and postgres.PostgresStore
+(several processes and hosts on one database). open_store(url) picks one by URL.
 """
 from typing import Protocol
+from urllib.parse import urlsplit
 
 
 class StoreError(RuntimeError):
@@ -68,10 +70,13 @@ class Store(Protocol):
     async def mark_checked(self, out_trade_no, now):
         """Note that WeChat was asked about the order at `now`. Atomic; no state change."""
 
-    async def due_for_check(self, now, min_age, max_age, limit):
+    async def claim_due(self, now, min_age, max_age, limit):
         """(orders, refunds) whose notification is late: unpaid orders with a prepay_id and
         open refunds, created between max_age and min_age seconds before `now`, not checked
-        for a quarter of their age. A read."""
+        for a quarter of their age; at most `limit` of each, oldest first. Atomic: the rows
+        returned are marked checked at `now` in the same transaction, and of concurrent
+        callers (processes, hosts) each due row is handed to one only, so the sweep asks
+        WeChat about it once per round."""
 
     async def events(self, out_trade_no):
         """The order's audit trail [(from, to, source)], oldest first. A read."""
@@ -105,11 +110,36 @@ class Store(Protocol):
         """The refund's audit trail [(from, to, source)], oldest first. A read."""
 
 
-def open_store(database_url, clock=None):
-    """The Store for a DATABASE_URL (sqlite:///path for now)."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def describe_url(url):
+    """A DATABASE_URL fit for messages and logs: a PostgreSQL password left out."""
+    if not is_postgres(url):
+        return url
+    try:
+        parts = urlsplit(url)
+        port = ":%d" % parts.port if parts.port else ""
+    except ValueError:
+        return url.split("://", 1)[0] + "://(unreadable URL)"
+    user = "%s@" % parts.username if parts.username else ""
+    return "%s://%s%s%s%s" % (parts.scheme, user, parts.hostname or "", port, parts.path)
+
+
+def is_postgres(database_url):
+    return database_url.startswith(POSTGRES_SCHEMES)
+
+
+def open_store(database_url, clock=None, pool_size=None, timeout=None):
+    """The Store for a DATABASE_URL: sqlite:///path or postgresql://user:password@host/db
+    (pool_size connections per process, timeout seconds per statement: PostgreSQL only)."""
+    kwargs = {} if clock is None else {"clock": clock}
+    if is_postgres(database_url):
+        from server.store.postgres import PostgresStore
+        extra = {k: v for k, v in (("pool_size", pool_size), ("timeout", timeout)) if v}
+        return PostgresStore(database_url, **kwargs, **extra)
     from server.store.sqlite import SQLiteStore
     prefix = "sqlite:///"
     if not database_url.startswith(prefix):
-        raise StoreError("unsupported DATABASE_URL (expected sqlite:///path)")
-    path = database_url[len(prefix):]
-    return SQLiteStore(path) if clock is None else SQLiteStore(path, clock=clock)
+        raise StoreError("unsupported DATABASE_URL (expected sqlite:///path or postgresql://...)")
+    return SQLiteStore(database_url[len(prefix):], **kwargs)

@@ -373,20 +373,27 @@ class SQLiteStore:
         self._audit(table, key, row["status"], to_status, source, now)
         return True
 
-    async def due_for_check(self, now, min_age, max_age, limit):
+    async def claim_due(self, now, min_age, max_age, limit):
         """Unpaid orders with a prepay_id and open refunds (PENDING, PROCESSING) created between
         max_age and min_age seconds ago, and not checked for a quarter of their age (so each
-        is asked about a handful of times, not every sweep). Returns (orders, refunds)."""
+        is asked about a handful of times, not every sweep), marked checked at `now` in the
+        same transaction. Returns (orders, refunds)."""
         due = ("created_at BETWEEN ? AND ? AND (checked_at IS NULL OR checked_at < ? - (? - created_at) / 4.0)"
                " ORDER BY created_at LIMIT ?")
         args = (now - max_age, now - min_age, now, now, limit)
 
+        def claim(table, sql, states):
+            with self._tx():
+                rows = self._conn.execute(sql, (*states, *args)).fetchall()
+                self._conn.executemany("UPDATE %s SET checked_at = ? WHERE %s = ?" % (table.name, table.key),
+                                       [(now, row[table.key]) for row in rows])
+            return [table.convert(dict(row, checked_at=now)) for row in rows]
+
         def op():
-            orders = self._conn.execute("SELECT * FROM orders WHERE status IN (?, ?) AND prepay_id IS NOT NULL"
-                                        " AND " + due, (*PAYABLE, *args)).fetchall()
-            refunds = self._conn.execute("SELECT * FROM refunds WHERE status IN (?, ?) AND " + due,
-                                         (*REFUND_OPEN, *args)).fetchall()
-            return [_order(r) for r in orders], [_refund(r) for r in refunds]
+            orders = claim(_ORDERS, "SELECT * FROM orders WHERE status IN (?, ?) AND prepay_id IS NOT NULL"
+                                    " AND " + due, PAYABLE)
+            refunds = claim(_REFUNDS, "SELECT * FROM refunds WHERE status IN (?, ?) AND " + due, REFUND_OPEN)
+            return orders, refunds
         return await self._run(op)
 
     async def mark_checked(self, out_trade_no, now):

@@ -1,0 +1,126 @@
+"""The PostgreSQL engine's own guarantees (the shared contract suite is test_server_store.py):
+versioned migrations applied once however many processes start together, upgrades from the
+previous version, bounded waits (statement and lock timeouts), a bounded pool, and start-up
+errors that name the database without its password."""
+import asyncio
+
+import asyncpg
+import pytest
+
+from server.domain import NOTPAY, SUCCESS
+from server.store import StoreError
+from server.store.postgres import SCHEMA_VERSION, PostgresStore
+from tests.support.store import order, paid, refund
+
+pytestmark = pytest.mark.gen_test
+
+
+async def versions(url):
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+    finally:
+        await conn.close()
+
+
+async def test_an_empty_database_is_migrated_to_the_current_schema(postgres_url):
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION == 3
+        await paid(store)
+        assert (await store.insert_refund(refund(), 50))[1]
+    finally:
+        await store.close()
+    assert await versions(postgres_url) == [1, 2, 3]
+
+
+async def test_the_previous_schema_is_upgraded_keeping_its_data(postgres_url):
+    old = PostgresStore(postgres_url)
+    await old.open(schema_version=SCHEMA_VERSION - 1)      # what the previous release left
+    await paid(old, "OLD")
+    await old.insert_refund(refund("R1", 300, "OLD"), 50)
+    await old.close()
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert (await store.get_order("OLD")).status == SUCCESS
+        assert [r.out_refund_no for r in await store.refunds_of("OLD")] == ["R1"]
+        conn = await asyncpg.connect(postgres_url)
+        indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+        await conn.close()
+        assert {"refunds_status_created", "orders_openid_created"} <= indexes
+    finally:
+        await store.close()
+    assert await versions(postgres_url) == [1, 2, 3]
+
+
+async def test_processes_starting_together_migrate_once(postgres_url):
+    """Eight stores (as eight processes) opening one empty database at once: one migrates under
+    the advisory lock, the others wait and find it done; nobody fails on 'already exists'."""
+    stores = [PostgresStore(postgres_url, pool_size=2) for _ in range(8)]
+    results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
+    try:
+        assert [r for r in results if isinstance(r, Exception)] == []
+        assert await versions(postgres_url) == [1, 2, 3]
+    finally:
+        await asyncio.gather(*[s.close() for s in stores])
+
+
+async def test_a_newer_schema_is_refused(postgres_url):
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute("INSERT INTO schema_version VALUES ($1)", SCHEMA_VERSION + 1)
+    await conn.close()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(postgres_url).open()
+    assert "schema 4 is newer than this code (3)" in str(info.value)
+
+
+async def test_open_failure_names_the_database_not_its_password(postgres_server):
+    from tests.support.processes import free_port
+    url = "postgresql://shop:s3cret-pw@127.0.0.1:%d/payments" % free_port()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(url, timeout=2).open()
+    message = str(info.value)
+    assert message.startswith("cannot open the database postgresql://shop@127.0.0.1:")
+    assert "/payments: " in message and "s3cret" not in message
+
+
+async def test_a_locked_row_costs_a_bounded_wait_then_a_clear_error(postgres_url):
+    """A transaction elsewhere holding the order's row lock: the move waits at most the
+    configured timeout, then fails as a StoreError (the request answers 503), and works
+    once the lock is gone. Nothing hangs, nothing half-written."""
+    store = PostgresStore(postgres_url, timeout=0.5)
+    await store.open()
+    try:
+        await store.insert_order(order())
+        holder = await asyncpg.connect(postgres_url)
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM orders WHERE out_trade_no = 'T1' FOR UPDATE")
+        with pytest.raises(StoreError):
+            await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+        await tx.rollback()
+        await holder.close()
+        assert await store.events("T1") == [(None, NOTPAY, "create")]
+        changed, _ = await store.transition("T1", (NOTPAY,), SUCCESS, "notify", transaction_id="4" * 28)
+        assert changed
+    finally:
+        await store.close()
+
+
+async def test_the_pool_is_bounded(postgres_url):
+    store = PostgresStore(postgres_url, pool_size=3)
+    await store.open()
+    try:
+        await asyncio.gather(*[store.insert_order(order("B%02d" % i)) for i in range(40)])
+        conn = await asyncpg.connect(postgres_url)
+        used = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wxpay-tornado'")
+        await conn.close()
+        assert 1 <= used <= 3
+        assert len(await store.list_orders("o" * 28, 100)) == 40
+    finally:
+        await store.close()
