@@ -8,17 +8,20 @@ import secrets
 import signal
 import socket
 import sys
+import time
 
 import tornado.netutil
 
 from server import config as server_config
 from server.app import App
-from server.catalog import CatalogError
-from server.httpserver import GuardedHTTPServer, descriptor_limit
-from server.store import StoreError, describe_url
+from server.catalog import Catalog, CatalogError
+from server.httpserver import GuardedHTTPServer, default_max_connections, descriptor_limit
+from server.store import StoreError, describe_url, is_postgres, open_store
 
 log = logging.getLogger("run_server")
 LISTEN_BACKLOG = 1024  # flash sales open many connections at once
+MAX_PROCESSES = 64
+RESTARTS = 5, 30.0     # at most 5 restarts of crashed processes within 30 s, then give up
 
 
 class StartError(Exception):
@@ -51,6 +54,12 @@ def seconds(low, high, above=False):
     return parse
 
 
+def process_count(text):
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PROCESSES):
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to %d, not %r" % (MAX_PROCESSES, text[:16]))
+    return int(text)
+
+
 def log_level(text):
     if text.upper() not in server_config.LOG_LEVELS:
         raise argparse.ArgumentTypeError("must be one of %s" % ", ".join(server_config.LOG_LEVELS))
@@ -75,8 +84,16 @@ def parse_args(argv):
                    help="seconds between background orderquery/refundquery sweeps for missing "
                         "notifications (SWEEP_INTERVAL, default 60; 0 turns it off)")
     p.add_argument("--log-level", type=log_level, help="LOG_LEVEL, default INFO")
+    p.add_argument("--event-loop", choices=server_config.EVENT_LOOPS,
+                   help="EVENT_LOOP: asyncio (default) or uvloop (README \"Scaling out\")")
     p.add_argument("--access-log", action="store_true", default=os.environ.get("ACCESS_LOG") == "1",
                    help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged")
+    p.add_argument("--processes", type=process_count, default=1,
+                   help="serve from N processes sharing the listening socket (PostgreSQL only; "
+                        "a process that dies is started again; SIGTERM drains them all)")
+    p.add_argument("--migrate", action="store_true",
+                   help="create or upgrade the database schema, then exit (for deployments that "
+                        "migrate before starting new code)")
     p.add_argument("--xheaders", action="store_true", default=os.environ.get("TRUST_PROXY_HEADERS") == "1",
                    help="behind a reverse proxy: take the client address from X-Real-IP / "
                         "X-Forwarded-For (TRUST_PROXY_HEADERS=1)")
@@ -147,29 +164,26 @@ def start_simulator(args, tls_files, sockets):
     return sim_app
 
 
-async def serve(args, options, config, tls_files=None):
+async def serve(args, options, config, tls_files=None, sockets=None):
+    """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several)."""
     shop = App(config, sweep_interval=options.sweep_interval)
     await shop.start()
-    sockets = []
+    one_of_several = sockets is not None
     try:
-        sockets = bind("--port", args.port, args.host)
+        sockets = sockets or bind("--port", args.port, args.host)
         sim_sockets = bind("--simulator-port", args.simulator_port, "127.0.0.1") if args.simulator else None
     except StartError:
-        for sock in sockets:
+        for sock in sockets or ():
             sock.close()
         await shop.stop()
         raise
     sim_app = start_simulator(args, tls_files, sim_sockets) if args.simulator else None
     server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=args.xheaders)
     server.add_sockets(sockets)
-    limits = options.limits
-    print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s)" % (
-        "[%s]" % args.host if ":" in args.host else args.host, args.port,
-        config.notify_url, config.sign_type, describe_url(config.database_url)), flush=True)
-    print("HTTP limits: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
-          "taken within %gs, at most %d connections (descriptor limit %s)" % (
-              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
-              server.max_connections, descriptor_limit() or "none"), flush=True)
+    if one_of_several:
+        log.info("process %d serving", os.getpid())
+    else:
+        print_banner(args, options, config, server.max_connections)
     if args.simulator:
         print(devtools_hint(args), flush=True)
     await wait_for_signal()
@@ -179,6 +193,137 @@ async def serve(args, options, config, tls_files=None):
     if sim_app is not None:
         sim_app.shutdown()
     log.info("stopped")
+
+
+def print_banner(args, options, config, max_connections, processes=1):
+    limits = options.limits
+    print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s%s)" % (
+        "[%s]" % args.host if ":" in args.host else args.host, args.port,
+        config.notify_url, config.sign_type, describe_url(config.database_url),
+        ", %d processes" % processes if processes > 1 else ""), flush=True)
+    print("HTTP limits%s: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
+          "taken within %gs, at most %d connections (descriptor limit %s)" % (
+              " per process" if processes > 1 else "",
+              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
+              max_connections, descriptor_limit() or "none"), flush=True)
+
+
+async def migrate(config):
+    """Open the database (creating or upgrading its schema) and close it again."""
+    store = open_store(config.database_url, pool_size=1, timeout=config.database_timeout)
+    await store.open()
+    await store.close()
+
+
+def check_processes(args, config):
+    """StartError unless several processes can share this configuration."""
+    if args.processes == 1:
+        return
+    if not is_postgres(config.database_url):
+        raise StartError("--processes %d needs PostgreSQL (DATABASE_URL=postgresql://...): a SQLite file "
+                         "has one writer and this backend keeps it in one process" % args.processes)
+
+
+def supervise(args, options, config):
+    """Several processes on one listening socket: the database is migrated once here, the
+    socket bound here, then N forked processes each serve it with their own IOLoop, store
+    pool and sweep (the sweep's claims keep them from querying one order twice). A process
+    that dies is started again (at most RESTARTS); SIGTERM or SIGINT is passed on to every
+    process, each drains its requests, and this one returns when all have ended."""
+    if config.catalog_file:
+        Catalog.from_file(config.catalog_file)   # a bad catalog: one line now, not N crashing processes
+    asyncio.run(migrate(config))
+    sockets = bind("--port", args.port, args.host)
+    max_connections = options.limits.max_connections or default_max_connections()
+    print_banner(args, options, config, max_connections, args.processes)
+    children, stopping, restarts = {}, [], []
+
+    def spawn(index):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(child_main(args, options, config, sockets))
+        children[pid] = index
+
+    def stop(signum, _frame):
+        if not stopping:
+            log.info("%s: stopping %d processes (each drains its requests)", signal.Signals(signum).name, len(children))
+        stopping.append(signum)
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(args.processes):
+        spawn(index)
+    log.info("started %d processes: %s", args.processes, " ".join(map(str, children)))
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None or stopping:
+            continue
+        now = time.monotonic()
+        restarts[:] = [t for t in restarts if now - t < RESTARTS[1]] + [now]
+        how = ("signal %s" % signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status)
+               else "exit code %d" % os.waitstatus_to_exitcode(status))
+        if len(restarts) > RESTARTS[0]:
+            log.error("process %d ended (%s); %d restarts within %gs: stopping", pid, how, RESTARTS[0], RESTARTS[1])
+            failed = True
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("process %d ended (%s); starting another", pid, how)
+        spawn(index)
+    for sock in sockets:
+        sock.close()
+    log.info("stopped")
+    return 1 if failed else 0
+
+
+def child_main(args, options, config, sockets):
+    """A forked serving process: its exit code."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    drain_if_orphaned()
+    try:
+        run(options, serve(args, options, config, sockets=sockets))
+        return 0
+    except (StoreError, StartError) as exc:
+        print("run_server.py: process %d: %s" % (os.getpid(), exc), file=sys.stderr, flush=True)
+        return 2
+    except BaseException:
+        log.exception("process %d failed", os.getpid())
+        return 1
+    finally:
+        logging.shutdown()
+
+
+def run(options, main_coroutine):
+    """asyncio.run() on the configured event loop (EVENT_LOOP)."""
+    factory = None
+    if options.event_loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main_coroutine)
+
+
+def drain_if_orphaned():
+    """Linux: SIGTERM this process (it drains) if the supervising process dies, even by SIGKILL,
+    rather than serving on unsupervised."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:   # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def wait_for_signal():
@@ -206,7 +351,8 @@ def configure(args, environ):
     problems = []
     try:
         options = server_config.ServerOptions.from_env(
-            environ, {"sweep_interval": args.sweep_interval, "log_level": args.log_level})
+            environ, {"sweep_interval": args.sweep_interval, "log_level": args.log_level,
+                      "event_loop": args.event_loop})
     except server_config.ConfigError as exc:
         problems, options = exc.problems, None
     setup_logging(options.log_level if options else "INFO", args.access_log)
@@ -228,8 +374,18 @@ def configure(args, environ):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.processes > 1 and args.simulator:
+            raise StartError("--processes %d cannot run the bundled --simulator (its state lives in one "
+                             "process): run run_simulator.py on its own" % args.processes)
         options, config, tls_files = configure(args, dict(os.environ))
-        asyncio.run(serve(args, options, config, tls_files))
+        check_processes(args, config)
+        if args.migrate:
+            asyncio.run(migrate(config))
+            print("Database %s is at the current schema" % describe_url(config.database_url), flush=True)
+        elif args.processes > 1:
+            return supervise(args, options, config)
+        else:
+            run(options, serve(args, options, config, tls_files))
     except (server_config.ConfigError, StartError, StoreError) as exc:
         print("run_server.py: %s" % exc, file=sys.stderr)
         return 2

@@ -248,8 +248,10 @@ SERVER_ENV = {
     "IDLE_TIMEOUT": ("idle_timeout", "75"),
     "MAX_CONNECTIONS": ("max_connections", "0"),
     "SEND_TIMEOUT": ("send_timeout", "30"),
+    "EVENT_LOOP": ("event_loop", "asyncio"),
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +259,7 @@ class ServerOptions:
     sweep_interval: float = 60.0
     log_level: str = "INFO"
     limits: httpserver.Limits = httpserver.Limits()
+    event_loop: str = "asyncio"
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -290,8 +293,18 @@ class ServerOptions:
         level = str(raw["log_level"]).strip().upper()
         if level not in LOG_LEVELS:
             problems.append("LOG_LEVEL must be one of %s (got %r)" % (", ".join(LOG_LEVELS), str(raw["log_level"])[:32]))
+        event_loop = str(raw["event_loop"]).strip().lower()
+        if event_loop not in EVENT_LOOPS:
+            problems.append("EVENT_LOOP must be one of %s (got %r)" % (", ".join(EVENT_LOOPS), str(raw["event_loop"])[:32]))
+        elif event_loop == "uvloop" and not _importable("uvloop"):
+            problems.append("EVENT_LOOP=uvloop, but uvloop is not installed (pip install -r requirements.txt)")
         if problems:
             raise ConfigError(problems)
         header, body, idle, send = timeouts
-        return cls(sweep, level, httpserver.Limits(header, idle, body, max_connections, send))
+        return cls(sweep, level, httpserver.Limits(header, idle, body, max_connections, send), event_loop)
+
+
+def _importable(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 

@@ -4,7 +4,7 @@ import time
 
 import requests
 
-from tests.support import DEMO
+from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.processes import Proc, free_port
 
 
@@ -93,3 +93,58 @@ class Shop:
     def notifications(self, no):
         data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]
         return [n for n in data if n["out_trade_no"] == no]
+
+
+ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+
+
+class TLSShop(Shop):
+    """The simulator with --tls; the backend trusting its CA and holding the merchant certificate."""
+
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path)
+        self.tls = tmp_path / "tls"
+        self.ca = str(self.tls / "ca.pem")
+
+    def start(self):
+        port = free_port()
+        self.sim = Proc("run_simulator.py", ["--port", str(port), "--tls", "--tls-dir", str(self.tls),
+                                             "--time-scale", "0.1"], port=port)
+        self.sim.url = "https://127.0.0.1:%d" % port
+        self.start_backend()
+        return self
+
+    def start_backend(self):
+        self.backend = self.backend_process("sqlite:///" + self.db)
+
+    def backend_process(self, database_url, *args, **env_extra):
+        """A run_server.py on a free port, wired to this simulator with the merchant certificate."""
+        port = free_port()
+        env = backend_env(self.sim.url, port, self.sign_type)
+        env.update(WECHAT_CA_FILE=self.ca, WECHAT_CERT_FILE=str(self.tls / "merchant.pem"),
+                   WECHAT_KEY_FILE=str(self.tls / "merchant-key.pem"), ADMIN_TOKEN=ADMIN_TOKEN, **env_extra)
+        return Proc("run_server.py", ["--port", str(port), "--database-url", database_url, *args], env=env, port=port)
+
+    def simulator(self, method, path, **kw):
+        return requests.request(method, self.sim.url + path, timeout=10, verify=self.ca, **kw)
+
+    def wx_login(self, user="alice"):
+        return self.simulator("POST", "/sim/login", json={"appid": DEMO["appid"], "user": user}).json()["code"]
+
+    def pay(self, payment):
+        return self.simulator("POST", "/sim/pay", json=dict(payment, appid=DEMO["appid"]))
+
+    def refund(self, no, body):
+        return requests.post(self.backend.url + "/admin/orders/%s/refunds" % no, json=body, headers=ADMIN, timeout=10)
+
+    def admin(self, no):
+        return requests.get(self.backend.url + "/admin/orders/" + no, headers=ADMIN, timeout=10).json()
+
+    def wait_refund(self, no, out_refund_no, status, timeout=15):
+        deadline = time.monotonic() + timeout
+        while True:
+            refunds = {r["out_refund_no"]: r["status"] for r in self.admin(no)["refunds"]}
+            if refunds.get(out_refund_no) == status:
+                return
+            assert time.monotonic() < deadline, refunds
+            time.sleep(0.1)

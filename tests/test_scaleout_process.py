@@ -1,0 +1,250 @@
+"""Several backend processes on one PostgreSQL (issue 14), as real processes: run_simulator.py
+--tls, run_server.py --processes 2 and a second run_server.py (another "host"), one database.
+
+Identical notifications spread over the processes make one transition; concurrent refunds
+through both never exceed the paid amount; a process killed under load loses nothing that
+was acknowledged; SIGTERM drains every process; the schema is migrated from empty and from
+the previous version by `run_server.py --migrate`, also by several at once."""
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import asyncpg
+import pytest
+import requests
+
+from server import wxpay
+from tests.support import DEMO
+from tests.support.api import notification
+from tests.support.processes import ROOT
+from tests.support.shop import ADMIN, TLSShop
+
+pytestmark = pytest.mark.e2e
+
+
+def query(url, sql, *args):
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def events(url, no):
+    return query(url, "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = $1 ORDER BY id", no)
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
+class Shops(TLSShop):
+    """The simulator, backend A (--processes 2) and backend B (one process) on one database."""
+
+    def __init__(self, tmp_path, database_url):
+        super().__init__(tmp_path)
+        self.database_url = database_url
+        self.others = []
+
+    def start_backend(self):
+        self.backend = self.backend_process(self.database_url, "--processes", "2", SWEEP_INTERVAL="0")
+        self.others = [self.backend_process(self.database_url, SWEEP_INTERVAL="0")]
+
+    def stop(self):
+        for proc in self.others:
+            proc.stop()
+        super().stop()
+
+    def notify(self, url, order, transaction_id):
+        body = wxpay.signed_xml(notification(order, transaction_id=transaction_id), DEMO["api_key"], "MD5")
+        r = requests.post(url + "/wechat/pay/notify", data=body, timeout=15)
+        return r.status_code, wxpay.from_xml(r.content).get("return_code")
+
+
+@pytest.fixture
+def shops(tmp_path, postgres_url):
+    s = Shops(tmp_path, postgres_url).start()
+    yield s
+    s.stop()
+
+
+def test_fifty_identical_notifications_over_three_processes_make_one_transition(shops):
+    auth = shops.login()
+    order = shops.create(auth)
+    urls = [shops.backend.url, shops.others[0].url]
+    with concurrent.futures.ThreadPoolExecutor(25) as pool:
+        answers = list(pool.map(lambda i: shops.notify(urls[i % 2], order, "4200000000202612020000000042"),
+                                range(50)))
+    assert answers == [(200, "SUCCESS")] * 50
+    assert events(shops.database_url, order["out_trade_no"]) == [
+        (None, "NOTPAY", "create"), ("NOTPAY", "SUCCESS", "notify")]
+    for url in urls:
+        view = requests.get(url + "/api/orders/" + order["out_trade_no"], headers=auth, timeout=10).json()
+        assert view["status"] == "SUCCESS"
+
+
+def test_concurrent_refunds_through_both_backends_never_exceed_the_paid_amount(shops):
+    auth = shops.login()
+    order = shops.create(auth, {"product_id": "cake"})       # 2600 fen
+    no = order["out_trade_no"]
+    assert shops.pay(order["payment"]).status_code == 200
+    shops.wait_status(auth, no, "SUCCESS")
+    urls = [shops.backend.url, shops.others[0].url]
+
+    def refund(i):
+        return requests.post(urls[i % 2] + "/admin/orders/%s/refunds" % no, json={"refund_fee": 200},
+                             headers=ADMIN, timeout=15)
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(refund, range(40)))
+    accepted = [a for a in answers if a.status_code == 202]
+    refused = [a for a in answers if a.status_code == 409]
+    assert len(accepted) == 13 and len(refused) == 27, [(a.status_code, a.text[:80]) for a in answers]
+    assert {a.json()["error"]["code"] for a in refused} == {"REFUND_EXCEEDS_PAID"}
+    stored = query(shops.database_url, "SELECT sum(refund_fee), count(*) FROM refunds WHERE out_trade_no = $1", no)
+    assert stored == [(2600, 13)]
+    sim_refunds = shops.simulator("GET", "/sim/refunds?out_trade_no=" + no).json()["refunds"]
+    assert len(sim_refunds) == 13
+
+
+def test_a_process_killed_under_load_loses_nothing_acknowledged(shops):
+    """SIGKILL one of backend A's processes while orders are created and paid through A: every
+    201 and every SUCCESS answer that reached us is in the database afterwards, the killed
+    process is replaced, and the survivors go on answering."""
+    auth = shops.login()
+    created, paid, errors = [], [], []
+    stop = threading.Event()
+
+    def work():
+        s = requests.Session()
+        while not stop.is_set():
+            try:
+                r = s.post(shops.backend.url + "/api/orders", json={"product_id": "coffee"}, headers=auth, timeout=10)
+                if r.status_code != 201:
+                    errors.append(r.status_code)
+                    continue
+                order = r.json()
+                created.append(order["out_trade_no"])
+                body = wxpay.signed_xml(notification(order, transaction_id="42%026d" % len(created)),
+                                        DEMO["api_key"], "MD5")
+                n = s.post(shops.backend.url + "/wechat/pay/notify", data=body, timeout=10)
+                if n.status_code == 200 and wxpay.from_xml(n.content).get("return_code") == "SUCCESS":
+                    paid.append(order["out_trade_no"])
+            except requests.RequestException as exc:   # the killed process's connections
+                errors.append(type(exc).__name__)
+                s = requests.Session()
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(paid) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = children(shops.backend.proc.pid)
+        assert len(before) == 2, before
+        os.kill(before[0], signal.SIGKILL)
+        at_kill = len(paid)
+        while len(paid) < at_kill + 30 and time.monotonic() < deadline + 20:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert len(paid) >= at_kill + 30, "the surviving process stopped answering"
+    after = children(shops.backend.proc.pid)
+    assert len(after) == 2 and before[0] not in after, (before, after)
+    assert "ended (signal SIGKILL); starting another" in shops.backend.output()
+    stored = dict(query(shops.database_url, "SELECT out_trade_no, status FROM orders WHERE out_trade_no = ANY($1)",
+                        created))
+    assert set(created) <= set(stored)
+    assert {no: stored[no] for no in paid} == {no: "SUCCESS" for no in paid}
+
+
+def test_sigterm_drains_every_process(shops):
+    """Orders in flight in both of backend A's processes (WeChat answers after 1.5 s) when the
+    supervisor gets SIGTERM: each is answered 201, then every process exits."""
+    shops.simulator("POST", "/sim/faults", json={"path": "/pay/unifiedorder", "kind": "latency", "value": 1500})
+    auth = shops.login()
+    pids = children(shops.backend.proc.pid)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(requests.post, shops.backend.url + "/api/orders", json={"product_id": "tea"},
+                               headers=auth, timeout=15) for _ in range(8)]
+        time.sleep(0.7)
+        shops.backend.proc.send_signal(signal.SIGTERM)
+        codes = [f.result().status_code for f in futures]
+    assert codes == [201] * 8
+    assert shops.backend.proc.wait(15) == 0
+    for pid in pids:
+        assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    assert shops.backend.output().count("draining requests in flight") == 2
+
+
+def migrate(url):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "run_server.py"), "--migrate", "--database-url", url],
+                            cwd=ROOT, env=dict(os.environ, **standalone()), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def standalone():
+    return {"WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"], "WECHAT_MCH_ID": DEMO["mch_id"],
+            "WECHAT_API_KEY": DEMO["api_key"], "WECHAT_NOTIFY_URL": "http://127.0.0.1:8000/wechat/pay/notify"}
+
+
+def test_migrate_from_empty_by_three_processes_at_once(postgres_url):
+    procs = [migrate(postgres_url) for _ in range(3)]
+    outputs = [p.communicate(timeout=30)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert all("is at the current schema" in out for out in outputs)
+    assert sum("migrated from schema 0 to 3" in out for out in outputs) == 1
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
+
+
+def test_migrate_from_the_previous_version(postgres_url):
+    from server.store.postgres import PostgresStore
+    from tests.support.store import paid
+
+    async def previous_release():
+        store = PostgresStore(postgres_url)
+        await store.open(schema_version=2)
+        await paid(store, "OLD1")
+        await store.close()
+    asyncio.run(previous_release())
+    out = migrate(postgres_url).communicate(timeout=30)[0]
+    assert "migrated from schema 2 to 3" in out and "is at the current schema" in out
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
+    assert query(postgres_url, "SELECT status FROM orders WHERE out_trade_no = 'OLD1'") == [("SUCCESS",)]
+
+
+def run_server(*args, **env):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "run_server.py"), *args], cwd=ROOT,
+                          env=dict(os.environ, **standalone(), **env), capture_output=True, text=True, timeout=30)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_several_processes_refused_on_sqlite_and_with_the_bundled_simulator(tmp_path):
+    code, out = run_server("--processes", "2", "--port", "1", DATABASE_URL="sqlite:///%s" % (tmp_path / "p.db"))
+    assert code == 2 and out == ("run_server.py: --processes 2 needs PostgreSQL (DATABASE_URL=postgresql://...): a "
+                                 "SQLite file has one writer and this backend keeps it in one process\n")
+    code, out = run_server("--processes", "3", "--simulator")
+    assert code == 2 and out.splitlines() == ["run_server.py: --processes 3 cannot run the bundled --simulator (its "
+                                              "state lives in one process): run run_simulator.py on its own"]
+    assert not (tmp_path / "p.db").exists()
+
+
+def test_an_unreachable_database_stops_start_up_in_one_line_without_its_password():
+    from tests.support.processes import free_port
+    url = "postgresql://shop:pw-0123456789@127.0.0.1:%d/payments" % free_port()
+    for args in (["--processes", "2"], ["--migrate"], []):
+        code, out = run_server(*args, DATABASE_URL=url, DATABASE_TIMEOUT="2")
+        assert code == 2, (args, out)
+        lines = out.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "run_server.py: cannot open the database postgresql://shop@127.0.0.1:"), (args, out)
+        assert "pw-0123456789" not in out
