@@ -2,6 +2,7 @@
 """Which PostgreSQL driver for server/store/postgres.py: asyncpg or psycopg 3 (async, with
 psycopg_pool), measured on the store's own kind of work, side by side in one run.
 
+    .venv/bin/pip install "psycopg[binary]==3.3.9" psycopg-pool==3.3.3   # the contender, bench only
     .venv/bin/python bench/pg_driver.py [--orders 3000] [--concurrency 20] [--rounds 3]
 
 Starts a throwaway PostgreSQL (tests/support/postgres.py, fsync on), then for each driver
@@ -72,7 +73,10 @@ async def run_asyncpg(url, orders, concurrency, tag):
 
 
 async def run_psycopg(url, orders, concurrency, tag):
-    from psycopg.rows import dict_row
+    try:
+        from psycopg.rows import dict_row
+    except ImportError:
+        sys.exit("bench/pg_driver.py: psycopg is not installed (see the command in this file's docstring)")
     from psycopg_pool import AsyncConnectionPool
     pool = AsyncConnectionPool(url, min_size=10, max_size=10, open=False, kwargs={"row_factory": dict_row})
     await pool.open(wait=True)
