@@ -164,10 +164,12 @@
         actionButton('data-action', 'fail', 'Fail', 'the bank refuses: PAYERROR')));
     }
     var paid = o.trade_state === 'SUCCESS' || o.trade_state === 'REFUND';
-    var modes = paid ? RESEND_MODES : ['bad_sign', 'wrong_amount'];
+    // v3 orders have more modes (signtest, stale_timestamp, wrong_serial): the snapshot says
+    var modes = paid ? (o.resend_modes || RESEND_MODES) :
+      (o.forged_modes || ['bad_sign', 'wrong_amount']);
     append(actions, el('span', { className: 'group resend-buttons' }, 'resend: ',
       modes.map(function (mode) {
-        return actionButton('data-resend', mode, mode.replace('_', ' '),
+        return actionButton('data-resend', mode, mode.replace(/_/g, ' '),
           paid ? null : 'a forgery about an unpaid order');
       })));
     var expiry;
@@ -201,8 +203,8 @@
         OUTCOMES.map(function (s) { return actionButton('data-outcome', s, s); })));
     } else if (r.notify_url) {
       append(actions, el('span', { className: 'group resend-buttons' }, 'resend: ',
-        REFUND_RESEND_MODES.map(function (mode) {
-          return actionButton('data-refund-resend', mode, mode.replace('_', ' '));
+        (r.resend_modes || REFUND_RESEND_MODES).map(function (mode) {
+          return actionButton('data-refund-resend', mode, mode.replace(/_/g, ' '));
         })));
     }
     var settles = r.refund_status === 'PROCESSING' ?
