@@ -256,10 +256,22 @@
   // --- requests ------------------------------------------------------------------------
   function explanation(x) {
     var box = el('div', { className: 'explanation' });
+    // API v3 (SHA256withRSA): which check failed; the string holds no key to mask
+    var rsa = x.sign_type === 'SHA256withRSA';
+    if (x.failed_check) {
+      append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
+        text: 'failed check' }), el('code', { className: 'failed-check', text: x.failed_check })));
+    }
     if (x.string_to_sign != null) {
       append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
-        text: 'signed string (' + (x.sign_type || '') + ', key masked)' }),
+        text: rsa ? 'string to sign (SHA256withRSA, merchant private key)' :
+          'signed string (' + (x.sign_type || '') + ', key masked)' }),
         el('code', { className: 'string-to-sign', text: x.string_to_sign })));
+    }
+    if (rsa && x.received_sign != null) {
+      append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
+        text: 'received signature' }), el('code', { className: 'received-sign',
+        text: x.received_sign || '(none)' })));
     }
     if (x.expected_sign != null) {
       append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
