@@ -215,7 +215,8 @@ class V3Endpoint(WeChatEndpoint):
     def query_mchid(self):
         mchid = self.get_query_argument("mchid", "")
         if not mchid:
-            raise V3Error("PARAM_ERROR", "mchid为必填参数", detail="the query string lacks mchid")
+            raise V3Error("PARAM_ERROR", "mchid为必填参数",
+                          detail="the query string lacks mchid")
         self.same_mchid(mchid, "the query string")
         return mchid
 
@@ -271,7 +272,7 @@ class JsapiHandler(V3Endpoint):
     api = JSAPI
 
     def rules(self, body):
-        self.same_mchid(body.get("mchid"), "the body")
+        self.same_mchid(rules3.string(body, "mchid"), "the body")
         appid = rules3.string(body, "appid")
         if appid not in self.merchant_appids():
             raise V3Error("APPID_MCHID_NOT_MATCH", detail="appid %s is not bound to mchid %s"

@@ -169,7 +169,8 @@ def check_apiv3_key(key, where="the APIv3 key"):
 def _check_args(key_mode, apiv3_key, public_key_id, merchant_cert, merchant_public_key,
                 merchant_serial):
     if key_mode not in KEY_MODES:
-        raise V3Error("the v3 key mode must be one of %s, not %r" % (", ".join(KEY_MODES), key_mode))
+        raise V3Error("the v3 key mode must be one of %s, not %r"
+                      % (", ".join(KEY_MODES), key_mode))
     check_apiv3_key(apiv3_key)
     if not _PUBLIC_KEY_ID.match(public_key_id or ""):
         raise V3Error("the WeChat Pay public key id must look like PUB_KEY_ID_<digits>, not %r"
