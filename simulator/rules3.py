@@ -5,7 +5,7 @@ closed, refund limits) are v2's (rules.py), answered with v3's codes."""
 import re
 import urllib.parse
 
-from simulator import protocol3
+from simulator import protocol3, rules
 
 SIGNATURE_WINDOW = 300      # seconds a request's timestamp may be off (not scaled)
 NONCE_MEMORY = 2 * SIGNATURE_WINDOW   # how long a nonce is remembered after its first use
@@ -46,11 +46,8 @@ MESSAGES = {
 NO_CERTIFICATE = ("无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://"
                   "pay.weixin.qq.com/docs/merchant/products/platform-certificate/"
                   "wxp-pub-key-guide.html")
-TRADE_STATE_DESC = {
-    "SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭",
-    "REVOKED": "已撤销（仅付款码支付会返回）", "USERPAYING": "用户支付中（仅付款码支付会返回）",
-    "PAYERROR": "支付失败（仅付款码支付会返回）",
-}
+# trade_state_desc: the texts of real answers, as v2's (rules.TRADE_STATE_DESC).
+TRADE_STATE_DESC = rules.TRADE_STATE_DESC
 # The simulator's refund states (v2's) on the v3 wire, and their notification's event type.
 REFUND_STATUS = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "REFUNDCLOSE": "CLOSED",
                  "CHANGE": "ABNORMAL"}
