@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Run the offline WeChat simulator: login, Pay v2 (refunds included), notifications and the
-/sim/ control plane; with --tls over HTTPS with a local CA and client certificates."""
+"""Run the offline WeChat simulator: login, Pay v2 and API v3 (JSAPI, refunds included),
+notifications and the /sim/ control plane; with --tls over HTTPS with a local CA and client
+certificates."""
 import argparse
 import asyncio
 import errno
@@ -11,10 +12,10 @@ import sys
 
 import tornado.netutil
 
-from simulator import tls
+from simulator import tls, v3keys
 from simulator.app import make_app, make_server
-from simulator.config import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET, REFUND_DELAY,
-                              ConfigError, SimConfig)
+from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
+                              REFUND_DELAY, ConfigError, SimConfig)
 from simulator.models import DEVELOPER_USER
 from simulator.rules import CODE_TTL, MAX_BODY, NOTIFY_SCHEDULE, PREPAY_TTL
 from simulator.state import State
@@ -87,6 +88,27 @@ def parse_args(argv):
     p.add_argument("--tls-ca-cert", help="with --tls: issue from this CA certificate (PEM) "
                    "instead of creating one; needs --tls-ca-key")
     p.add_argument("--tls-ca-key", help="with --tls: the private key (PEM) of --tls-ca-cert")
+    v3 = p.add_argument_group("WeChat Pay API v3", "the v3 endpoints answer for one merchant: "
+                              "--mch-id's (or the first of --config)")
+    v3.add_argument("--v3-dir", default="sim-v3",
+                    help="where the v3 keys, certificates and the manifest v3.json are made or "
+                    "reused (default ./sim-v3)")
+    v3.add_argument("--v3-key-mode", choices=v3keys.KEY_MODES, default="public-key",
+                    help="how WeChat's answers and notifications are signed: public-key (the "
+                    "WeChat Pay public key, Wechatpay-Serial PUB_KEY_ID_...; default), "
+                    "certificate (the platform certificate, served by GET /v3/certificates) or "
+                    "migration (both, alternating)")
+    v3.add_argument("--apiv3-key", help="the merchant's APIv3 key, 32 characters (default: "
+                    "the demo's)")
+    v3.add_argument("--v3-merchant-cert", metavar="PEM",
+                    help="the merchant's API certificate (apiclient_cert.pem): its serial and "
+                    "public key verify requests; default: a demo key pair made in --v3-dir")
+    v3.add_argument("--v3-merchant-public-key", metavar="PEM",
+                    help="the merchant's API public key instead of its certificate; needs "
+                    "--v3-merchant-serial")
+    v3.add_argument("--v3-merchant-serial", metavar="S",
+                    help="the serial (hex) of the merchant's API certificate, with "
+                    "--v3-merchant-public-key")
     return p.parse_args(argv)
 
 
@@ -99,6 +121,39 @@ def build_config(args):
         return SimConfig.from_file(args.config)
     return SimConfig.single(args.appid or DEMO_APPID, args.app_secret or DEMO_SECRET,
                             args.mch_id or DEMO_MCH_ID, args.api_key or DEMO_API_KEY)
+
+
+def prepare_v3(args, config):
+    """The v3 keys of the first merchant (the one of --mch-id, or the first of --config)."""
+    merchant = next(iter(config.merchants.values()))
+    return v3keys.prepare(args.v3_dir, merchant.mch_id, merchant.appids[0],
+                          args.apiv3_key or DEMO_APIV3_KEY, args.v3_key_mode,
+                          merchant_cert=args.v3_merchant_cert,
+                          merchant_public_key=args.v3_merchant_public_key,
+                          merchant_serial=args.v3_merchant_serial)
+
+
+def v3_lines(base, v3):
+    merchant = next(iter(v3.merchants.values()))
+    lines = ["  API v3    %s/v3/...  key mode %s: %s" % (base, v3.key_mode, {
+        "public-key": "answers and notifications signed with the WeChat Pay public key",
+        "certificate": "signed with the platform certificate (GET /v3/certificates)",
+        "migration": "signed with the public key and the platform certificate, alternating",
+    }[v3.key_mode]),
+             "  v3 merchant   mchid=%s  serial_no=%s  apiv3_key=%s"
+             % (merchant.mchid, merchant.serial_no, merchant.apiv3_key)]
+    if merchant.private_key_file:
+        lines.append("  v3 merchant key   %s   (demo, generated: WECHAT_MCH_PRIVATE_KEY_FILE)"
+                     % merchant.private_key_file)
+    if merchant.certificate_file:
+        lines.append("  v3 merchant cert  %s" % merchant.certificate_file)
+    lines += ["  WeChat Pay public key   %s   id %s" % (v3.wechatpay_public_key_file,
+                                                      v3.public_key_id),
+              "  platform certificate    %s   serial %s" % (v3.platform_cert_file,
+                                                         v3.platform_serial),
+              "  v3 manifest   %s   (public material: GET %s/sim/v3/keys)"
+              % (v3.manifest_file, base)]
+    return lines
 
 
 def check_tls_args(args):
@@ -122,7 +177,7 @@ def prepare_tls(args, config):
 
 def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
            merchant_certs=None, accept_unknown_codes=False, seed=None,
-           notify_sign_type_probability=0.0):
+           notify_sign_type_probability=0.0, v3=None):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
@@ -144,6 +199,8 @@ def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
     lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
                  "chooses)" % (refund_delay * time_scale))
     lines.extend(tls_lines(tls_files, merchant_certs or {}))
+    if v3 is not None:
+        lines.extend(v3_lines(base, v3))
     lines.append(login_line(accept_unknown_codes))
     return "\n".join(lines)
 
@@ -195,10 +252,10 @@ def listen(app, host, port, ssl_options=None):
     return server, sockets[0].getsockname()[1]
 
 
-async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None):
+async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None, v3=None):
     state = State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
                   accept_unknown_codes=args.accept_unknown_codes, seed=args.seed,
-                  notify_sign_type_probability=args.notify_sign_type_probability)
+                  notify_sign_type_probability=args.notify_sign_type_probability, v3=v3)
     app = make_app(state, notify_timeout=args.notify_timeout)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
@@ -211,7 +268,7 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
                  args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
-                 args.seed, args.notify_sign_type_probability), flush=True)
+                 args.seed, args.notify_sign_type_probability, v3), flush=True)
     await wait_for_signal()
     server.stop()
     app.shutdown()
@@ -242,14 +299,15 @@ def main(argv=None):
         check_tls_args(args)
         tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
         ssl_options = tls.server_context(tls_files) if tls_files else None
-    except (ConfigError, tls.TLSError) as exc:
+        v3 = prepare_v3(args, config)
+    except (ConfigError, tls.TLSError, v3keys.V3Error) as exc:
         return fail(str(exc))
     except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
         return fail("TLS: %s" % exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not args.access_log:
         logging.getLogger("simulator.access").setLevel(logging.WARNING)
-    return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options))
+    return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options, v3))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from simulator import console, control, login_api, pay_api, phone
+from simulator import console, control, login_api, pay_api, phone, v3_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.notifier import Notifier
 from simulator.rules import MAX_BODY
@@ -76,6 +76,8 @@ def routes(state, notifier, settlement):
         (PREFIX + r"/sns/jscode2session/?", login_api.Code2SessionHandler),
         (PREFIX + r"/cgi-bin/token/?", login_api.TokenHandler),
     ]
+    if state.v3 is not None:
+        wechat += v3_api.routes()
     sim = [
         (r"/sim/login", phone.SimLoginHandler),
         (r"/sim/pay", phone.SimPayHandler),
@@ -95,6 +97,7 @@ def routes(state, notifier, settlement):
         (r"/sim/reset", control.SimResetHandler),
         (r"/sim/config", control.SimConfigHandler),
         (r"/sim/stats", control.SimStatsHandler),
+        (r"/sim/v3/keys", control.SimV3KeysHandler),
     ]
     return [(pattern, handler, deps) for pattern, handler in wechat + sim] + console.routes(deps)
 

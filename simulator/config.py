@@ -13,7 +13,8 @@ REFUND_DELAY = 5.0
 
 
 def load_demo(path=DEMO_FILE):
-    """The demo app and merchant of contract.md: {"appid", "app_secret", "mch_id", "api_key"}."""
+    """The demo app and merchant of contract.md: {"appid", "app_secret", "mch_id", "api_key"},
+    and for API v3 the merchant's "apiv3_key" and the "wechatpay_public_key_id"."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -23,6 +24,8 @@ DEMO_APPID = DEMO["appid"]
 DEMO_SECRET = DEMO["app_secret"]
 DEMO_MCH_ID = DEMO["mch_id"]
 DEMO_API_KEY = DEMO["api_key"]
+DEMO_APIV3_KEY = DEMO["apiv3_key"]                          # API v3: AES-256-GCM only
+DEMO_PUBLIC_KEY_ID = DEMO["wechatpay_public_key_id"]        # API v3: the WeChat Pay public key's id
 
 
 class ConfigError(Exception):

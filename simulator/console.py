@@ -11,7 +11,7 @@ import os
 
 import tornado.web
 
-from simulator.control import SimError, SimHandler
+from simulator.control import SimError, SimHandler, notify_modes, v3_summary
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS
 from simulator.phone import unpayable
 from simulator.rules import CODE_TTL, NOTIFY_SCHEDULE, PREPAY_TTL
@@ -61,6 +61,14 @@ def order_json(state, order):
     data["time_expire"] = order.fields.get("time_expire") or ""
     data["prepay_expired"] = state.prepay_expired(order)
     data["phone"] = state.phone_results.get((order.mch_id, order.out_trade_no))
+    data["resend_modes"], data["forged_modes"] = (list(m) for m in notify_modes(order, "payment"))
+    return data
+
+
+def refund_json(refund):
+    """A refund as GET /sim/refunds shows it, plus the notification modes it may resend."""
+    data = refund.to_json()
+    data["resend_modes"] = list(notify_modes(refund, "refund")[0])
     return data
 
 
@@ -97,14 +105,14 @@ def snapshot(state, notifier, request_limit=REQUEST_LIMIT, notification_limit=NO
         "ttl": {"code": clock.scaled(CODE_TTL), "prepay": clock.scaled(PREPAY_TTL),
                 "first_retry": clock.scaled(NOTIFY_SCHEDULE[0])},
         "orders": [order_json(state, o) for o in orders],
-        "refunds": [r.to_json() for r in refunds],
+        "refunds": [refund_json(r) for r in refunds],
         "refund_delay": state.refund_delay,
         "refund_delay_scaled": clock.scaled(state.refund_delay),
         "notifications": notifications_json(state, pending, notification_limit),
         "pending": pending,
         "requests": list(reversed(requests)),
         "faults": [dataclasses.asdict(f) for f in state.faults],
-        "config": masked_config(state.config),
+        "config": dict(masked_config(state.config), v3=v3_summary(state.v3)),
         "stats": {"connections_accepted": state.stats["connections_accepted"],
                   "wechat_requests": state.stats["wechat_requests"]},
         "seed": state.seed,

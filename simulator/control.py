@@ -9,6 +9,7 @@ import urllib.parse
 
 import tornado.web
 
+from simulator import notifications3
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS, canonical_api
 from simulator.models import REFUND_OUTCOMES, REFUND_STATUSES
 from simulator.notifications import FORGED, MODES, REFUND_FORGED, REFUND_MODES
@@ -190,17 +191,26 @@ class SimRefundHandler(SimHandler):
         self.reply(refund.to_json())
 
 
+def notify_modes(record, kind):
+    """(modes, forged) of a payment ("payment") or refund ("refund") notification: v3's for
+    a v3 order or refund, else v2's."""
+    if record.api == "v3":
+        return notifications3.MODES, notifications3.FORGED
+    return (MODES, FORGED) if kind == "payment" else (REFUND_MODES, REFUND_FORGED)
+
+
 class SimRefundNotifyHandler(SimHandler):
     """POST /sim/refunds/<out_refund_no>/notify {"mode"?, "count"?}: resend (or forge)."""
 
     async def post(self, out_refund_no):
         data = self.json_body()
-        mode = data.get("mode") or "normal"
-        if mode not in REFUND_MODES:
-            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(REFUND_MODES))
-        count = number(data, "count", 5, 1, 50)
         refund = self.refund_named(out_refund_no)
-        if refund.refund_status == "PROCESSING" and mode not in REFUND_FORGED:
+        modes, forged = notify_modes(refund, "refund")
+        mode = data.get("mode") or "normal"
+        if mode not in modes:
+            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(modes))
+        count = number(data, "count", 5, 1, 50)
+        if refund.refund_status == "PROCESSING" and mode not in forged:
             raise SimError(409, "NOT_SETTLED", "refund %s is PROCESSING: settle it first (POST "
                            "/sim/refunds/%s {\"status\"})" % (out_refund_no, out_refund_no))
         if not refund.notify_url:
@@ -216,15 +226,16 @@ class SimNotifyHandler(SimHandler):
     async def post(self, out_trade_no):
         data = self.json_body()
         order = self.order_named(out_trade_no)
+        modes, forged = notify_modes(order, "payment")
         mode = data.get("mode") or "normal"
-        if mode not in MODES:
-            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(MODES))
+        if mode not in modes:
+            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(modes))
         count = number(data, "count", 5, 1, 50)
         # Forgeries may claim an unpaid order was paid: that is the attack to refuse.
-        if not order.paid and mode not in FORGED:
+        if not order.paid and mode not in forged:
             raise SimError(409, "NOT_PAID", "order %s is %s: only paid orders are notified "
-                           "(bad_sign and wrong_amount forgeries work on any order)"
-                           % (out_trade_no, order.trade_state))
+                           "(the forgeries %s work on any order)"
+                           % (out_trade_no, order.trade_state, ", ".join(forged)))
         attempts = await self.notifier.resend(order, mode, int(count))
         self.reply({"attempts": attempts})
 
@@ -342,4 +353,25 @@ class SimConfigHandler(SimHandler):
                     "merchants": [{"mch_id": m.mch_id, "appids": list(m.appids)}
                                   for m in config.merchants.values()],
                     "time_scale": self.state.clock.time_scale,
-                    "refund_delay": self.state.refund_delay})
+                    "refund_delay": self.state.refund_delay,
+                    "v3": v3_summary(self.state.v3)})
+
+
+def v3_summary(v3):
+    """The v3 keys in a few public facts (None without v3)."""
+    if v3 is None:
+        return None
+    return {"key_mode": v3.key_mode, "mchids": list(v3.merchants),
+            "merchant_serial_nos": {m.mchid: m.serial_no for m in v3.merchants.values()},
+            "wechatpay_public_key_id": v3.public_key_id,
+            "platform_serial_no": v3.platform_serial}
+
+
+class SimV3KeysHandler(SimHandler):
+    """GET /sim/v3/keys: WeChat's public key (and its PUB_KEY_ID_), the platform certificate,
+    the merchant's serial and the files the simulator wrote; public material only."""
+
+    def get(self):
+        if self.state.v3 is None:
+            raise SimError(404, "NO_V3", "this simulator was started without API v3 keys")
+        self.reply(self.state.v3.public_json())

@@ -2,6 +2,7 @@
 path, and the sandbox prefixes under which each path also answers."""
 import asyncio
 import logging
+import re
 
 import tornado.web
 
@@ -9,8 +10,18 @@ log = logging.getLogger("simulator")
 
 SANDBOX_PREFIXES = ("/sandboxnew", "/xdc/apiv2sandbox")
 GETSIGNKEY_XDC = "/xdc/apiv2getsignkey/sign/getsignkey"
-WECHAT_APIS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/pay/getsignkey",
-               "/secapi/pay/refund", "/pay/refundquery", "/sns/jscode2session", "/cgi-bin/token")
+V2_APIS = ("/pay/unifiedorder", "/pay/orderquery", "/pay/closeorder", "/pay/getsignkey",
+           "/secapi/pay/refund", "/pay/refundquery", "/sns/jscode2session", "/cgi-bin/token")
+# API v3: the path templates (the request log's `api`, the fault rules' `path`).
+V3_APIS = ("/v3/pay/transactions/jsapi", "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+           "/v3/pay/transactions/id/{transaction_id}",
+           "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+           "/v3/refund/domestic/refunds", "/v3/refund/domestic/refunds/{out_refund_no}",
+           "/v3/certificates")
+WECHAT_APIS = V2_APIS + V3_APIS
+_V3_TEMPLATES = [(re.compile("^" + re.sub(r"\{[a-z_]+\}", "[^/]+", re.escape(api)
+                                          .replace(r"\{", "{").replace(r"\}", "}")) + "$"), api)
+                 for api in V3_APIS]
 FAULT_KINDS = ("latency", "status", "system_error", "malformed", "bad_sign", "drop")
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_XML = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDA"
@@ -31,11 +42,24 @@ def verdict(entry):
     return " ".join(parts) or "ok"
 
 
+def v3_template(path):
+    """/v3/pay/transactions/out-trade-no/T1 -> /v3/pay/transactions/out-trade-no/{out_trade_no}."""
+    for pattern, api in _V3_TEMPLATES:
+        if pattern.match(path):
+            return api
+    return None
+
+
 def canonical_api(path):
-    """/sandboxnew/pay/orderquery/ -> /pay/orderquery; both getsignkey paths -> /pay/getsignkey."""
+    """/sandboxnew/pay/orderquery/ -> /pay/orderquery; both getsignkey paths -> /pay/getsignkey;
+    a concrete /v3/ path -> its template."""
     if not isinstance(path, str):
         return None
     path = "/" + path.strip("/")
+    if path in V3_APIS:
+        return path
+    if path.startswith("/v3/"):
+        return v3_template(path) or path
     for prefix in SANDBOX_PREFIXES:
         if path.startswith(prefix + "/"):
             path = path[len(prefix):]

@@ -76,6 +76,11 @@ def new_coupon_id():
     return "2" + random_digits(9)
 
 
+def new_notify_id(now):
+    """A v3 notification id like WeChat's: EV- and 19 digits."""
+    return "EV-" + beijing(now, "%Y%m%d%H%M") + random_digits(7)
+
+
 def new_refund_id(now):
     """29 digits like WeChat's: 50300 + 5 digits + yyyyMMdd + 11 digits."""
     return "50300" + random_digits(5) + beijing(now, "%Y%m%d") + random_digits(11)
@@ -114,6 +119,10 @@ class Order:
     coupon_fee: int = 0         # paid with a coupon (/sim/pay coupon_fee); 0 = none
     coupon_type: str = ""       # CASH or NO_CASH when coupon_fee
     coupon_id: str = ""
+    api: str = "v2"             # "v3": created by POST /v3/pay/transactions/jsapi
+    request: dict = dataclasses.field(default_factory=dict)   # v3: the create body, as sent
+    paid_at: float = 0.0
+    notify_id: str = ""         # v3: the notification's id (the same on every retry)
 
     @property
     def total_fee(self):
@@ -157,7 +166,7 @@ class Order:
 
     def to_json(self):
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("fields", "refunds")}
+                if f.name not in ("fields", "refunds", "request")}
         data.update({k: self.fields.get(k) for k in ("body", "attach", "trade_type",
                                                      "openid", "notify_url")})
         data["total_fee"] = self.total_fee
@@ -194,6 +203,8 @@ class Refund:
     refund_channel: str = "ORIGINAL"
     fee_type: str = "CNY"
     notify_delivered: bool = False
+    api: str = "v2"             # "v3": requested by POST /v3/refund/domestic/refunds
+    notify_id: str = ""         # v3: the notification's id (the same on every retry)
 
     @property
     def key(self):

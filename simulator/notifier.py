@@ -1,5 +1,6 @@
 """Notifications POSTed to notify_url and retried on WeChat's schedule: payments (signed XML)
-and refunds (encrypted req_info, no sign)."""
+and refunds (encrypted req_info, no sign); in API v3 both as signed JSON with an AES-256-GCM
+resource, a fresh signature per attempt."""
 import asyncio
 import logging
 
@@ -7,7 +8,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import IOLoop
 from tornado.simple_httpclient import HTTPTimeoutError
 
-from simulator import notifications, protocol
+from simulator import notifications, notifications3, protocol
 from simulator.rules import NOTIFY_SCHEDULE
 
 log = logging.getLogger("simulator.notifier")
@@ -25,12 +26,17 @@ class _Payment:
         self.key = ("payment", order.mch_id, order.out_trade_no)
         self.mch_id, self.url = order.mch_id, order.notify_url
 
-    def body(self, merchant, mode, state):
-        """(bytes, what the attempt's record adds): whether it carries sign_type is mode
-        with_sign_type, or else a draw of state's --notify-sign-type-probability."""
+    def body(self, state, mode):
+        """(bytes, headers, what the attempt's record adds): whether it carries sign_type is
+        mode with_sign_type, or else a draw of state's --notify-sign-type-probability."""
+        merchant = state.config.merchants[self.mch_id]
         with_type = mode == "with_sign_type" or state.draw_notify_sign_type()
         fields = notifications.payment_fields(self.subject, merchant, mode, with_type)
-        return protocol.to_xml(fields), {"sign_type_field": with_type}
+        return protocol.to_xml(fields), XML_HEADERS, {"sign_type_field": with_type}
+
+    @staticmethod
+    def judge(response):
+        return _judge(response)
 
     def record(self):
         return {"out_trade_no": self.subject.out_trade_no, "mch_id": self.mch_id}
@@ -52,8 +58,10 @@ class _Refund(_Payment):
         self.key = ("refund",) + refund.key
         self.mch_id, self.url = refund.mch_id, refund.notify_url
 
-    def body(self, merchant, mode, state):
-        return protocol.to_xml(notifications.refund_fields(self.subject, merchant, mode)), {}
+    def body(self, state, mode):
+        merchant = state.config.merchants[self.mch_id]
+        fields = notifications.refund_fields(self.subject, merchant, mode)
+        return protocol.to_xml(fields), XML_HEADERS, {}
 
     def record(self):
         refund = self.subject
@@ -66,6 +74,57 @@ class _Refund(_Payment):
     def pending_json(self):
         return {"mch_id": self.mch_id, "out_trade_no": self.subject.out_trade_no,
                 "out_refund_no": self.subject.out_refund_no}
+
+
+class _V3Payment(_Payment):
+    """TRANSACTION.SUCCESS of a v3 order: JSON, the transaction encrypted, signed anew on each
+    attempt by the key whose turn it is (State.next_v3_signer)."""
+    forged = notifications3.FORGED
+
+    def body(self, state, mode):
+        return _v3_body(state, self.mch_id, notifications3.payment_event(self.subject, mode),
+                        mode)
+
+    def extra(self):
+        return {"sign_type": "RSA", "api": "v3"}
+
+    @staticmethod
+    def judge(response):
+        return _judge3(response)
+
+
+class _V3Refund(_Refund):
+    """REFUND.SUCCESS / REFUND.CLOSED / REFUND.ABNORMAL of a v3 refund."""
+    forged = notifications3.FORGED
+
+    def body(self, state, mode):
+        order = state.orders.get((self.mch_id, self.subject.out_trade_no))
+        event = notifications3.refund_event(self.subject, order, mode)
+        return _v3_body(state, self.mch_id, event, mode)
+
+    def extra(self):
+        return {"refund_status": self.subject.refund_status, "api": "v3"}
+
+    @staticmethod
+    def judge(response):
+        return _judge3(response)
+
+
+def _v3_body(state, mch_id, event, mode):
+    merchant = state.v3.merchant(mch_id)
+    kind = state.next_v3_signer()
+    body, headers, facts = notifications3.build(event, merchant.apiv3_key,
+                                                state.v3.signing_key(kind), mode)
+    facts["signed_with"] = kind
+    return body, headers, facts
+
+
+def payment_target(order):
+    return _V3Payment(order) if order.api == "v3" else _Payment(order)
+
+
+def refund_target(refund):
+    return _V3Refund(refund) if refund.api == "v3" else _Refund(refund)
 
 
 class Notifier:
@@ -95,12 +154,12 @@ class Notifier:
 
     def start(self, order):
         """Begin WeChat's delivery of a freshly paid order: attempt 1 now."""
-        self._schedule(_Payment(order), 1, 0.0)
+        self._schedule(payment_target(order), 1, 0.0)
 
     def start_refund(self, refund):
         """Begin delivery of a settled refund's notification (none without notify_url)."""
         if refund.notify_url:
-            self._schedule(_Refund(refund), 1, 0.0)
+            self._schedule(refund_target(refund), 1, 0.0)
 
     def _schedule(self, target, attempt, delay):
         self._cancel(target.key)
@@ -133,11 +192,11 @@ class Notifier:
 
         Forgeries are single attempts that neither stop nor reschedule real delivery.
         """
-        return await self._resend(_Payment(order), mode, count)
+        return await self._resend(payment_target(order), mode, count)
 
     async def resend_refund(self, refund, mode="normal", count=5):
         """POST /sim/refunds/<out_refund_no>/notify: like resend, for a refund."""
-        return await self._resend(_Refund(refund), mode, count)
+        return await self._resend(refund_target(refund), mode, count)
 
     async def _resend(self, target, mode, count):
         copies = count if mode == "duplicate" else 1
@@ -149,8 +208,7 @@ class Notifier:
         return list(records)
 
     async def _send(self, target, mode, attempt):
-        merchant = self.state.config.merchants[target.mch_id]
-        body, facts = target.body(merchant, mode, self.state)
+        body, headers, facts = target.body(self.state, mode)
         record = target.record()
         record.update(facts)
         record.update({"url": target.url, "time": self.state.clock.now(), "attempt": attempt,
@@ -158,8 +216,7 @@ class Notifier:
         record.update(target.extra())
         record.update({"outcome": "pending", "kind": target.kind})
         self.state.log_notification(record)
-        request = HTTPRequest(target.url, method="POST", body=body,
-                              headers={"Content-Type": "text/xml"},
+        request = HTTPRequest(target.url, method="POST", body=body, headers=dict(headers),
                               connect_timeout=self.timeout, request_timeout=self.timeout)
         try:
             response = await self.http.fetch(request, raise_error=False)
@@ -169,7 +226,7 @@ class Notifier:
         except Exception as exc:  # DNS, refused, closed: any failure is just a failed attempt
             record.update(status=None, response="", outcome="error", error=str(exc))
             return record
-        record.update(_judge(response))
+        record.update(target.judge(response))
         return record
 
     def _forgotten(self, target):
@@ -212,6 +269,22 @@ class Notifier:
             entry.update(due=due, attempt=attempt, kind=target.kind)
             out.append(entry)
         return out
+
+
+XML_HEADERS = {"Content-Type": "text/xml"}
+
+
+def _judge3(response):
+    """API v3: HTTP 200 or 204 is success, whatever the body (WeChat ignores it)."""
+    text = (response.body or b"").decode("utf-8", "replace")
+    result = {"status": response.code, "response": text[:EXCERPT], "outcome": "fail"}
+    if response.code == 599:
+        result.update(status=None, outcome="error", error=str(response.error))
+    elif response.code in (200, 204):
+        result["outcome"] = "success"
+    else:
+        result["error"] = "HTTP %d: v3 wants 200 or 204" % response.code
+    return result
 
 
 def _judge(response):

@@ -2,7 +2,7 @@
 paySign checked as WeChat's client checks it; and the console's phone (POST
 /sim/orders/<no>/phone), which needs no paySign."""
 
-from simulator import protocol
+from simulator import protocol, protocol3
 from simulator.control import SimError, SimHandler, check_same_origin
 from simulator.endpoint import verdict
 from simulator.models import beijing
@@ -98,6 +98,8 @@ class SimPayHandler(SimHandler):
         return order
 
     def check_pay_sign(self, order, data, appid):
+        if order.api == "v3":
+            return self.check_rsa_pay_sign(order, data, appid)
         merchant = self.state.config.merchants[order.mch_id]
         key = merchant.key(order.sandbox)
         params = {"appId": appid, "sign": data["paySign"]}
@@ -127,6 +129,21 @@ class SimPayHandler(SimHandler):
         if len(explanation["hints"]) > 1 and protocol.NO_MATCH_HINT in explanation["hints"]:
             explanation["hints"].remove(protocol.NO_MATCH_HINT)
         return explanation
+
+    def check_rsa_pay_sign(self, order, data, appid):
+        """A v3 prepay_id: signType RSA, paySign = SHA256withRSA over
+        appId\ntimeStamp\nnonceStr\npackage\n with the merchant's API certificate key."""
+        merchant = self.state.v3.merchant(order.mch_id) if self.state.v3 else None
+        message = protocol3.paysign_message(appid, data["timeStamp"], data["nonceStr"],
+                                            data["package"])
+        ok = (merchant is not None and data["signType"] == "RSA"
+              and protocol3.verify(merchant.public_key, message, data["paySign"]))
+        if ok:
+            self.entry["signature"] = "ok"
+            return
+        self.entry["signature"] = "bad"
+        self.entry["explanation"] = explain_rsa_pay_sign(merchant, appid, data, message)
+        raise PaymentFail(400, "requestPayment:fail 支付验证签名失败")
 
     def pay(self, order, result, coupon=(0, "")):
         ok, err_msg = play(self.state, self.notifier, order, result, coupon)
@@ -221,6 +238,45 @@ class SimPhoneHandler(SimHandler):
         self.reply({"out_trade_no": order.out_trade_no, "mch_id": order.mch_id,
                     "result": result, "errMsg": err_msg, "trade_state": order.trade_state,
                     "transaction_id": order.transaction_id, "order": order.to_json()})
+
+
+def explain_rsa_pay_sign(merchant, appid, data, message):
+    """Why a v3 paySign failed: the string to sign, and the mistakes it matches."""
+    sign = data["paySign"]
+    hints = []
+    if data["signType"] != "RSA":
+        hints.append("signType is %s but a v3 prepay_id (from /v3/pay/transactions/jsapi) "
+                     "needs signType RSA" % data["signType"])
+    raw = protocol3.decode_signature(sign)
+    if len(sign) in (32, 64) and all(c in "0123456789ABCDEFabcdef" for c in sign):
+        hints.append("paySign is %d hex characters: a v2 %s sign; v3 signs with the merchant "
+                     "private key (SHA256withRSA, base64)"
+                     % (len(sign), "MD5" if len(sign) == 32 else "HMAC-SHA256"))
+    elif raw is None:
+        hints.append("paySign is not base64")
+    elif merchant is not None:
+        for label, variant in rsa_paysign_variants(appid, data, message):
+            if protocol3.verify(merchant.public_key, variant, sign):
+                hints.append("the paySign matches when " + label)
+    if not hints:
+        hints.append("no common mistake matched: sign appId\\ntimeStamp\\nnonceStr\\npackage\\n "
+                     "with the private key of merchant certificate %s"
+                     % (merchant.serial_no if merchant else "(none configured)"))
+    return {"sign_type": "SHA256withRSA", "string_to_sign": message.decode("utf-8"),
+            "received_sign": sign, "hints": hints}
+
+
+def rsa_paysign_variants(appid, data, message):
+    """v3 paySign mistakes: the last \\n left out, package without prepay_id=, fields out of
+    order, signType signed too."""
+    yield "the last \\n is left out", message[:-1]
+    package = data["package"]
+    if package.startswith("prepay_id="):
+        yield ("package is signed without prepay_id=", protocol3.paysign_message(
+            appid, data["timeStamp"], data["nonceStr"], package[len("prepay_id="):]))
+    yield ("timeStamp and nonceStr are swapped", protocol3.paysign_message(
+        appid, data["nonceStr"], data["timeStamp"], package))
+    yield "signType is signed too", message + (data["signType"] + "\n").encode("utf-8")
 
 
 def js_type(value):

@@ -10,6 +10,19 @@ def vectors():
     return load_vectors()
 
 
+@pytest.fixture(scope="session")
+def v3_merchant(tmp_path_factory):
+    """A throwaway merchant API certificate and key (2048 bits), made once per session."""
+    from tests.support.sim3 import MerchantKeys
+    return MerchantKeys(tmp_path_factory.mktemp("v3-merchant"))
+
+
+@pytest.fixture(scope="session")
+def v3_dir(tmp_path_factory):
+    """A --v3-dir whose WeChat-side keys are made once per session (prepare() reuses them)."""
+    return str(tmp_path_factory.mktemp("sim-v3"))
+
+
 @pytest.fixture
 def sign_type():
     """Overridden by parametrising tests: the backend's WECHAT_SIGN_TYPE."""

@@ -313,7 +313,10 @@ async def test_config_has_no_secrets(http_client, base):
 def test_demo_credentials_are_read_from_demo_json():
     with open(sim_config.DEMO_FILE, encoding="utf-8") as f:
         demo = json.load(f)
-    assert sorted(demo) == ["api_key", "app_secret", "appid", "mch_id"]
+    assert sorted(demo) == ["api_key", "apiv3_key", "app_secret", "appid", "mch_id",
+                            "wechatpay_public_key_id"]
+    assert sim_config.DEMO_APIV3_KEY == demo["apiv3_key"] and len(demo["apiv3_key"]) == 32
+    assert sim_config.DEMO_PUBLIC_KEY_ID == demo["wechatpay_public_key_id"]
     config = SimConfig.demo()
     assert config.apps[demo["appid"]].secret == demo["app_secret"]
     assert config.merchants[demo["mch_id"]].api_key == demo["api_key"]

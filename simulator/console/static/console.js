@@ -164,10 +164,12 @@
         actionButton('data-action', 'fail', 'Fail', 'the bank refuses: PAYERROR')));
     }
     var paid = o.trade_state === 'SUCCESS' || o.trade_state === 'REFUND';
-    var modes = paid ? RESEND_MODES : ['bad_sign', 'wrong_amount'];
+    // v3 orders have more modes (signtest, stale_timestamp, wrong_serial): the snapshot says
+    var modes = paid ? (o.resend_modes || RESEND_MODES) :
+      (o.forged_modes || ['bad_sign', 'wrong_amount']);
     append(actions, el('span', { className: 'group resend-buttons' }, 'resend: ',
       modes.map(function (mode) {
-        return actionButton('data-resend', mode, mode.replace('_', ' '),
+        return actionButton('data-resend', mode, mode.replace(/_/g, ' '),
           paid ? null : 'a forgery about an unpaid order');
       })));
     var expiry;
@@ -201,8 +203,8 @@
         OUTCOMES.map(function (s) { return actionButton('data-outcome', s, s); })));
     } else if (r.notify_url) {
       append(actions, el('span', { className: 'group resend-buttons' }, 'resend: ',
-        REFUND_RESEND_MODES.map(function (mode) {
-          return actionButton('data-refund-resend', mode, mode.replace('_', ' '));
+        (r.resend_modes || REFUND_RESEND_MODES).map(function (mode) {
+          return actionButton('data-refund-resend', mode, mode.replace(/_/g, ' '));
         })));
     }
     var settles = r.refund_status === 'PROCESSING' ?
@@ -254,10 +256,22 @@
   // --- requests ------------------------------------------------------------------------
   function explanation(x) {
     var box = el('div', { className: 'explanation' });
+    // API v3 (SHA256withRSA): which check failed; the string holds no key to mask
+    var rsa = x.sign_type === 'SHA256withRSA';
+    if (x.failed_check) {
+      append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
+        text: 'failed check' }), el('code', { className: 'failed-check', text: x.failed_check })));
+    }
     if (x.string_to_sign != null) {
       append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
-        text: 'signed string (' + (x.sign_type || '') + ', key masked)' }),
+        text: rsa ? 'string to sign (SHA256withRSA, merchant private key)' :
+          'signed string (' + (x.sign_type || '') + ', key masked)' }),
         el('code', { className: 'string-to-sign', text: x.string_to_sign })));
+    }
+    if (rsa && x.received_sign != null) {
+      append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',
+        text: 'received signature' }), el('code', { className: 'received-sign',
+        text: x.received_sign || '(none)' })));
     }
     if (x.expected_sign != null) {
       append(box, el('div', { className: 'x-line' }, el('span', { className: 'label',

@@ -1,0 +1,179 @@
+"""WeChat's API v3 rules as the simulator plays them: the JSON errors (an HTTP status with
+{"code", "message"}), the field formats of a JSAPI order and of a refund, the states a v3
+answer names, and the 5-minute signature window. The state rules themselves (repeats, paid,
+closed, refund limits) are v2's (rules.py), answered with v3's codes."""
+import re
+import urllib.parse
+
+from simulator import protocol3, rules
+
+SIGNATURE_WINDOW = 300      # seconds a request's timestamp may be off (not scaled)
+NONCE_MEMORY = 2 * SIGNATURE_WINDOW   # how long a nonce is remembered after its first use
+MAX_NONCES = 200000         # remembered at most (oldest forgotten first)
+MAX_TOTAL = 10 ** 10        # fen
+# The HTTP status of each code, as WeChat's v3 docs list them (pay.weixin.qq.com/doc/v3/
+# merchant/...: the JSAPI order, close and refund pages, and the common status-code table).
+STATUS = {
+    "PARAM_ERROR": 400, "INVALID_REQUEST": 400, "APPID_MCHID_NOT_MATCH": 400,
+    "MCH_NOT_EXISTS": 400, "ORDER_CLOSED": 400, "ORDERPAID": 400,
+    "SIGN_ERROR": 401,
+    "NO_AUTH": 403, "NOAUTH": 403, "NOT_ENOUGH": 403, "OUT_TRADE_NO_USED": 403,
+    "RULE_LIMIT": 403, "TRADE_ERROR": 403, "ACCOUNT_ERROR": 403, "USER_ACCOUNT_ABNORMAL": 403,
+    "ORDER_NOT_EXIST": 404, "RESOURCE_NOT_EXISTS": 404, "NOT_FOUND": 404,
+    "FREQUENCY_LIMITED": 429, "RATELIMIT_EXCEEDED": 429,
+    "SYSTEM_ERROR": 500, "BANK_ERROR": 500, "OPENID_MISMATCH": 500,
+    "USER_PAYING": 202,
+}
+MESSAGES = {
+    "PARAM_ERROR": "参数错误",
+    "INVALID_REQUEST": "无效请求",
+    "SIGN_ERROR": "签名错误",
+    "NO_AUTH": "商户无权限", "NOAUTH": "商户无权限",
+    "NOT_ENOUGH": "余额不足",
+    "ORDER_NOT_EXIST": "订单不存在",
+    "RESOURCE_NOT_EXISTS": "订单不存在",
+    "ORDER_CLOSED": "订单已关闭",
+    "ORDERPAID": "订单已支付",
+    "OUT_TRADE_NO_USED": "商户订单号重复",
+    "APPID_MCHID_NOT_MATCH": "appid和mch_id不匹配",
+    "MCH_NOT_EXISTS": "商户号不存在",
+    "FREQUENCY_LIMITED": "频率超限",
+    "SYSTEM_ERROR": "系统异常，请稍后重试",
+    "USER_ACCOUNT_ABNORMAL": "退款请求失败",
+}
+# GET /v3/certificates of a merchant that has only the WeChat Pay public key: the real answer
+# (seen in wechatpay-java#306/#354, WxJava#3412): 404 RESOURCE_NOT_EXISTS.
+NO_CERTIFICATE = ("无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://"
+                  "pay.weixin.qq.com/docs/merchant/products/platform-certificate/"
+                  "wxp-pub-key-guide.html")
+# trade_state_desc: the texts of real answers, as v2's (rules.TRADE_STATE_DESC).
+TRADE_STATE_DESC = rules.TRADE_STATE_DESC
+# The simulator's refund states (v2's) on the v3 wire, and their notification's event type.
+REFUND_STATUS = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "REFUNDCLOSE": "CLOSED",
+                 "CHANGE": "ABNORMAL"}
+REFUND_EVENT = {"SUCCESS": ("REFUND.SUCCESS", "退款成功"),
+                "REFUNDCLOSE": ("REFUND.CLOSED", "退款关闭"),
+                "CHANGE": ("REFUND.ABNORMAL", "退款异常")}
+OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{6,32}$")
+OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+
+
+class V3Error(Exception):
+    """A v3 failure: the HTTP status and WeChat's {"code", "message"}; detail is for the
+    request log (what exactly was wrong), message is what WeChat would say."""
+
+    def __init__(self, code, message=None, status=None, detail=None):
+        super().__init__(code)
+        self.code = code
+        self.message = message or MESSAGES.get(code, code)
+        self.status = status or STATUS.get(code, 400)
+        self.detail = detail or self.message
+
+
+def param_error(message):
+    return V3Error("PARAM_ERROR", message)
+
+
+# --- field formats ----------------------------------------------------------------------
+def string(body, name, required=True, max_bytes=None, where=""):
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise param_error("输入源“/body/%s%s”映射到字段“%s”必填性规则校验失败，此字段为必填项"
+                              % (where, name, name))
+        return ""
+    if not isinstance(value, str):
+        raise param_error("%s%s must be a string" % (where, name))
+    if required and value == "":
+        raise param_error("%s%s must not be empty" % (where, name))
+    if max_bytes is not None and len(value.encode("utf-8")) > max_bytes:
+        raise param_error("%s%s is longer than %d bytes" % (where, name, max_bytes))
+    return value
+
+
+def obj(body, name, required=True):
+    value = body.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise param_error("%s must be a JSON object" % name)
+    return value
+
+
+def fen(body, name, where):
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOTAL:
+        raise param_error("%s.%s must be a positive integer number of fen (a JSON number, not "
+                          "a string)" % (where, name))
+    return value
+
+
+def currency(body, where):
+    value = body.get("currency", "CNY")
+    if value != "CNY":
+        raise param_error("%s.currency must be CNY" % where)
+    return value
+
+
+def notify_url(url, name="notify_url"):
+    """http(s) without query or fragment, at most 255 characters. WeChat wants https for a
+    public host; the simulator also takes http (a local backend has no certificate)."""
+    parts = urllib.parse.urlsplit(url)
+    ok = (len(url) <= 255 and parts.scheme in ("http", "https") and parts.netloc
+          and not parts.query and "?" not in url and not parts.fragment)
+    if not ok:
+        raise param_error("%s must be an http(s) URL of at most 255 characters without a query "
+                          "string: %r" % (name, url))
+    return url
+
+
+def check_jsapi(body):
+    """The JSAPI order's fields (protocol.md 10): the normalised order, or V3Error."""
+    string(body, "appid")
+    string(body, "mchid")
+    description = string(body, "description", max_bytes=127)
+    out_trade_no = string(body, "out_trade_no")
+    if not OUT_TRADE_NO.match(out_trade_no):
+        raise param_error("out_trade_no must be 6 to 32 characters of 0-9 A-Z a-z _ - | *")
+    notify_url(string(body, "notify_url"))
+    attach = string(body, "attach", required=False, max_bytes=128)
+    amount = obj(body, "amount")
+    total = fen(amount, "total", "amount")
+    currency(amount, "amount")
+    payer = obj(body, "payer")
+    openid = string(payer, "openid", where="payer/")
+    time_expire = string(body, "time_expire", required=False)
+    expire_at = None
+    if time_expire:
+        try:
+            expire_at = protocol3.parse_rfc3339(time_expire)
+        except ValueError:
+            raise param_error("time_expire must be an RFC 3339 time such as "
+                              "2026-12-02T10:34:56+08:00, not %r" % time_expire) from None
+    return {"description": description, "out_trade_no": out_trade_no, "attach": attach,
+            "total": total, "openid": openid, "time_expire": time_expire,
+            "expire_at": expire_at}
+
+
+def check_refund(body):
+    """A refund request's fields: {out_trade_no|transaction_id, out_refund_no, reason,
+    notify_url, refund, total}, or V3Error."""
+    transaction_id = string(body, "transaction_id", required=False)
+    out_trade_no = string(body, "out_trade_no", required=False)
+    if not (transaction_id or out_trade_no):
+        raise param_error("transaction_id or out_trade_no is required")
+    out_refund_no = string(body, "out_refund_no")
+    if not OUT_REFUND_NO.match(out_refund_no):
+        raise param_error("out_refund_no must be 1 to 64 characters of 0-9 A-Z a-z _ - | * @")
+    reason = string(body, "reason", required=False, max_bytes=80)
+    url = string(body, "notify_url", required=False)
+    if url:
+        notify_url(url)
+    amount = obj(body, "amount")
+    refund, total = fen(amount, "refund", "amount"), fen(amount, "total", "amount")
+    currency(amount, "amount")
+    if refund > total:
+        raise param_error("amount.refund is above amount.total")
+    return {"transaction_id": transaction_id, "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no, "reason": reason, "notify_url": url,
+            "refund": refund, "total": total}

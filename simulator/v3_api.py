@@ -1,0 +1,392 @@
+"""WeChat Pay API v3 endpoints (JSAPI): create, query by out_trade_no and by transaction_id,
+close, refund, refund query, and GET /v3/certificates; each one pipeline: faults ->
+Authorization (merchant, serial, timestamp, signature, nonce) -> JSON body -> scenarios ->
+rules (State) -> a JSON answer signed with WeChat's key, or WeChat's {"code", "message"}.
+"""
+import json
+import time
+
+from cryptography.hazmat.primitives import serialization
+
+from simulator import notifications3, protocol3, rules3
+from simulator.endpoint import V3_APIS, WeChatEndpoint
+from simulator.pay_api import NEGATIVE_TEST
+from simulator.rules import MAX_BODY
+from simulator.rules3 import V3Error
+
+# What the `malformed` fault answers: cut off mid-document, like a broken proxy.
+MALFORMED_JSON = b'{"code":"SYSTEM_ERROR","message":"\xe7\xb3\xbb'
+EXPLAINED_BODY = 4000       # characters of the body shown in a signature explanation
+JSAPI, QUERY_OUT_TRADE_NO, QUERY_ID, CLOSE, REFUND, REFUND_QUERY, CERTIFICATES = V3_APIS
+# WeChat's SIGN_ERROR messages; what exactly failed goes to the request log.
+SIGN_MESSAGES = {
+    "authorization": "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》",
+    "mchid": "商户号与签名所用的商户号不一致",
+    "serial_no": "商户证书序列号有误。请使用签名私钥匹配的证书序列号",
+    "timestamp": "请求头中的时间戳与当前时间相差过大",
+    "signature": "错误的签名，验签失败",
+    "nonce": "请求的随机串已使用过（重放请求）",
+}
+
+
+class V3Endpoint(WeChatEndpoint):
+    """faults -> Authorization -> body -> scenarios -> rules -> signed JSON answer."""
+    method = "POST"
+    malformed = MALFORMED_JSON
+
+    def prepare(self):
+        super().prepare()
+        self.auth = self.merchant = None
+
+    async def serve(self, *path_args):
+        self.entry["signature"] = None
+        if await self.apply_faults():
+            return
+        try:
+            if self.request.method != self.method:
+                raise V3Error("INVALID_REQUEST", "请求方法不正确", status=405,
+                              detail="%s takes %s, not %s" % (self.api, self.method,
+                                                               self.request.method))
+            self.authenticate()
+            body = self.parse_body()
+            self.check_scenarios()
+            status, data = self.rules(body, *path_args)
+            self.answer(status, data)
+        except V3Error as exc:
+            self.fail(exc)
+
+    async def get(self, *args):
+        await self.serve(*args)
+
+    async def post(self, *args):
+        await self.serve(*args)
+
+    # --- Authorization ------------------------------------------------------------------
+    def authenticate(self):
+        """The merchant's signature, checked as WeChat checks it, else 401 SIGN_ERROR with
+        the request log's explanation of which check failed and what should be signed."""
+        header = self.request.headers.get("Authorization", "")
+        try:
+            self.auth = auth = protocol3.parse_authorization(header)
+        except protocol3.AuthorizationError as exc:
+            raise self.sign_error("authorization", str(exc))
+        self.entry["mchid"] = auth["mchid"]
+        self.merchant = self.state.v3.merchant(auth["mchid"])
+        if self.merchant is None:
+            raise self.sign_error("mchid", "mchid %s has no v3 API certificate at this "
+                                  "simulator (it knows %s)" % (auth["mchid"], ", ".join(
+                                      self.state.v3.merchants)))
+        if not protocol3.same_serial(auth["serial_no"], self.merchant.serial_no):
+            raise self.sign_error("serial_no", self.serial_problem(auth["serial_no"]))
+        self.check_timestamp(auth["timestamp"])
+        if not protocol3.verify(self.merchant.public_key, self.signed_message(),
+                                auth["signature"]):
+            raise self.sign_error("signature", "the signature does not verify with the public "
+                                  "key of merchant certificate %s" % self.merchant.serial_no)
+        if self.state.v3_nonce_seen(auth["mchid"], auth["nonce_str"]):
+            raise self.sign_error("nonce", "nonce_str %s was already used by a request of "
+                                  "merchant %s within %d minutes: a replay (sign every request "
+                                  "with a fresh nonce)" % (auth["nonce_str"], auth["mchid"],
+                                                           rules3.NONCE_MEMORY // 60))
+        self.state.remember_v3_nonce(auth["mchid"], auth["nonce_str"])
+        self.entry["signature"] = "ok"
+
+    def signed_message(self, method=None, url=None, body=None):
+        auth = self.auth
+        return protocol3.request_message(
+            method or self.request.method, self.request.uri if url is None else url,
+            auth["timestamp"], auth["nonce_str"], self.request.body if body is None else body)
+
+    def serial_problem(self, serial):
+        v3 = self.state.v3
+        if protocol3.same_serial(serial, v3.public_key_id) or protocol3.same_serial(
+                serial, v3.platform_serial):
+            return ("serial_no %s is WeChat Pay's (its public key id or platform certificate), "
+                    "not the merchant's: send the serial of your merchant API certificate, %s"
+                    % (serial, self.merchant.serial_no))
+        return ("serial_no %s is not the serial of merchant %s's API certificate (%s)"
+                % (serial, self.merchant.mchid, self.merchant.serial_no))
+
+    def check_timestamp(self, text):
+        if not (text.isascii() and text.isdigit()):
+            raise self.sign_error("timestamp", "timestamp %r is not a number of seconds" % text)
+        ts = int(text)
+        if len(text) == 13:
+            raise self.sign_error("timestamp", "timestamp %s has 13 digits: milliseconds; "
+                                  "WeChat wants seconds" % text)
+        # within 5 minutes of the simulator's clock; while POST /sim/clock has moved it, of
+        # real time too (so that expiring a prepay_id does not make every request stale)
+        off = min(abs(ts - time.time()), abs(ts - self.state.clock.now()))
+        if off > rules3.SIGNATURE_WINDOW:
+            raise self.sign_error("timestamp", "timestamp %s is %d s away from the simulator's "
+                                  "clock (%d); WeChat allows %d s" % (
+                                      text, off, int(self.state.clock.now()),
+                                      rules3.SIGNATURE_WINDOW))
+
+    def sign_error(self, check, reason):
+        self.entry["signature"] = "bad"
+        self.entry["explanation"] = self.explain(check, reason)
+        return V3Error("SIGN_ERROR", SIGN_MESSAGES[check], detail=reason)
+
+    def explain(self, check, reason):
+        """Which check failed, the string that should have been signed, and hints."""
+        explanation = {"sign_type": "SHA256withRSA", "failed_check": check,
+                       "hints": [reason]}
+        if self.auth is None:
+            return explanation
+        explanation["string_to_sign"] = _shown(self.signed_message())
+        explanation["received_sign"] = self.auth["signature"]
+        explanation["authorization"] = {k: self.auth[k] for k in ("mchid", "serial_no",
+                                                                   "timestamp", "nonce_str")}
+        if check == "signature":
+            explanation["hints"].extend(self.signature_hints())
+        return explanation
+
+    def signature_hints(self):
+        raw = protocol3.decode_signature(self.auth["signature"])
+        if raw is None:
+            return ["the signature is not base64"]
+        if len(raw) != protocol3.RSA_SIGNATURE_BYTES:
+            return ["the signature has %d bytes; a 2048-bit RSA key signs %d" % (
+                len(raw), protocol3.RSA_SIGNATURE_BYTES)]
+        hints = ["the signature matches when " + label
+                 for label, message in self.mistakes()
+                 if protocol3.verify(self.merchant.public_key, message, self.auth["signature"])]
+        return hints or ["no common mistake matched: sign METHOD\\nURL\\ntimestamp\\nnonce\\n"
+                         "body\\n (URL = path and query exactly as sent, body = the exact bytes "
+                         "sent) with the private key of certificate %s" % self.merchant.serial_no]
+
+    def mistakes(self):
+        """(what went wrong, the message signed then) for mistakes seen in the wild."""
+        request, auth = self.request, self.auth
+        path = request.uri.split("?", 1)[0]
+        if path != request.uri:
+            yield "the query string is left out of the URL", self.signed_message(url=path)
+        yield ("the URL includes the host",
+               self.signed_message(url="%s://%s%s" % (request.protocol, request.host, request.uri)))
+        if request.uri.startswith("/v3/"):
+            yield "/v3 is left out of the URL", self.signed_message(url=request.uri[3:])
+        yield "the method is lowercase", self.signed_message(method=request.method.lower())
+        if request.body:
+            yield "the body is left out (signed as empty)", self.signed_message(body=b"")
+            try:
+                compact = json.dumps(json.loads(request.body), ensure_ascii=False,
+                                     separators=(",", ":")).encode("utf-8")
+            except ValueError:
+                compact = None
+            if compact is not None and compact != request.body:
+                yield ("the body was signed before it was re-serialised: the signature is "
+                       "over the compact JSON, the body sent differs (sign the exact bytes "
+                       "you send)", self.signed_message(body=compact))
+        yield "the last \\n is left out", self.signed_message()[:-1]
+        yield ("timestamp and nonce are swapped", protocol3.request_message(
+            request.method, request.uri, auth["nonce_str"], auth["timestamp"], request.body))
+
+    # --- body, scenarios ----------------------------------------------------------------
+    def parse_body(self):
+        if self.method == "GET":
+            return {}
+        body = self.request.body
+        if len(body) > MAX_BODY:
+            raise V3Error("PARAM_ERROR", "请求体过大", detail="body over %d bytes" % MAX_BODY)
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise V3Error("PARAM_ERROR", "请求体不是合法的JSON",
+                          detail="the body is not UTF-8 JSON: %s" % exc) from None
+        if not isinstance(data, dict):
+            raise V3Error("PARAM_ERROR", "请求体必须是JSON对象")
+        return data
+
+    def check_scenarios(self):
+        case = self.request.headers.get("Wechatpay-Negative-Test", "").strip()
+        if NEGATIVE_TEST.match(case):
+            self.entry["negative_test"] = case
+            raise V3Error(case, detail="Wechatpay-Negative-Test: " + case)
+        if self.system_error:
+            raise V3Error("SYSTEM_ERROR")
+
+    def same_mchid(self, mchid, where):
+        """The request's mchid (body or query) is the signer's, or 401 SIGN_ERROR."""
+        if mchid != self.auth["mchid"]:
+            raise self.sign_error("mchid", "the Authorization is merchant %s's, but %s names "
+                                  "mchid %s" % (self.auth["mchid"], where, mchid))
+
+    def query_mchid(self):
+        mchid = self.get_query_argument("mchid", "")
+        if not mchid:
+            raise V3Error("PARAM_ERROR", "mchid为必填参数",
+                          detail="the query string lacks mchid")
+        self.same_mchid(mchid, "the query string")
+        return mchid
+
+    def rules(self, body, *path_args):
+        raise NotImplementedError
+
+    # --- answers ------------------------------------------------------------------------
+    def answer(self, status, data=None):
+        self.entry["status"] = status
+        self.write_signed(status, data)
+
+    def fail(self, exc):
+        self.entry.update(error=exc.code, detail=exc.detail, status=exc.status)
+        self.write_signed(exc.status, {"code": exc.code, "message": exc.message})
+
+    def write_signed(self, status, data):
+        """The answer with WeChat's signature headers (a 204 too: its body is empty)."""
+        body = b"" if data is None else json.dumps(
+            data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.set_status(status)
+        self.sign_answer(body)
+        self.set_header("Request-ID", protocol3.nonce(40).lower())
+        if status == 204:
+            return self.finish()
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(body)
+
+    def sign_answer(self, body):
+        kind = self.state.next_v3_signer()
+        serial, key = self.state.v3.signing_key(kind)
+        mode = "bad_sign" if self.bad_sign else "normal"
+        headers, facts = notifications3.signed_headers(body, serial, key, mode)
+        for name, value in headers.items():
+            if name != "Content-Type":
+                self.set_header(name, value)
+        self.entry["signed_with"] = kind
+        self.entry["wechatpay_serial"] = facts["wechatpay_serial"]
+
+    def write_error(self, status_code, **kwargs):
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish({"code": "SYSTEM_ERROR", "message": rules3.MESSAGES["SYSTEM_ERROR"]})
+
+
+def _shown(message):
+    text = message.decode("utf-8", "replace")
+    if len(text) > EXPLAINED_BODY:
+        return text[:EXPLAINED_BODY] + "…(%d more characters)" % (len(text) - EXPLAINED_BODY)
+    return text
+
+
+class JsapiHandler(V3Endpoint):
+    """POST /v3/pay/transactions/jsapi -> 200 {"prepay_id"}."""
+    api = JSAPI
+
+    def rules(self, body):
+        self.same_mchid(rules3.string(body, "mchid"), "the body")
+        appid = rules3.string(body, "appid")
+        if appid not in self.merchant_appids():
+            raise V3Error("APPID_MCHID_NOT_MATCH", detail="appid %s is not bound to mchid %s"
+                          % (appid, self.auth["mchid"]))
+        order = self.state.v3_order(self.auth["mchid"], appid, body)
+        self.entry["out_trade_no"] = order.out_trade_no
+        return 200, {"prepay_id": order.prepay_id}
+
+    def merchant_appids(self):
+        merchant = self.state.config.merchants.get(self.auth["mchid"])
+        return merchant.appids if merchant else ()
+
+
+class QueryHandler(V3Endpoint):
+    """GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid= -> the transaction."""
+    api = QUERY_OUT_TRADE_NO
+    method = "GET"
+
+    def rules(self, body, out_trade_no):
+        mchid = self.query_mchid()
+        return 200, notifications3.transaction(self.order(mchid, out_trade_no=out_trade_no))
+
+    def order(self, mchid, out_trade_no="", transaction_id=""):
+        order = self.state.find_order(mchid, out_trade_no, transaction_id)
+        if order is None:
+            raise V3Error("ORDER_NOT_EXIST", detail="merchant %s has no order %s"
+                          % (mchid, out_trade_no or transaction_id))
+        self.entry["out_trade_no"] = order.out_trade_no
+        return order
+
+
+class QueryByIdHandler(QueryHandler):
+    """GET /v3/pay/transactions/id/{transaction_id}?mchid= -> the transaction."""
+    api = QUERY_ID
+
+    def rules(self, body, transaction_id):
+        mchid = self.query_mchid()
+        return 200, notifications3.transaction(self.order(mchid, transaction_id=transaction_id))
+
+
+class CloseHandler(QueryHandler):
+    """POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close {"mchid"} -> 204."""
+    api = CLOSE
+    method = "POST"
+
+    def rules(self, body, out_trade_no):
+        self.same_mchid(rules3.string(body, "mchid"), "the body")
+        self.state.v3_close(self.order(self.auth["mchid"], out_trade_no=out_trade_no))
+        return 204, None
+
+
+class RefundHandler(V3Endpoint):
+    """POST /v3/refund/domestic/refunds -> the refund, PROCESSING until the refund delay has
+    passed (then SUCCESS or the outcome the control plane chose, and its notification)."""
+    api = REFUND
+
+    def rules(self, body):
+        fields = rules3.check_refund(body)
+        refund, repeated = self.state.v3_refund(self.auth["mchid"], fields)
+        self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=refund.out_refund_no,
+                          repeated=repeated)
+        if not repeated:
+            self.settlement.schedule(refund)
+        order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
+        return 200, notifications3.refund_resource(refund, order)
+
+
+class RefundQueryHandler(V3Endpoint):
+    """GET /v3/refund/domestic/refunds/{out_refund_no} -> the refund."""
+    api = REFUND_QUERY
+    method = "GET"
+
+    def rules(self, body, out_refund_no):
+        refund = self.state.refunds.get((self.auth["mchid"], out_refund_no))
+        if refund is None:
+            raise V3Error("RESOURCE_NOT_EXISTS", "退款单不存在",
+                          detail="merchant %s has no refund %s" % (self.auth["mchid"],
+                                                                   out_refund_no))
+        self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=out_refund_no)
+        order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
+        return 200, notifications3.refund_resource(refund, order)
+
+
+class CertificatesHandler(V3Endpoint):
+    """GET /v3/certificates: the platform certificate, encrypted with the merchant's APIv3 key
+    (associated_data "certificate"), as WeChat serves it; in public-key mode 404
+    RESOURCE_NOT_EXISTS, as WeChat answers merchants that have only the public key."""
+    api = CERTIFICATES
+    method = "GET"
+
+    def rules(self, body):
+        v3 = self.state.v3
+        if not v3.serves_certificates():
+            raise V3Error("RESOURCE_NOT_EXISTS", rules3.NO_CERTIFICATE,
+                          detail="key mode public-key: there is no platform certificate")
+        cert = v3.platform_cert
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        return 200, {"data": [{
+            "serial_no": v3.platform_serial,
+            "effective_time": protocol3.rfc3339(cert.not_valid_before_utc.timestamp()),
+            "expire_time": protocol3.rfc3339(cert.not_valid_after_utc.timestamp()),
+            "encrypt_certificate": protocol3.encrypt(self.merchant.apiv3_key, pem,
+                                                     "certificate")}]}
+
+
+def routes():
+    """(pattern, handler) of every v3 path."""
+    segment = r"([^/?]+)"
+    return [
+        (r"/v3/pay/transactions/jsapi/?", JsapiHandler),
+        (r"/v3/pay/transactions/out-trade-no/%s/close/?" % segment, CloseHandler),
+        (r"/v3/pay/transactions/out-trade-no/%s/?" % segment, QueryHandler),
+        (r"/v3/pay/transactions/id/%s/?" % segment, QueryByIdHandler),
+        (r"/v3/refund/domestic/refunds/?", RefundHandler),
+        (r"/v3/refund/domestic/refunds/%s/?" % segment, RefundQueryHandler),
+        (r"/v3/certificates/?", CertificatesHandler),
+    ]
