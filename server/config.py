@@ -112,6 +112,7 @@ class Config:
         for pay_path, refund_path in ((PAY_NOTIFY_PATH, REFUND_NOTIFY_PATH), (PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3)):
             if not values.get("refund_notify_url") and values["notify_url"].endswith(pay_path):
                 values["refund_notify_url"] = values["notify_url"][:-len(pay_path)] + refund_path
+        values["api_key"] = values.get("api_key") or ""   # optional in v3
         if values.get("pay_version") == V3:
             values["sign_type"] = wxpay3.RSA   # every v3 order's payment is signed with RSA
         return cls(**values)
@@ -182,7 +183,7 @@ def _v3_problems(raw):
     problems = []
     if raw.get("apiv3_key") and not _APIV3_KEY.fullmatch(raw["apiv3_key"]):
         problems.append("WECHAT_APIV3_KEY must be 32 ASCII characters without spaces (the APIv3 key set in "
-                        "the merchant platform, used for AES-256-GCM; not the v2 API key)")
+                        "the merchant platform for AES-256-GCM, not the v2 API key)")
     if raw.get("mch_serial_no") and not _SERIAL_NO.fullmatch(raw["mch_serial_no"]):
         problems.append("WECHAT_MCH_SERIAL_NO must be the hex serial number of the merchant API certificate "
                         "(40 hex digits), not a PUB_KEY_ID_")
@@ -207,7 +208,7 @@ def _v3_problems(raw):
                         "Pay public key) or WECHAT_PLATFORM_CERT_DIR (platform certificates, fetched by the backend)")
     notify_url = raw.get("notify_url") or ""
     if urlsplit(notify_url).path.endswith(PAY_NOTIFY_PATH):
-        problems.append("WECHAT_NOTIFY_URL points at the v2 path %s; in v3 it is the URL of %s"
+        problems.append("WECHAT_NOTIFY_URL points at the v2 path %s (in v3 it is the URL of %s)"
                         % (PAY_NOTIFY_PATH, PAY_NOTIFY_PATH_V3))
     return problems
 

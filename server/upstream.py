@@ -152,7 +152,8 @@ class Pool:
         if connection is None:
             connection = await self._connect(*key)
         try:
-            status, keep_alive, fields, answer = await _exchange(*connection, request, method, reused)
+            fields = []
+            status, keep_alive, answer = await _exchange(*connection, request, method, reused, fields)
         except BaseException:
             connection[1].close()
             raise
@@ -235,8 +236,9 @@ def _request_bytes(method, target, host, body, headers):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-async def _exchange(reader, writer, request, method, reused):
-    """Send request, read the response. Returns (status, keep_alive, [(name, value)], body)."""
+async def _exchange(reader, writer, request, method, reused, fields=None):
+    """Send request, read the response. Returns (status, keep_alive, body); the final
+    answer's header fields, (name, value) as sent, are appended to `fields` if given."""
     writer.write(request)
     for interim in range(MAX_INTERIM + 1):
         try:
@@ -247,7 +249,7 @@ async def _exchange(reader, writer, request, method, reused):
             raise ConnectionResetError("connection closed before the answer") from None
         except asyncio.LimitOverrunError:
             raise BadResponse("response head too large") from None
-        version, status, headers, fields = _parse_head(head)
+        version, status, headers, received = _parse_head(head)
         if not 100 <= status < 200:
             break
         if status == 101:
@@ -260,7 +262,9 @@ async def _exchange(reader, writer, request, method, reused):
     keep_alive = framed and version == "HTTP/1.1" and "close" not in headers.get("connection", ())
     if status in (204, 304) and (headers.get("transfer-encoding") or headers.get("content-length", "0") != "0"):
         keep_alive = False   # a body where none may be: what follows on this connection is unknown
-    return status, keep_alive, fields, body
+    if fields is not None:
+        fields.extend(received)
+    return status, keep_alive, body
 
 
 def _parse_head(head):

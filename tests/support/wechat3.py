@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import time
+import urllib.parse
 
 import pytest
 import tornado.httpclient
@@ -320,7 +321,7 @@ class _Handler(tornado.web.RequestHandler):
             return self.answer(fault["status"], {"code": fault["code"], "message": "fake fault"},
                                signed=fault.get("signed", True))
         query = {k: v[0].decode() for k, v in request.query_arguments.items()}
-        status, answer = fake.route(request.method, request.path, query, request.body)
+        status, answer = fake.route(request.method, urllib.parse.unquote(request.path), query, request.body)
         self.answer(status, answer, fault=fault and fault["kind"])
 
     get = post = handle
@@ -394,12 +395,13 @@ def v3_values(tmp_path, base_url, key_mode="public-key", backend_port=8000, **ov
 
 
 @pytest.fixture
-def app3(fake3, io_loop, tmp_path, http_port, clock, key_mode):
+def app3(fake3, io_loop, tmp_path, http_port, clock, key_mode, backend_store):
     """The backend in v3 mode (pytest-tornado serves it: alias it as `app` in the module)."""
     from server.app import make_app
     from server.config import Config
     config = Config.from_values(v3_values(tmp_path, fake3.url, key_mode, http_port))
-    backend = make_app(config, clock=clock)
+    store = backend_store(str(tmp_path / "payments.db"), clock) if backend_store else None
+    backend = make_app(config, store=store, clock=clock)
     io_loop.run_sync(backend.shop.start)
     yield backend
     io_loop.run_sync(lambda: backend.shop.stop(drain=0))
