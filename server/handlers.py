@@ -304,7 +304,7 @@ class V3NotifyHandler(BaseHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
         status, error = _error_shape(status_code, exc)
-        message = error["message"] if isinstance(exc, ServiceError) and status < 500 else "temporarily unable to process"
+        message = error["message"] if status < 500 else "temporarily unable to process"
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False))

@@ -105,7 +105,9 @@ def test_a_v2_configuration_ignores_the_v3_names(env):
 def test_run_server_names_every_v3_problem_in_one_line(env, tmp_path):
     bad = dict(env, PATH="/usr/bin:/bin", WECHAT_APIV3_KEY="short", WECHAT_PAY_PUBLIC_KEY_ID="KEY_1",
                WECHAT_MCH_PRIVATE_KEY_FILE=str(tmp_path / "nope.pem"), DATABASE_URL="sqlite:///:memory:")
-    r = subprocess.run([sys.executable, "run_server.py"], cwd=ROOT, env=bad, capture_output=True, text=True, timeout=30)
+    del bad["WECHAT_PAY_VERSION"]                       # the flag chooses v3
+    r = subprocess.run([sys.executable, "run_server.py", "--pay-version", "v3"], cwd=ROOT, env=bad,
+                       capture_output=True, text=True, timeout=30)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     for named in ("WECHAT_APIV3_KEY must be", "WECHAT_PAY_PUBLIC_KEY_ID must start with PUB_KEY_ID_",

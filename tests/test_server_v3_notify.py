@@ -1,7 +1,6 @@
 """The backend in v3 mode, in process, against the fake v3 WeChat: the Mini Program's API
 unchanged (only signType/paySign differ), the v3 notify endpoint (verified before anything,
 probes and replays refused, one transition, 200 only after the commit) and refunds."""
-import asyncio
 import base64
 import json
 
@@ -12,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from server.domain import CLOSED, NOTPAY, REFUND, SUCCESS
 from tests.support import ADMIN_TOKEN
 from tests.support.api import call, wait_for
-from tests.support.wechat3 import (APPID, MERCHANT_PUBLIC_KEY, PUB_KEY_ID, app3, fake3, key_mode,  # noqa: F401
+from tests.support.wechat3 import (APPID, MERCHANT_PUBLIC_KEY, app3, fake3, key_mode,  # noqa: F401
                                    notification, other_key, refund_resource, transaction)
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -210,20 +209,27 @@ async def test_refunds_with_their_notifications(http_client, base_url, fake3, ap
 
 
 async def test_v2_notifications_refused_in_v3_mode(http_client, base_url, fake3, app):
+    """No v2 API key is configured: nothing may verify with an empty one, not even for an
+    order made under v2 before the switch."""
+    import time
     from server import wxpay
+    from server.domain import Order
+    old, _ = await app.service.store.insert_order(Order(
+        out_trade_no="V2ORDERBEFORETHESWITCH", openid="o-alice", product_id="tea", quantity=1, body="Tea",
+        total_fee=800, sign_type="MD5", status=NOTPAY, created_at=time.time(), updated_at=time.time()))
     _, order = await unpaid(http_client, base_url)
-    fields = {"return_code": "SUCCESS", "result_code": "SUCCESS", "appid": APPID, "mch_id": "10000100",
-              "out_trade_no": order["out_trade_no"], "total_fee": str(order["total_fee"]),
-              "transaction_id": "4200000000000000000000000001", "nonce_str": "n"}
-    for key in ("", "None"):   # no v2 API key is configured: nothing may verify with an empty one
+    for no, fee in ((old.out_trade_no, 800), (order["out_trade_no"], order["total_fee"])):
+        fields = {"return_code": "SUCCESS", "result_code": "SUCCESS", "appid": APPID, "mch_id": "10000100",
+                  "out_trade_no": no, "total_fee": str(fee), "transaction_id": "4200000000000000000000000001",
+                  "nonce_str": "n"}
         r = await http_client.fetch(base_url + "/wechat/pay/notify", method="POST", raise_error=False,
-                                    body=wxpay.signed_xml(fields, key))
+                                    body=wxpay.signed_xml(fields, ""))
         assert wxpay.from_xml(r.body)["return_code"] == "FAIL"
+        assert (await stored(app, no)).status == NOTPAY
     r = await http_client.fetch(base_url + "/wechat/refund/notify", method="POST", raise_error=False,
                                 body=wxpay.to_xml({"return_code": "SUCCESS", "appid": APPID, "mch_id": "10000100",
                                                    "req_info": "AAAA"}))
     assert wxpay.from_xml(r.body)["return_code"] == "FAIL"
-    assert (await stored(app, order["out_trade_no"])).status == NOTPAY
 
 
 async def test_notify_endpoint_edges(http_client, base_url, fake3, app):
