@@ -2,6 +2,7 @@
 import argparse
 import asyncio
 import errno
+import json
 import logging
 import os
 import secrets
@@ -79,6 +80,13 @@ def parse_args(argv):
                    help="with --simulator: where the simulator's CA and the merchant certificate are kept")
     p.add_argument("--database-url", help="overrides DATABASE_URL")
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
+    p.add_argument("--pay-version", choices=["v2", "v3"], help="overrides WECHAT_PAY_VERSION (default v2)")
+    p.add_argument("--simulator-v3-dir", default="sim-v3",
+                   help="with --simulator and v3: where the simulator keeps its v3 keys and writes v3.json")
+    p.add_argument("--simulator-v3-key-mode", choices=["public-key", "certificate", "migration"],
+                   default="public-key", help="with --simulator and v3: how the simulator signs (and so how "
+                                              "the backend verifies): the WeChat Pay public key, platform "
+                                              "certificates, or both")
     p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
     p.add_argument("--sweep-interval", type=seconds(0, 86400),
                    help="seconds between background orderquery/refundquery sweeps for missing "
@@ -102,19 +110,78 @@ def parse_args(argv):
 
 def build_config(args, environ, tls_files=None):
     overrides = {"database_url": args.database_url, "sign_type": args.sign_type,
-                 "notify_url": args.notify_url}
+                 "notify_url": args.notify_url, "pay_version": args.pay_version}
     if args.simulator:
         sim = "https://127.0.0.1:%d" % args.simulator_port
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         host = "[%s]" % host if ":" in host else host
         demo = simulator_demo()
+        v3 = (args.pay_version or environ.get("WECHAT_PAY_VERSION")) == server_config.V3
+        notify_path = server_config.PAY_NOTIFY_PATH_V3 if v3 else server_config.PAY_NOTIFY_PATH
         overrides.update(
             appid=demo["appid"], app_secret=demo["app_secret"], mch_id=demo["mch_id"], api_key=demo["api_key"],
             login_base_url=sim, pay_base_url=sim,
-            notify_url=args.notify_url or "http://%s:%d/wechat/pay/notify" % (host, args.port),
+            notify_url=args.notify_url or "http://%s:%d%s" % (host, args.port, notify_path),
             refund_notify_url=None, ca_file=tls_files.ca_cert, cert_file=tls_files.client_cert,
             key_file=tls_files.client_key)
+        if v3:
+            overrides.update(v3_overrides(simulator_v3_manifest(args), args.simulator_v3_dir))
     return server_config.Config.from_env(environ, overrides)
+
+
+MANIFEST_FIELDS = ("mchid", "appid", "apiv3_key", "merchant_serial_no", "key_mode")
+
+
+def read_v3_manifest(path):
+    """The simulator's v3 manifest (DIR/v3.json: see the README); StartError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise StartError("cannot read the simulator's v3 manifest %s: %s" % (path, getattr(exc, "strerror", None)
+                                                                            or type(exc).__name__)) from None
+    missing = [field for field in MANIFEST_FIELDS if not isinstance(manifest, dict) or not manifest.get(field)]
+    if missing:
+        raise StartError("the simulator's v3 manifest %s lacks %s" % (path, ", ".join(missing)))
+    return manifest
+
+
+def v3_overrides(manifest, v3_dir):
+    """Config fields for WeChat Pay v3 from the simulator's manifest: its mchid, appid and
+    APIv3 key, the merchant's serial and (when the simulator made it) private key, and the
+    simulator's public key (public-key and migration modes) or a directory for the platform
+    certificates the backend fetches from it (certificate and migration modes). Values the
+    manifest lacks (a merchant key the simulator was given, not made) come from the
+    environment as usual (WECHAT_MCH_PRIVATE_KEY_FILE)."""
+    mode = manifest["key_mode"]
+    fields = {"pay_version": server_config.V3, "mch_id": manifest["mchid"], "appid": manifest["appid"],
+              "apiv3_key": manifest["apiv3_key"], "mch_serial_no": manifest["merchant_serial_no"],
+              "mch_private_key_file": manifest.get("merchant_private_key_file")}
+    if mode in ("public-key", "migration"):
+        fields.update(pay_public_key_file=manifest.get("wechatpay_public_key_file"),
+                      pay_public_key_id=manifest.get("wechatpay_public_key_id"))
+    if mode in ("certificate", "migration"):
+        fields.update(platform_cert_dir=os.path.join(os.path.abspath(v3_dir), "backend-platform-certs"))
+    return fields
+
+
+def simulator_v3_manifest(args):
+    """Have the bundled simulator make (first start) or load its v3 keys in
+    --simulator-v3-dir, in --simulator-v3-key-mode, and return its manifest DIR/v3.json.
+
+    END-TO-END PHASE (issue 15): the simulator's v3 side (simulator/v3_api.py) is built in
+    another branch at the same time as this one; the entry point called here is the one
+    expected of it (as simulator.tls.prepare is for TLS) and must be checked, or renamed to
+    the real one, once that branch is merged. Until then this stops with one line."""
+    try:
+        from simulator import v3_api
+        prepare = v3_api.prepare_keys
+    except (ImportError, AttributeError):
+        raise StartError("--pay-version v3 with --simulator: the bundled simulator in this checkout has no v3 "
+                         "support yet (simulator/v3_api.py); run a v3 simulator and configure WECHAT_* "
+                         "from its manifest instead") from None
+    prepare(args.simulator_v3_dir, key_mode=args.simulator_v3_key_mode)
+    return read_v3_manifest(os.path.join(args.simulator_v3_dir, "v3.json"))
 
 
 def simulator_demo():
@@ -155,6 +222,8 @@ def start_simulator(args, tls_files, sockets):
     from simulator.app import make_app as make_sim_app, make_server as make_sim_server
     from simulator.config import SimConfig
     from simulator.state import State
+    # END-TO-END PHASE (issue 15): with --pay-version v3 the simulator must also serve its v3 API
+    # with the keys simulator_v3_manifest() prepared; wire that here once simulator/v3_api.py is merged.
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True))
     make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)
@@ -201,6 +270,12 @@ def print_banner(args, options, config, max_connections, processes=1):
         "[%s]" % args.host if ":" in args.host else args.host, args.port,
         config.notify_url, config.sign_type, describe_url(config.database_url),
         ", %d processes" % processes if processes > 1 else ""), flush=True)
+    if config.pay_version == server_config.V3:
+        print("WeChat Pay API v3: merchant %s, certificate serial %s; WeChat's signatures verified with %s"
+              % (config.mch_id, config.mch_serial_no, " and ".join(filter(None, [
+                  config.pay_public_key_id and "the WeChat Pay public key %s" % config.pay_public_key_id,
+                  config.platform_cert_dir and "platform certificates kept in %s" % config.platform_cert_dir]))),
+              flush=True)
     print("HTTP limits%s: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
           "taken within %gs, at most %d connections (descriptor limit %s)" % (
               " per process" if processes > 1 else "",

@@ -8,10 +8,12 @@ import time
 import tornado.web
 
 from server import handlers
+from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3, V3
 from server.catalog import Catalog
 from server.service import Service
 from server.store import open_store
 from server.wechat import WeChatClient
+from server.wechat3 import WeChatClientV3
 
 log = logging.getLogger("server.app")
 
@@ -30,7 +32,7 @@ class App:
         self.clock = clock
         self.store = store or open_store(config.database_url, clock=clock, pool_size=config.database_pool_size,
                                          timeout=config.database_timeout)
-        self.wechat = wechat or WeChatClient(config)
+        self.wechat = wechat or (WeChatClientV3(config) if config.pay_version == V3 else WeChatClient(config))
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval
         self.web = _web_application(self)
@@ -39,6 +41,7 @@ class App:
 
     async def start(self):
         await self.store.open()
+        await self.wechat.start()
         if self.sweep_interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
@@ -85,6 +88,8 @@ def _web_application(shop):
         (r"/api/orders/%s/close" % TRADE_NO, handlers.CloseHandler),
         (r"/wechat/pay/notify", handlers.PayNotifyHandler),
         (r"/wechat/refund/notify", handlers.RefundNotifyHandler),
+        (PAY_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
+        (REFUND_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
         (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
         (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
         (r"/admin/refunds", handlers.AdminRefundListHandler),

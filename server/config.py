@@ -5,7 +5,7 @@ import re
 import ssl
 from urllib.parse import urlsplit
 
-from server import httpserver, upstream, wxpay
+from server import httpserver, upstream, wxpay, wxpay3
 from server.store import describe_url
 
 
@@ -33,12 +33,23 @@ ENV = {
     "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "0"),
     "DATABASE_POOL_SIZE": ("database_pool_size", "10"),
     "DATABASE_TIMEOUT": ("database_timeout", "5"),
+    # WeChat Pay API v3 (WECHAT_PAY_VERSION=v3): see _v3_problems for what it needs
+    "WECHAT_PAY_VERSION": ("pay_version", "v2"),
+    "WECHAT_APIV3_KEY": ("apiv3_key", ""),
+    "WECHAT_MCH_PRIVATE_KEY_FILE": ("mch_private_key_file", ""),
+    "WECHAT_MCH_SERIAL_NO": ("mch_serial_no", ""),
+    "WECHAT_PAY_PUBLIC_KEY_FILE": ("pay_public_key_file", ""),
+    "WECHAT_PAY_PUBLIC_KEY_ID": ("pay_public_key_id", ""),
+    "WECHAT_PLATFORM_CERT_DIR": ("platform_cert_dir", ""),
 }
-_SECRETS = {"app_secret", "api_key", "admin_token", "proxy_url"}   # a proxy URL may hold a password
+_SECRETS = {"app_secret", "api_key", "admin_token", "proxy_url", "apiv3_key"}   # a proxy URL may hold a password
+V2, V3 = "v2", "v3"
 
 
 PAY_NOTIFY_PATH = "/wechat/pay/notify"
 REFUND_NOTIFY_PATH = "/wechat/refund/notify"
+PAY_NOTIFY_PATH_V3 = "/wechat/pay/v3/notify"
+REFUND_NOTIFY_PATH_V3 = "/wechat/refund/v3/notify"
 
 
 class ConfigError(ValueError):
@@ -73,14 +84,21 @@ class Config:
     connections_per_host: int = 0      # 0: httpserver.default_connections_per_host()
     database_pool_size: int = 10       # PostgreSQL: connections per process
     database_timeout: float = 5.0      # PostgreSQL: seconds for a statement, a lock, a pool wait
+    pay_version: str = V2
+    apiv3_key: str = dataclasses.field(default="", repr=False)
+    mch_private_key_file: str = ""     # the merchant's apiclient_key.pem (v3 request signatures, paySign)
+    mch_serial_no: str = ""            # the serial number of the merchant's API certificate
+    pay_public_key_file: str = ""      # the WeChat Pay public key (public-key mode) ...
+    pay_public_key_id: str = ""        # ... and its id, PUB_KEY_ID_...
+    platform_cert_dir: str = ""        # platform-certificate mode: where fetched certificates are kept
 
     @classmethod
     def from_env(cls, environ, overrides=None):
         """Build from an environment mapping; overrides (flags) win. Raises ConfigError."""
         raw = {field: environ.get(var, default) for var, (field, default) in ENV.items()}
         raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        missing = ["%s is required" % var for var, (field, default) in ENV.items()
-                   if default is None and raw[field] in (None, "")]
+        missing = ["%s is required%s" % (_VARIABLE[field], " for WeChat Pay v3" if field in _V3_REQUIRED else "")
+                   for field in _required(raw) if raw.get(field) in (None, "")]
         problems = missing + _problems(raw) + _environment_proxy_problems(environ, raw)
         if problems:
             raise ConfigError(problems)
@@ -98,8 +116,12 @@ class Config:
         values["connections_per_host"] = int(raw.get("connections_per_host", 0))
         values["database_pool_size"] = int(raw.get("database_pool_size", 10))
         values["database_timeout"] = float(raw.get("database_timeout", 5))
-        if not values.get("refund_notify_url") and values["notify_url"].endswith(PAY_NOTIFY_PATH):
-            values["refund_notify_url"] = values["notify_url"][:-len(PAY_NOTIFY_PATH)] + REFUND_NOTIFY_PATH
+        for pay_path, refund_path in ((PAY_NOTIFY_PATH, REFUND_NOTIFY_PATH), (PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3)):
+            if not values.get("refund_notify_url") and values["notify_url"].endswith(pay_path):
+                values["refund_notify_url"] = values["notify_url"][:-len(pay_path)] + refund_path
+        values["api_key"] = values.get("api_key") or ""   # optional in v3
+        if values.get("pay_version") == V3:
+            values["sign_type"] = wxpay3.RSA   # every v3 order's payment is signed with RSA
         return cls(**values)
 
     def describe(self):
@@ -116,7 +138,9 @@ def _problems(raw):
         ("api_key", _KEY.fullmatch, "WECHAT_API_KEY must be 32 letters and digits (the merchant API key, not the AppSecret)"),
         ("app_secret", _KEY.fullmatch, "WECHAT_APP_SECRET must be 32 letters and digits"),
         ("notify_url", _notify_url_ok, "WECHAT_NOTIFY_URL must be an http(s) URL without a query string"),
-        ("sign_type", lambda v: v in wxpay.SIGN_TYPES, "WECHAT_SIGN_TYPE must be MD5 or HMAC-SHA256"),
+        ("sign_type", lambda v: v in wxpay.SIGN_TYPES or raw.get("pay_version") == V3,
+         "WECHAT_SIGN_TYPE must be MD5 or HMAC-SHA256"),
+        ("pay_version", lambda v: v in (V2, V3), "WECHAT_PAY_VERSION must be v2 or v3"),
         ("login_base_url", _url_ok, "WECHAT_LOGIN_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("timeout", _positive_number, "WECHAT_TIMEOUT must be a number of seconds from 0.1 to 3600"),
@@ -142,11 +166,84 @@ def _problems(raw):
         problems.append("WECHAT_CERT_FILE and WECHAT_KEY_FILE go together")
     elif not problems:
         problems += _pem_problems(raw)
+    if raw.get("pay_version") == V3:
+        problems += _v3_problems(raw)
     return problems
 
 
 _KEY = re.compile(r"[0-9A-Za-z]{32}")
 _VARIABLE = {field: var for var, (field, default) in ENV.items()}
+_V2_ONLY = ("api_key",)   # v3 signs with RSA and encrypts with the APIv3 key
+_V3_REQUIRED = ("apiv3_key", "mch_private_key_file", "mch_serial_no")
+_APIV3_KEY = re.compile(r"[!-~]{32}")
+_SERIAL_NO = re.compile(r"[0-9A-Fa-f]{8,64}")
+_PUBLIC_KEY_ID = re.compile(re.escape(wxpay3.PUBLIC_KEY_ID_PREFIX) + r"[!-~]{1,100}")
+
+
+def _required(raw):
+    """The fields that must be set, for the configured API version."""
+    common = [field for var, (field, default) in ENV.items() if default is None]
+    if raw.get("pay_version") == V3:
+        return [field for field in common if field not in _V2_ONLY] + list(_V3_REQUIRED)
+    return common
+
+
+def _v3_problems(raw):
+    """What WeChat Pay v3 needs: the APIv3 key, the merchant's RSA key and serial, and the
+    WeChat Pay public key with its id, or a directory for the platform certificates (or
+    both, while WeChat moves a merchant from certificates to the public key). Every key file
+    is loaded now, so a bad one is named at start-up; a value is never repeated."""
+    problems = []
+    if raw.get("apiv3_key") and not _APIV3_KEY.fullmatch(raw["apiv3_key"]):
+        problems.append("WECHAT_APIV3_KEY must be 32 ASCII characters without spaces (the APIv3 key set in "
+                        "the merchant platform for AES-256-GCM, not the v2 API key)")
+    if raw.get("mch_serial_no") and not _SERIAL_NO.fullmatch(raw["mch_serial_no"]):
+        problems.append("WECHAT_MCH_SERIAL_NO must be the hex serial number of the merchant API certificate "
+                        "(40 hex digits), not a PUB_KEY_ID_")
+    if raw.get("mch_private_key_file"):
+        problems += _key_file_problems("WECHAT_MCH_PRIVATE_KEY_FILE", raw["mch_private_key_file"],
+                                       wxpay3.load_private_key, "the merchant's apiclient_key.pem")
+    public_key_file, public_key_id = raw.get("pay_public_key_file"), raw.get("pay_public_key_id")
+    if bool(public_key_file) != bool(public_key_id):
+        problems.append("WECHAT_PAY_PUBLIC_KEY_FILE and WECHAT_PAY_PUBLIC_KEY_ID go together")
+    if public_key_id and not _PUBLIC_KEY_ID.fullmatch(public_key_id):
+        problems.append("WECHAT_PAY_PUBLIC_KEY_ID must start with %s (the id shown with the WeChat Pay "
+                        "public key in the merchant platform)" % wxpay3.PUBLIC_KEY_ID_PREFIX)
+    if public_key_file:
+        problems += _key_file_problems("WECHAT_PAY_PUBLIC_KEY_FILE", public_key_file, wxpay3.load_public_key,
+                                       "the WeChat Pay public key")
+    cert_dir = raw.get("platform_cert_dir")
+    if cert_dir and not _dir_usable(cert_dir):
+        problems.append("WECHAT_PLATFORM_CERT_DIR %s must be a writable directory (or one that can be created)"
+                        % cert_dir)
+    if not public_key_file and not public_key_id and not cert_dir:
+        problems.append("WeChat Pay v3 needs WECHAT_PAY_PUBLIC_KEY_FILE and WECHAT_PAY_PUBLIC_KEY_ID (the WeChat "
+                        "Pay public key) or WECHAT_PLATFORM_CERT_DIR (platform certificates, fetched by the backend)")
+    notify_url = raw.get("notify_url") or ""
+    if urlsplit(notify_url).path.endswith(PAY_NOTIFY_PATH):
+        problems.append("WECHAT_NOTIFY_URL points at the v2 path %s (in v3 it is the URL of %s)"
+                        % (PAY_NOTIFY_PATH, PAY_NOTIFY_PATH_V3))
+    return problems
+
+
+def _key_file_problems(variable, path, load, what):
+    if not _readable(path):
+        return ["%s %s must be a readable file (%s)" % (variable, path, what)]
+    try:
+        with open(path, "rb") as f:
+            load(f.read(64 * 1024))
+    except OSError as exc:
+        return ["%s %s cannot be read (%s)" % (variable, path, exc.strerror or type(exc).__name__)]
+    except wxpay3.KeyFileError as exc:
+        return ["%s %s %s" % (variable, path, exc)]
+    return []
+
+
+def _dir_usable(path):
+    if os.path.isdir(path):
+        return os.access(path, os.W_OK | os.X_OK)
+    parent = os.path.dirname(os.path.abspath(path))
+    return not os.path.exists(path) and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)
 
 
 def _database_url_ok(value):

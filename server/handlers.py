@@ -9,7 +9,7 @@ import tornado.web
 from server import views, wxpay
 from server.service import ServiceError
 from server.store import StoreError
-from server.wechat import WeChatError
+from server.wechat import NotificationRefused, WeChatError
 
 log = logging.getLogger("server.handlers")
 
@@ -286,3 +286,25 @@ class RefundNotifyHandler(PayNotifyHandler):
 
     async def post(self):
         self.send_xml(await self.service.handle_refund_notify(self.body))
+
+
+class V3NotifyHandler(BaseHandler):
+    """WeChat Pay v3 notifications, payments and refunds alike (either path): JSON in; 200
+    {"code": "SUCCESS"} once applied and committed, else 4xx/5xx {"code": "FAIL", "message"}
+    (WeChat's shape), after which WeChat delivers it again later."""
+    max_body = 64 * 1024
+
+    async def post(self):
+        try:
+            await self.service.handle_notify_v3(self.request.headers, self.body)
+        except NotificationRefused as exc:
+            raise ServiceError(exc.status, "FAIL", str(exc)) from None
+        self.send_json(200, {"code": "SUCCESS", "message": "OK"})
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        status, error = _error_shape(status_code, exc)
+        message = error["message"] if status < 500 else "temporarily unable to process"
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False))

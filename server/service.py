@@ -14,10 +14,10 @@ import sys
 import time
 
 from server import domain, wxpay
-from server.domain import (CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING, REFUND,
-                           REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, SUCCESS, Order, Refund)
+from server.domain import (CHANGE, CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING,
+                           REFUND, REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, REFUNDCLOSE, SUCCESS, Order, Refund)
 from server.store import RefundRefused
-from server.wechat import UpstreamError, WeChatError, WeChatRefused
+from server.wechat import NotificationRefused, UpstreamError, WeChatError, WeChatRefused
 
 log = logging.getLogger("server.service")
 
@@ -48,6 +48,7 @@ _REFUND_REFUSALS = {
 }
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 _ORDER_STATE = {"CLOSED": CLOSED, "REVOKED": CLOSED, "PAYERROR": PAYERROR}  # orderquery trade_state -> ours
+_V3_REFUND_EVENTS = {"REFUND.SUCCESS": SUCCESS, "REFUND.CLOSED": REFUNDCLOSE, "REFUND.ABNORMAL": CHANGE}
 
 
 class ServiceError(Exception):
@@ -204,17 +205,12 @@ class Service:
         if order.prepay_id and order.prepay_expires_at - now > PREPAY_SAFETY_MARGIN:
             return order, self.payment_params(order.prepay_id, order.sign_type)
         try:
-            # the order's own sign type: its notification will be verified with it
-            answer = await self.wechat.unified_order(
-                sign_type=order.sign_type, body=order.body, out_trade_no=order.out_trade_no,
-                total_fee=str(order.total_fee), spbill_create_ip=self.config.spbill_create_ip,
-                notify_url=self.config.notify_url, trade_type="JSAPI", openid=order.openid)
+            prepay_id = await self.wechat.prepay(order)
         except WeChatRefused as exc:
-            if exc.wechat_code in ("ORDERPAID", "ORDERCLOSED"):
+            if exc.wechat_code in ("ORDERPAID", "ORDERCLOSED", "ORDER_EXPIRED"):
                 await self.reconcile(order)
                 raise ServiceError(409, exc.wechat_code, "the order is no longer payable") from None
             raise
-        prepay_id = answer["prepay_id"]
         # WeChat answers a repeat with the same prepay_id while it is valid: its expiry stands
         expires_at = order.prepay_expires_at if prepay_id == order.prepay_id else now + PREPAY_TTL
         paid_order = await self.store.set_prepay(order.out_trade_no, prepay_id, expires_at)
@@ -223,9 +219,9 @@ class Service:
         return paid_order, self.payment_params(prepay_id, order.sign_type)
 
     def payment_params(self, prepay_id, sign_type):
-        """wx.requestPayment's five fields, paySign computed here and nowhere else."""
-        return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
-                                     sign_type, int(self.clock()), wxpay.nonce())
+        """wx.requestPayment's five fields, paySign computed by the client (v2: MD5 or
+        HMAC-SHA256 with the API key; v3: RSA with the merchant's key) and nowhere else."""
+        return self.wechat.payment_params(prepay_id, sign_type, int(self.clock()))
 
     # -- notifications -----------------------------------------------------------
     async def handle_notify(self, body):
@@ -247,16 +243,26 @@ class Service:
         if params.get("result_code") != "SUCCESS":
             log.info("order %s: WeChat reports a failed payment (%s)", out_trade_no, params.get("err_code"))
             return wxpay.SUCCESS_REPLY
+        problem = await self._record_payment(order, params)
+        return wxpay.fail_reply(problem) if problem else wxpay.SUCCESS_REPLY
+
+    async def _record_payment(self, order, params):
+        """The one transition to SUCCESS for a believed notification; a problem or None."""
         changed, order = await self._apply_paid(order, params, "notify")
         if not changed and order.transaction_id != params.get("transaction_id"):
-            log.error("order %s: notification with a different transaction_id, not applied", out_trade_no)
-            return wxpay.fail_reply("transaction_id does not match")
-        return wxpay.SUCCESS_REPLY
+            log.error("order %s: notification with a different transaction_id, not applied", order.out_trade_no)
+            return "transaction_id does not match"
+        if not changed:
+            log.info("order %s: notification repeated, already %s", order.out_trade_no, order.status)
+        return None
 
     def _notify_problem(self, params, order):
         """Why a notification cannot be trusted for this order, or None."""
         if order is None:
             return "unknown order"
+        if not self.config.api_key or order.sign_type not in wxpay.SIGN_TYPES:
+            # v3 mode without a v2 key, or an order paid through v3: nothing to verify a v2 sign with
+            return "v2 notifications are not accepted for this order"
         declared = params.get("sign_type")
         if declared is not None and declared != order.sign_type:
             return "sign_type %s does not match the order's %s" % (declared[:16], order.sign_type)
@@ -415,25 +421,34 @@ class Service:
             info = None if problem else wxpay.decrypt_req_info(params["req_info"], self.config.api_key)
         except wxpay.XMLError as exc:
             problem = str(exc)
-        refund = None
         if not problem:
-            refund = await self.store.get_refund(info.get("out_refund_no", ""))
-            problem = await self._refund_problem(info, refund)
+            problem = await self._record_refund(info)
         if problem:
             log.warning("refund notify refused: %s", problem)
             return wxpay.fail_reply(problem)
+        return wxpay.SUCCESS_REPLY
+
+    async def _record_refund(self, info):
+        """Check a decrypted refund notification against the stored refund and order, then
+        the one transition to its outcome; a problem or None."""
+        refund = await self.store.get_refund(info.get("out_refund_no") or "")
+        problem = await self._refund_problem(info, refund)
+        if problem:
+            return problem
         changed, refund = await self.store.refund_transition(
             refund.out_refund_no, domain.sources(REFUND_KIND, info["refund_status"]), info["refund_status"], "notify",
             refund_id=info.get("refund_id"), success_time=info.get("success_time"))
         if not changed and refund.status != info["refund_status"]:
             log.error("refund %s is %s; a notification says %s: not applied",
                       refund.out_refund_no, refund.status, info["refund_status"])
-            return wxpay.fail_reply("refund already settled differently")
+            return "refund already settled differently"
         if changed:
             log.info("refund %s: %s (notify)", refund.out_refund_no, refund.status)
-        return wxpay.SUCCESS_REPLY
+        return None
 
     def _refund_envelope_problem(self, params):
+        if not self.config.api_key:
+            return "v2 refund notifications are not accepted: no WECHAT_API_KEY to decrypt them with"
         if params.get("return_code") != "SUCCESS":
             return "return_code is not SUCCESS"
         if params.get("appid") != self.config.appid or params.get("mch_id") != self.config.mch_id:
@@ -453,6 +468,48 @@ class Service:
         if info.get("refund_status") not in REFUND_OUTCOMES:
             return "unexpected refund_status"
         return None
+
+    # -- v3 notifications ------------------------------------------------------------
+    async def handle_notify_v3(self, headers, body):
+        """A v3 payment or refund notification. Returns once it is applied and committed (or
+        a repeat that changes nothing): the handler then answers 200. Raises
+        NotificationRefused (401: signature, serial, timestamp, probe, replay; 400: content
+        that does not match what is stored), with nothing stored."""
+        try:
+            event = await self.wechat.open_notification(headers, body)
+        except NotificationRefused as exc:
+            log.warning("v3 notify refused (%d): %s", exc.status, exc)
+            raise
+        if event.kind == "transaction":
+            problem = await self._v3_payment(event.fields)
+        elif event.kind == "refund":
+            problem = await self._v3_refund(event)
+        else:
+            log.info("v3 notification %r (%s) acknowledged: nothing to do", event.id, event.event_type[:64])
+            return
+        if problem:
+            log.warning("v3 notify %r refused: %s", str(event.id)[:64], problem)
+            raise NotificationRefused(400, problem)
+
+    async def _v3_payment(self, fields):
+        no = fields.get("out_trade_no")
+        order = await self.store.get_order(no) if _plausible_trade_no(no) else None
+        if order is None:
+            return "unknown order"
+        if fields.get("appid") != self.config.appid or fields.get("mch_id") != self.config.mch_id:
+            return "appid or mchid does not match"
+        if fields.get("trade_state") != SUCCESS:
+            log.info("order %s: a notification says %s; nothing to record", no, str(fields.get("trade_state"))[:16])
+            return None
+        return _paid_problem(fields, order) or await self._record_payment(order, fields)
+
+    async def _v3_refund(self, event):
+        fields = event.fields
+        if fields.get("mch_id") != self.config.mch_id:
+            return "mchid does not match"
+        if _V3_REFUND_EVENTS.get(event.event_type) != fields.get("refund_status"):
+            return "event_type %s does not match the refund's status" % event.event_type[:32]
+        return await self._record_refund(fields)
 
     async def _any_order(self, out_trade_no):
         order = await self.store.get_order(out_trade_no) if _plausible_trade_no(out_trade_no) else None

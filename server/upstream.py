@@ -111,6 +111,11 @@ class Pool:
     async def fetch(self, method, url, body, headers, timeout, ssl_context=None):
         """(status, body bytes) of one request, all of it (waiting for a free connection
         included) within `timeout` seconds."""
+        status, _, answer = await self.fetch_response(method, url, body, headers, timeout, ssl_context)
+        return status, answer
+
+    async def fetch_response(self, method, url, body, headers, timeout, ssl_context=None):
+        """As fetch(), with the answer's header fields: (status, [(name, value)], body)."""
         # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives
         # just as the inner step (a connect) completes, and the request then has no deadline
         async with asyncio.timeout(timeout):
@@ -147,12 +152,13 @@ class Pool:
         if connection is None:
             connection = await self._connect(*key)
         try:
-            status, keep_alive, answer = await _exchange(*connection, request, method, reused)
+            fields = []
+            status, keep_alive, answer = await _exchange(*connection, request, method, reused, fields)
         except BaseException:
             connection[1].close()
             raise
         self._release(key, connection, keep_alive)
-        return status, answer
+        return status, fields, answer
 
     def _drop_idle(self, key):
         for _, writer, _ in self._idle.pop(key, []):
@@ -208,7 +214,7 @@ async def _tunnel(reader, writer, host, port, auth):
         raise ProxyError("the proxy closed the connection instead of a tunnel") from None
     except asyncio.LimitOverrunError:
         raise BadResponse("proxy answer head too large") from None
-    _, status, _ = _parse_head(head)
+    _, status, _, _ = _parse_head(head)
     if status != 200:
         raise ProxyError("the proxy answered %d to CONNECT" % status)
 
@@ -230,8 +236,9 @@ def _request_bytes(method, target, host, body, headers):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-async def _exchange(reader, writer, request, method, reused):
-    """Send request, read the response. Returns (status, keep_alive, body)."""
+async def _exchange(reader, writer, request, method, reused, fields=None):
+    """Send request, read the response. Returns (status, keep_alive, body); the final
+    answer's header fields, (name, value) as sent, are appended to `fields` if given."""
     writer.write(request)
     for interim in range(MAX_INTERIM + 1):
         try:
@@ -242,7 +249,7 @@ async def _exchange(reader, writer, request, method, reused):
             raise ConnectionResetError("connection closed before the answer") from None
         except asyncio.LimitOverrunError:
             raise BadResponse("response head too large") from None
-        version, status, headers = _parse_head(head)
+        version, status, headers, received = _parse_head(head)
         if not 100 <= status < 200:
             break
         if status == 101:
@@ -255,24 +262,27 @@ async def _exchange(reader, writer, request, method, reused):
     keep_alive = framed and version == "HTTP/1.1" and "close" not in headers.get("connection", ())
     if status in (204, 304) and (headers.get("transfer-encoding") or headers.get("content-length", "0") != "0"):
         keep_alive = False   # a body where none may be: what follows on this connection is unknown
+    if fields is not None:
+        fields.extend(received)
     return status, keep_alive, body
 
 
 def _parse_head(head):
-    """(version, status, headers) with the framing headers checked: Content-Length (one
-    value, however often repeated), Transfer-Encoding (chunked, and never beside a
-    Content-Length) and the Connection tokens (a set)."""
+    """(version, status, headers, fields) with the framing headers checked: Content-Length
+    (one value, however often repeated), Transfer-Encoding (chunked, and never beside a
+    Content-Length) and the Connection tokens (a set); fields: every (name, value) as sent."""
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
     if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()) or rest[3:4] not in ("", " "):
         raise BadResponse("not an HTTP/1.x status line")
-    lengths, codings, tokens = set(), [], set()
+    lengths, codings, tokens, fields = set(), [], set(), []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        name, value = name.strip().lower(), value.strip().lower()
         if not sep:
             continue
+        fields.append((name.strip(), value.strip()))
+        name, value = name.strip().lower(), value.strip().lower()
         if name == "content-length":
             lengths.update(v.strip() for v in value.split(","))
         elif name == "transfer-encoding":
@@ -290,7 +300,7 @@ def _parse_head(head):
         headers["transfer-encoding"] = "chunked"
     if lengths:
         headers["content-length"] = lengths.pop()
-    return version, int(code), headers
+    return version, int(code), headers, fields
 
 
 async def _read_body(reader, headers):

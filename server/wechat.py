@@ -11,10 +11,32 @@ reports them):
   and said no (err_code such as ORDERPAID, or a login errcode such as 40029). The service
   decides what a given refusal means for its caller.
 
+- NotificationRefused (not a WeChatError: WeChat called us): a v3 notification that is not
+  to be believed or not for us; `status` is the HTTP status to answer it with (401 when its
+  signature, serial, timestamp or nonce fails, 400 when its content does).
+
 Transport: server/upstream.py, a keep-alive connection pool on asyncio streams (see there
 why not a library client).
+
+The pay client interface: the service talks to one interface, implemented for API v2 by
+WeChatClient here and for API v3 by server/wechat3.py's WeChatClientV3 (app.py picks one
+by WECHAT_PAY_VERSION). Results use the domain's names (WeChat v2's), whatever the wire:
+
+- `await start()`, `close()`; `attempts` (calls made per request at most).
+- `await code2session(code)` -> {"openid", "session_key", "unionid"?}.
+- `await prepay(order)` -> the prepay_id of a domain Order (JSAPI, its payer, its amount).
+- `payment_params(prepay_id, sign_type, timestamp)` -> wx.requestPayment's five fields.
+- `await order_query(out_trade_no)` -> {"trade_state", "transaction_id", "total_fee" (fen,
+  as a string), "time_end" (yyyyMMddHHmmss, Beijing), ...}; WeChatRefused("ORDERNOTEXIST").
+- `await close_order(out_trade_no)`; WeChatRefused ORDERPAID / ORDERCLOSED / ORDERNOTEXIST.
+- `await refund(out_refund_no, refund_fee, total_fee, out_trade_no=, refund_desc=,
+  notify_url=)` -> {"refund_id", ...}: accepted, not done.
+- `await refund_query(out_refund_no)` -> [{"out_refund_no", "refund_id", "refund_fee" (int),
+  "refund_status" (a domain refund state), "success_time"}], [] when WeChat has none.
+- `await open_notification(headers, body)` -> Notification (v3); NotificationRefused.
 """
 import asyncio
+import collections
 import json
 import logging
 import urllib.parse
@@ -45,6 +67,19 @@ class WeChatRefused(WeChatError):
         self.wechat_code = wechat_code
 
 
+class NotificationRefused(Exception):
+    """A notification not to be believed or not for us: answer `status`, store nothing."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+# A v3 notification, opened: `kind` is "transaction" or "refund", `fields` its resource in
+# the domain's names (as order_query's answer, or as a v2 refund notification's req_info).
+Notification = collections.namedtuple("Notification", "id event_type kind fields")
+
+
 _RETRY_PAY = "SYSTEMERROR"
 # Answers that may come without appid/mch_id: a real, correctly signed closeorder answer was
 # captured without them (the docs list them, but closing needs nothing from them). Every
@@ -54,7 +89,9 @@ _HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-torn
 _RETRY_LOGIN = -1
 
 
-class WeChatClient:
+class BaseClient:
+    """What both API versions share: the connection pool, code2session, retries."""
+
     def __init__(self, config, attempts=3, backoff=0.2):
         self.config = config
         self.attempts = attempts
@@ -65,6 +102,9 @@ class WeChatClient:
         self.tls = upstream.client_ssl_context(config.ca_file)
         self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
                               if config.cert_file else self.tls)
+
+    async def start(self):
+        """Background work the client needs (none for v2)."""
 
     def close(self):
         self.http.close()
@@ -94,6 +134,55 @@ class WeChatClient:
         if not answer.get("openid") or not answer.get("session_key"):
             raise UpstreamError("jscode2session answer lacks openid or session_key")
         return answer
+
+    # -- transport ---------------------------------------------------------------
+    async def _with_retries(self, once, name):
+        """Call once() up to `attempts` times while it asks for a retry (SYSTEMERROR, -1)."""
+        for attempt in range(1, self.attempts + 1):
+            result = await once()
+            if not isinstance(result, _Retry):
+                return result
+            log.warning("%s: WeChat asked for a retry (%s), attempt %d/%d",
+                        name, result.error.wechat_code, attempt, self.attempts)
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise UpstreamError("%s still failing after %d attempts (%s)" % (
+            name, self.attempts, result.error.wechat_code))
+
+    async def _fetch(self, method, url, body, name, client_cert=False):
+        tls = self.tls_with_cert if client_cert else self.tls
+        try:
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except (OSError, upstream.BadResponse) as exc:
+            # the message names neither URL nor query: the jscode2session URL carries the AppSecret
+            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+        if status != 200:
+            raise UpstreamError("%s answered HTTP %d" % (name, status))
+        return answer
+
+
+class WeChatClient(BaseClient):
+    """WeChat Pay API v2: XML signed with the API key (MD5 or HMAC-SHA256)."""
+
+    # -- the pay client interface (see the module docstring) ------------------------
+    async def prepay(self, order):
+        """unifiedorder for a stored order, signed with the order's own sign type (its
+        notification will be verified with it)."""
+        answer = await self.unified_order(
+            sign_type=_v2_sign_type(order.sign_type, self.config), body=order.body,
+            out_trade_no=order.out_trade_no, total_fee=str(order.total_fee),
+            spbill_create_ip=self.config.spbill_create_ip, notify_url=self.config.notify_url,
+            trade_type="JSAPI", openid=order.openid)
+        return answer["prepay_id"]
+
+    def payment_params(self, prepay_id, sign_type, timestamp):
+        return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
+                                     _v2_sign_type(sign_type, self.config), timestamp, wxpay.nonce())
+
+    async def open_notification(self, headers, body):
+        raise NotificationRefused(404, "this backend is configured for WeChat Pay API v2 (WECHAT_PAY_VERSION)")
 
     # -- pay ---------------------------------------------------------------------
     async def unified_order(self, sign_type=None, **fields):
@@ -172,32 +261,10 @@ class WeChatClient:
             raise err
         return answer
 
-    # -- transport ---------------------------------------------------------------
-    async def _with_retries(self, once, name):
-        """Call once() up to `attempts` times while it asks for a retry (SYSTEMERROR, -1)."""
-        for attempt in range(1, self.attempts + 1):
-            result = await once()
-            if not isinstance(result, _Retry):
-                return result
-            log.warning("%s: WeChat asked for a retry (%s), attempt %d/%d",
-                        name, result.error.wechat_code, attempt, self.attempts)
-            if attempt < self.attempts:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        raise UpstreamError("%s still failing after %d attempts (%s)" % (
-            name, self.attempts, result.error.wechat_code))
-
-    async def _fetch(self, method, url, body, name, client_cert=False):
-        tls = self.tls_with_cert if client_cert else self.tls
-        try:
-            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
-        except (OSError, upstream.BadResponse) as exc:
-            # the message names neither URL nor query: the jscode2session URL carries the AppSecret
-            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
-        if status != 200:
-            raise UpstreamError("%s answered HTTP %d" % (name, status))
-        return answer
+def _v2_sign_type(sign_type, config):
+    """An order's sign type for a v2 call: an order made under v3 (RSA) is signed with the
+    configured v2 sign type."""
+    return sign_type if sign_type in wxpay.SIGN_TYPES else config.sign_type
 
 
 def _count(value):

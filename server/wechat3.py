@@ -1,0 +1,460 @@
+"""Async WeChat Pay API v3 client (JSAPI): the pay client interface of server/wechat.py over
+v3's JSON, every answer and notification verified (server/wxpay3.py) before it is believed.
+
+Requests are signed with the merchant's RSA key (Authorization). Answers: a 2xx must carry
+a valid signature by a key we trust, within 5 minutes of now, or it is UpstreamError. An
+error answer ({"code", "message"} with a 4xx/5xx) is a definite refusal (WeChatRefused,
+on which the service may change state: a refund becomes FAILED) only when it is signed and
+the signature verifies; 401 SIGN_ERROR (WeChat does not sign answers to requests whose
+signature failed), 429 FREQUENCY_LIMITED, unsigned errors and other 5xx are UpstreamError
+(nothing is concluded); 500 SYSTEM_ERROR is retried like v2's SYSTEMERROR.
+
+Keys WeChat signs with (WeChatPayKeys): the WeChat Pay public key, named by its id
+PUB_KEY_ID_..., and/or the platform certificates, named by serial: fetched from
+GET /v3/certificates (decrypted with the APIv3 key, the answer verified with them), kept in
+WECHAT_PLATFORM_CERT_DIR, refreshed every 12 hours and, at most once a minute, when an
+unknown serial arrives. Both at once while WeChat moves a merchant from certificates to the
+public key.
+
+Mapped onto the domain (its names are WeChat v2's): amount.total -> total_fee (fen),
+success_time (RFC 3339) -> time_end yyyyMMddHHmmss Beijing for orders and
+"yyyy-MM-dd HH:mm:ss" for refunds, mchid -> mch_id, refund status SUCCESS / CLOSED /
+PROCESSING / ABNORMAL -> SUCCESS / REFUNDCLOSE / PROCESSING / CHANGE, and the few error
+codes the service acts on (ORDER_NOT_EXIST -> ORDERNOTEXIST, ORDER_CLOSED -> ORDERCLOSED,
+...).
+"""
+import asyncio
+import collections
+import datetime
+import json
+import logging
+import os
+import tempfile
+import time
+from urllib.parse import quote, urlsplit
+
+from server import upstream, wxpay3
+from server.domain import CHANGE, PROCESSING, REFUNDCLOSE, SUCCESS
+from server.wechat import (BaseClient, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
+                           WeChatRefused, _Retry)
+
+log = logging.getLogger("server.wechat3")
+
+ORDER_TTL = 7200                 # time_expire: an order is payable for 2 hours (a prepay_id's life)
+ORDER_TTL_MARGIN = 60            # ... and not asked for again in its last minute
+CERT_REFRESH_EVERY = 12 * 3600   # platform certificates are fetched again this often
+CERT_REFRESH_GAP = 60            # ... and for an unknown serial at most this often
+CERT_RETRY_MAX = 60              # a failed fetch is tried again after 1, 2, 4 ... up to this
+REPLAY_MEMORY = 2 * wxpay3.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
+REPLAY_MAX = 100000
+MAX_NOTIFY_BYTES = 64 * 1024
+
+TRANSACTION, REFUND = "transaction", "refund"
+_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+_CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 ones)
+    "ORDER_NOT_EXIST": "ORDERNOTEXIST", "ORDERNOTEXIST": "ORDERNOTEXIST",
+    "ORDER_CLOSED": "ORDERCLOSED", "ORDERCLOSED": "ORDERCLOSED",
+    "ORDER_PAID": "ORDERPAID", "ORDERPAID": "ORDERPAID",
+    "SYSTEM_ERROR": "SYSTEMERROR", "SYSTEMERROR": "SYSTEMERROR",
+}
+_NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
+_REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
+_PATH_SAFE = "-_.~*@"   # out_refund_no may hold [0-9A-Za-z_-|*@]; '|' is percent-encoded (and signed so)
+
+
+class WeChatPayKeys:
+    """The keys WeChat signs with, by the serial an answer names: the WeChat Pay public key
+    (public_key_id) and the platform certificates (by their serial number, when valid)."""
+
+    def __init__(self, public_key=None, public_key_id="", cert_dir="", clock=time.time):
+        self.public_key, self.public_key_id = public_key, public_key_id
+        self.cert_dir = cert_dir
+        self.clock = clock
+        self.certificates = {}   # serial number (int) -> x509.Certificate
+
+    @property
+    def uses_certificates(self):
+        return bool(self.cert_dir)
+
+    def key_for(self, serial):
+        if self.public_key_id and serial == self.public_key_id:
+            return self.public_key
+        certificate = self.certificates.get(wxpay3.serial_number(serial))
+        return certificate.public_key() if certificate is not None and self.valid(certificate) else None
+
+    def valid(self, certificate):
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
+        return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
+
+    def install(self, certificates):
+        """Trust exactly these (WeChat lists every certificate still in use); returns the
+        serials that are new."""
+        fresh = {c.serial_number: c for c in certificates if self.valid(c)}
+        added = [wxpay3.serial_hex(c) for n, c in fresh.items() if n not in self.certificates]
+        self.certificates = fresh
+        return added
+
+    def load_directory(self):
+        """The certificates kept in cert_dir (at start, before anything is served)."""
+        if not self.cert_dir or not os.path.isdir(self.cert_dir):
+            return
+        for name in sorted(os.listdir(self.cert_dir)):
+            if not name.lower().endswith(".pem"):
+                continue
+            try:
+                with open(os.path.join(self.cert_dir, name), "rb") as f:
+                    certificate = wxpay3.load_certificate(f.read(64 * 1024))
+            except (OSError, wxpay3.KeyFileError) as exc:
+                log.warning("platform certificate %s skipped: %s", name, exc)
+                continue
+            if self.valid(certificate):
+                self.certificates[certificate.serial_number] = certificate
+
+    def save(self, certificates):
+        """Write each certificate to cert_dir as <SERIAL>.pem (blocking: run in a thread)."""
+        from cryptography.hazmat.primitives import serialization
+        os.makedirs(self.cert_dir, exist_ok=True)
+        for certificate in certificates:
+            path = os.path.join(self.cert_dir, wxpay3.serial_hex(certificate) + ".pem")
+            if os.path.exists(path):
+                continue
+            fd, temporary = tempfile.mkstemp(dir=self.cert_dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(certificate.public_bytes(serialization.Encoding.PEM))
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+
+
+class ReplayGuard:
+    """The nonces of the notifications believed in the last REPLAY_MEMORY seconds: WeChat
+    signs every delivery attempt afresh (a new timestamp and nonce), so the same nonce twice
+    is somebody replaying a message they saw. In memory, per process (see the README)."""
+
+    def __init__(self, clock=time.time, memory=REPLAY_MEMORY, most=REPLAY_MAX):
+        self.clock, self.memory, self.most = clock, memory, most
+        self._seen = collections.OrderedDict()   # nonce -> when first seen
+
+    def seen(self, nonce):
+        """True if nonce was seen within the memory; otherwise remember it and say False."""
+        now = self.clock()
+        while self._seen and (now - next(iter(self._seen.values())) > self.memory or len(self._seen) >= self.most):
+            self._seen.popitem(last=False)
+        if nonce in self._seen:
+            return True
+        self._seen[nonce] = now
+        return False
+
+
+class WeChatClientV3(BaseClient):
+    """WeChat Pay API v3, JSAPI (Mini Program) payments."""
+
+    def __init__(self, config, attempts=3, backoff=0.2, clock=time.time, monotonic=time.monotonic):
+        super().__init__(config, attempts, backoff)
+        self.clock, self.monotonic = clock, monotonic
+        self.private_key = wxpay3.load_private_key(_read(config.mch_private_key_file))
+        public_key = wxpay3.load_public_key(_read(config.pay_public_key_file)) if config.pay_public_key_file else None
+        self.keys = WeChatPayKeys(public_key, config.pay_public_key_id, config.platform_cert_dir, clock)
+        self.keys.load_directory()
+        self.replays = ReplayGuard(clock)
+        self.base_url = config.pay_base_url.rstrip("/")
+        self._headers = {"Accept": "application/json", "User-Agent": "wxpay-tornado"}
+        if config.pay_public_key_id:
+            self._headers["Wechatpay-Serial"] = config.pay_public_key_id
+        self._refresh_lock = asyncio.Lock()
+        self._last_refresh = None
+        self._refresher = None
+
+    async def start(self):
+        """Platform-certificate mode: fetch now (in the background) and every 12 hours."""
+        if self.keys.uses_certificates and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_forever())
+
+    def close(self):
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        super().close()
+
+    # -- the pay client interface (server/wechat.py) ----------------------------------
+    async def prepay(self, order):
+        expires = order.created_at + ORDER_TTL
+        if expires - self.clock() < ORDER_TTL_MARGIN:
+            # answered here: WeChat refuses an order past its time_expire
+            raise WeChatRefused("ORDER_EXPIRED", "the order's time_expire (%s) has passed" % _rfc3339(expires))
+        answer = await self._call("POST", "/v3/pay/transactions/jsapi", "jsapi", {
+            "appid": self.config.appid, "mchid": self.config.mch_id, "description": order.body,
+            "out_trade_no": order.out_trade_no, "time_expire": _rfc3339(expires),
+            "notify_url": self.config.notify_url,
+            "amount": {"total": order.total_fee, "currency": "CNY"}, "payer": {"openid": order.openid}})
+        prepay_id = answer.get("prepay_id")
+        if not isinstance(prepay_id, str) or not prepay_id:
+            raise UpstreamError("jsapi succeeded without a prepay_id")
+        return prepay_id
+
+    def payment_params(self, prepay_id, sign_type, timestamp):
+        return wxpay3.pay_sign_params(self.config.appid, prepay_id, self.private_key, timestamp, wxpay3.nonce())
+
+    async def order_query(self, out_trade_no):
+        answer = await self._call("GET", "/v3/pay/transactions/out-trade-no/%s?mchid=%s" % (
+            _path(out_trade_no), quote(self.config.mch_id)), "query")
+        trade = _trade(answer)
+        if trade["out_trade_no"] != out_trade_no:
+            raise UpstreamError("query answer is for another out_trade_no")
+        if (trade["appid"], trade["mch_id"]) != (self.config.appid, self.config.mch_id):
+            raise UpstreamError("query answer is for another appid/mchid")
+        return trade
+
+    async def close_order(self, out_trade_no):
+        await self._call("POST", "/v3/pay/transactions/out-trade-no/%s/close" % _path(out_trade_no), "close",
+                         {"mchid": self.config.mch_id})
+
+    async def refund(self, out_refund_no, refund_fee, total_fee, out_trade_no=None, refund_desc=None,
+                     notify_url=None, **unused):
+        request = {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
+                   "amount": {"refund": refund_fee, "total": total_fee, "currency": "CNY"}}
+        if refund_desc:
+            request["reason"] = refund_desc
+        if notify_url:
+            request["notify_url"] = notify_url
+        answer = _refund(await self._call("POST", "/v3/refund/domestic/refunds", "refunds", request), "status")
+        if answer["out_refund_no"] != out_refund_no or answer["refund_fee"] != str(refund_fee):
+            raise UpstreamError("refund answer does not match the request")
+        return answer
+
+    async def refund_query(self, out_refund_no):
+        try:
+            answer = await self._call("GET", "/v3/refund/domestic/refunds/%s" % _path(out_refund_no), "refund query")
+        except WeChatRefused as exc:
+            if exc.wechat_code == "RESOURCE_NOT_EXISTS":
+                return []
+            raise
+        found = _refund(answer, "status")
+        if found["out_refund_no"] != out_refund_no:
+            raise UpstreamError("refund query answer is for another out_refund_no")
+        fee = found["refund_fee"]
+        return [{"out_refund_no": found["out_refund_no"], "refund_id": found["refund_id"],
+                 "refund_fee": int(fee) if fee.isdigit() else None, "refund_status": found["refund_status"],
+                 "success_time": found["success_time"]}]
+
+    async def open_notification(self, headers, body):
+        """Verify (serial, signature, timestamp window: before anything else), refuse
+        probes and replays, parse, decrypt. Returns a Notification; NotificationRefused."""
+        pairs = headers.get_all() if hasattr(headers, "get_all") else headers.items()
+        try:
+            signed = wxpay3.signed_headers(pairs)
+            await self._believe(signed, body)
+        except wxpay3.SignatureError as exc:
+            raise NotificationRefused(401, "signature: %s" % exc) from None
+        if self.replays.seen(signed["wechatpay-nonce"]):
+            raise NotificationRefused(401, "replayed: nonce %s was seen before" % signed["wechatpay-nonce"][:64])
+        event = _json_object(body)
+        if event is None or not isinstance(event.get("event_type"), str):
+            raise NotificationRefused(400, "the body is not a notification")
+        kind = {"TRANSACTION": TRANSACTION, "REFUND": REFUND}.get(event["event_type"].partition(".")[0])
+        if kind is None:
+            return Notification(event.get("id"), event["event_type"], None, {})
+        try:
+            resource = wxpay3.decrypt_resource(event.get("resource"), self.config.apiv3_key)
+        except wxpay3.DecryptError as exc:
+            raise NotificationRefused(400, "resource: %s" % exc) from None
+        fields = _trade(resource) if kind == TRANSACTION else _refund(resource, "refund_status")
+        return Notification(event.get("id"), event["event_type"], kind, fields)
+
+    # -- signing, sending, believing --------------------------------------------------
+    async def _call(self, method, path, name, payload=None):
+        url = self.base_url + path
+        parts = urlsplit(url)
+        signed_url = parts.path + ("?" + parts.query if parts.query else "")
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+        async def once():
+            headers = dict(self._headers, Authorization=wxpay3.authorization(
+                self.config.mch_id, self.config.mch_serial_no, self.private_key, method, signed_url, body,
+                int(self.clock())))
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            status, fields, answer = await self._send(method, url, body, headers, name)
+            return await self._answer(name, status, fields, answer)
+        return await self._with_retries(once, name)
+
+    async def _send(self, method, url, body, headers, name):
+        try:
+            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except (OSError, upstream.BadResponse) as exc:
+            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+
+    async def _answer(self, name, status, fields, body):
+        """The answer as a JSON object ({} for a 204), believed; else an exception (or a
+        _Retry for SYSTEM_ERROR)."""
+        success = 200 <= status < 300
+        try:
+            signed = wxpay3.signed_headers(fields)
+            has_signature = bool(signed.get("wechatpay-signature"))
+            if success or has_signature:   # a 2xx must be signed; a signed error must verify
+                await self._believe(signed, body)
+        except wxpay3.SignatureError as exc:
+            raise UpstreamError("%s answer not trusted: %s" % (name, exc)) from None
+        if not success:
+            return self._error(name, status, body, has_signature)
+        if status == 204 or not body:
+            return {}
+        answer = _json_object(body)
+        if answer is None:
+            raise UpstreamError("%s answered something that is not a JSON object" % name)
+        return answer
+
+    def _error(self, name, status, body, signed):
+        answer = _json_object(body) or {}
+        code, message = answer.get("code"), answer.get("message")
+        if not isinstance(code, str) or not code:
+            raise UpstreamError("%s answered HTTP %d" % (name, status))
+        code = _CODES.get(code, code)
+        text = "%s: HTTP %d %s: %s" % (name, status, code[:64], str(message or "")[:128])
+        if code == "SYSTEMERROR":
+            return _Retry(_coded(UpstreamError(text), code))
+        if status >= 500 or code in _NOT_CONCLUSIVE or not signed:
+            # nothing is concluded from these: the caller keeps its state and may try again
+            raise _coded(UpstreamError(text + ("" if signed else " (unsigned)")), code)
+        raise WeChatRefused(code, text)
+
+    async def _believe(self, signed, body):
+        """check_signed, fetching the platform certificates (rate-limited) for an unknown serial."""
+        try:
+            return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock())
+        except wxpay3.SignatureError as exc:
+            if exc.reason != "unknown_serial" or not await self._refresh_for_unknown_serial():
+                raise
+        return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock())
+
+    # -- platform certificates --------------------------------------------------------
+    async def _refresh_for_unknown_serial(self):
+        """True when the certificates were fetched again (by us or by a refresh in flight)."""
+        if not self.keys.uses_certificates:
+            return False
+        if self._refresh_lock.locked():
+            async with self._refresh_lock:
+                return True
+        if self._last_refresh is not None and self.monotonic() - self._last_refresh < CERT_REFRESH_GAP:
+            return False
+        return await self.refresh_certificates("an unknown serial")
+
+    async def refresh_certificates(self, why="scheduled"):
+        """GET /v3/certificates: decrypt, verify, trust and keep them. True on success."""
+        async with self._refresh_lock:
+            self._last_refresh = self.monotonic()
+            try:
+                certificates = await self._fetch_certificates()
+            except (UpstreamError, UpstreamTimeout, WeChatRefused, wxpay3.DecryptError, wxpay3.KeyFileError,
+                    wxpay3.SignatureError) as exc:
+                log.warning("platform certificates (%s): fetch failed: %s", why, exc)
+                return False
+            added = self.keys.install(certificates)
+            if added:
+                log.info("platform certificates (%s): now trusting %s", why, ", ".join(added))
+            try:
+                await asyncio.to_thread(self.keys.save, certificates)
+            except OSError as exc:
+                log.warning("platform certificates: cannot keep them in %s: %s", self.keys.cert_dir, exc)
+            return True
+
+    async def _fetch_certificates(self):
+        url = self.base_url + "/v3/certificates"
+        headers = dict(self._headers, Authorization=wxpay3.authorization(
+            self.config.mch_id, self.config.mch_serial_no, self.private_key, "GET", urlsplit(url).path, b"",
+            int(self.clock())))
+        status, fields, body = await self._send("GET", url, b"", headers, "certificates")
+        if status != 200:
+            raise UpstreamError("certificates answered HTTP %d" % status)
+        answer = _json_object(body)
+        if answer is None:
+            raise UpstreamError("certificates answered something that is not a JSON object")
+        certificates = [c for c in wxpay3.decrypt_certificates(answer, self.config.apiv3_key) if self.keys.valid(c)]
+        fresh = {c.serial_number: c.public_key() for c in certificates}
+
+        def key_for(serial):   # the answer is signed with one of the certificates it brings
+            return fresh.get(wxpay3.serial_number(serial)) or self.keys.key_for(serial)
+        wxpay3.check_signed(wxpay3.signed_headers(fields), body, key_for, self.clock())
+        if not certificates:
+            raise wxpay3.DecryptError("no certificate in the answer is valid now")
+        return certificates
+
+    async def _refresh_forever(self):
+        delay = 0
+        while True:
+            await asyncio.sleep(delay)
+            if await self.refresh_certificates():
+                delay = CERT_REFRESH_EVERY
+            else:
+                delay = min(max(2 * delay, 1), CERT_RETRY_MAX)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read(64 * 1024)
+
+
+def _coded(error, code):
+    error.wechat_code = code
+    return error
+
+
+def _path(value):
+    return quote(str(value), safe=_PATH_SAFE)
+
+
+def _json_object(body):
+    try:
+        data = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(data, key):
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _fen(amount, key):
+    value = amount.get(key) if isinstance(amount, dict) else None
+    return str(value) if type(value) is int and value >= 0 else ""
+
+
+def _trade(resource):
+    """A v3 transaction (query answer or notification resource) in the domain's names."""
+    amount = resource.get("amount")
+    currency = amount.get("currency") if isinstance(amount, dict) else None
+    return {"appid": _text(resource, "appid"), "mch_id": _text(resource, "mchid"),
+            "out_trade_no": _text(resource, "out_trade_no"), "transaction_id": _text(resource, "transaction_id"),
+            "trade_state": _text(resource, "trade_state"),
+            "total_fee": _fen(amount, "total") if currency in (None, "CNY") else "",
+            "time_end": _beijing(_text(resource, "success_time"), "%Y%m%d%H%M%S") or ""}
+
+
+def _refund(resource, status_key):
+    """A v3 refund (answer, query answer or notification resource) in the domain's names;
+    status_key: "status" in answers, "refund_status" in notifications."""
+    amount = resource.get("amount")
+    status = _text(resource, status_key)
+    return {"mch_id": _text(resource, "mchid"), "out_trade_no": _text(resource, "out_trade_no"),
+            "out_refund_no": _text(resource, "out_refund_no"), "refund_id": _text(resource, "refund_id"),
+            "refund_status": _REFUND_STATUS.get(status, status), "refund_fee": _fen(amount, "refund"),
+            "total_fee": _fen(amount, "total"),
+            "success_time": _beijing(_text(resource, "success_time"), "%Y-%m-%d %H:%M:%S")}
+
+
+def _beijing(text, layout):
+    """An RFC 3339 time as Beijing time in `layout`; None if absent or malformed."""
+    try:
+        moment = datetime.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return moment.astimezone(_BEIJING).strftime(layout)
+
+
+def _rfc3339(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp, _BEIJING).isoformat(timespec="seconds")
