@@ -8,6 +8,7 @@ the previous version by `run_server.py --migrate`, also by several at once."""
 import asyncio
 import concurrent.futures
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,51 @@ def test_an_unreachable_database_stops_start_up_in_one_line_without_its_password
         assert len(lines) == 1 and lines[0].startswith(
             "run_server.py: cannot open the database postgresql://shop@127.0.0.1:"), (args, out)
         assert "pw-0123456789" not in out
+
+
+def wait_healthy(proc, port, timeout=20):
+    """/healthz answers 200 within `timeout`; AssertionError with the output if `proc` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("ended with %s before serving:\n%s" % (proc.returncode, proc.stdout.read()))
+        try:
+            if requests.get("http://127.0.0.1:%d/healthz" % port, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no /healthz 200 within %ss" % timeout)
+
+
+def test_the_supervisor_serves_as_pid_1_of_a_container(postgres_url):
+    """In a container without an init process (`docker run image run_server.py --processes 2`,
+    a Kubernetes pod) the supervisor is PID 1, so every process it forks sees getppid() == 1
+    from its first instruction. drain_if_orphaned() takes that for "the supervisor died
+    before prctl" and SIGTERMs the process at once: every process dies at start, the
+    supervisor restarts them 5 times within milliseconds, then stops with exit code 1."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("needs unshare(1) and the right to make a PID namespace (root)")
+    from tests.support.processes import free_port
+    port = free_port()
+    proc = subprocess.Popen([unshare, "--pid", "--mount-proc", "--kill-child", sys.executable,
+                             os.path.join(ROOT, "run_server.py"), "--processes", "2", "--port", str(port)],
+                            cwd=ROOT, env=dict(os.environ, **standalone(), DATABASE_URL=postgres_url,
+                                               SWEEP_INTERVAL="0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(proc, port)
+        supervisor = children(proc.pid)[0]                       # PID 1 inside the namespace
+        assert len(children(supervisor)) == 2
+    finally:
+        if proc.poll() is None:
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        proc.stdout.close()
