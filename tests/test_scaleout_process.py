@@ -297,3 +297,41 @@ def test_the_supervisor_serves_as_pid_1_of_a_container(postgres_url):
                 proc.kill()
                 proc.wait(5)
         proc.stdout.close()
+
+
+def test_new_connections_are_refused_while_the_processes_drain(postgres_url):
+    """One process stops listening at SIGTERM (a new connection is refused, so nginx or a
+    client tries another host at once). With --processes the supervisor keeps its own copy of
+    the listening socket open while its processes drain: the kernel goes on completing new
+    connections into the backlog, nobody accepts them, and when the last process ends they
+    are reset, after up to the drain time, with the request (a POST) already sent."""
+    import socket
+    from tests.support.processes import Proc, free_port
+    hole = socket.socket()                        # WeChat that never answers: logins stay in flight
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    port = free_port()
+    backend = Proc("run_server.py", ["--port", str(port), "--processes", "2"], port=port,
+                   env=dict(standalone(), DATABASE_URL=postgres_url, SWEEP_INTERVAL="0", WECHAT_TIMEOUT="5",
+                            WECHAT_LOGIN_BASE_URL="http://127.0.0.1:%d" % hole.getsockname()[1]))
+    inflight, late = [], None
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            s.sendall(b'POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                      b'Content-Length: 14\r\n\r\n{"code":"abc"}')
+            inflight.append(s)
+        time.sleep(0.5)
+        backend.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert backend.proc.poll() is None, "nothing was draining: the test proves nothing"
+        try:
+            late = socket.create_connection(("127.0.0.1", port), 2)
+        except ConnectionRefusedError:
+            pass
+        assert late is None, "a new connection was accepted during the drain (it is reset when the drain ends)"
+    finally:
+        for s in inflight + ([late] if late else []):
+            s.close()
+        backend.stop(timeout=15)
+        hole.close()
