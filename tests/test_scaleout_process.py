@@ -335,3 +335,40 @@ def test_new_connections_are_refused_while_the_processes_drain(postgres_url):
             s.close()
         backend.stop(timeout=15)
         hole.close()
+
+
+def test_a_crash_during_a_database_outage_does_not_stop_the_host(postgres_server):
+    """A process dies (OOM killer, kill -9) while PostgreSQL is restarting or failing over: its
+    replacement cannot open the database and exits 2 at once, and so do the next four, all
+    within a fraction of a second; the restart budget (5 in 30 s) is spent and the supervisor
+    stops the healthy process too and exits. The host then stays down after the database is
+    back, where one process would have answered 503 and recovered."""
+    from tests.support.postgres import PostgresServer
+    from tests.support.processes import Proc, free_port
+    own = PostgresServer().start()               # this test stops its database: not the session's
+    backend = None
+    try:
+        url = own.create_schema("outage")
+        port = free_port()
+        backend = Proc("run_server.py", ["--port", str(port), "--processes", "2"], port=port,
+                       env=dict(standalone(), DATABASE_URL=url, SWEEP_INTERVAL="0", DATABASE_TIMEOUT="1"))
+        deadline = time.monotonic() + 20
+        while backend.output().count(" serving") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = children(backend.proc.pid)
+        assert len(before) == 2
+        own.pause()
+        os.kill(before[0], signal.SIGKILL)
+        time.sleep(2)
+        assert backend.proc.poll() is None, "the supervisor gave up during a 2 s outage:\n" + backend.output()
+        assert before[1] in children(backend.proc.pid), "the healthy process was stopped"
+        own.resume()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(children(backend.proc.pid)) < 2:
+            time.sleep(0.2)
+        assert len(children(backend.proc.pid)) == 2
+        assert requests.get(backend.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        if backend is not None:
+            backend.stop(timeout=15)
+        own.stop()
