@@ -124,3 +124,21 @@ async def test_the_pool_is_bounded(postgres_url):
         assert len(await store.list_orders("o" * 28, 100)) == 40
     finally:
         await store.close()
+
+
+async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_url, monkeypatch):
+    """DATABASE_TIMEOUT (statement_timeout, lock_timeout, command_timeout) bounds a request's
+    statements, but the migration runs under it too: a step that builds an index on a large
+    table (schema 2 -> 3 on 3 million orders took 2.5 s here; the default timeout is 5 s) is
+    cancelled, and so is every process waiting for the advisory lock meanwhile, so no process
+    of any host can start and `--migrate` fails too. Here a step that takes 2 s (pg_sleep, as a
+    slow CREATE INDEX) under a 0.5 s timeout, opened by two processes at once."""
+    from server.store import postgres
+    monkeypatch.setitem(postgres._MIGRATIONS, 3, postgres._MIGRATIONS[3] + "SELECT pg_sleep(2);")
+    stores = [PostgresStore(postgres_url, timeout=0.5) for _ in range(2)]
+    results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
+    try:
+        assert [str(r) for r in results if isinstance(r, Exception)] == []
+        assert await versions(postgres_url) == [1, 2, 3]
+    finally:
+        await asyncio.gather(*[s.close() for s in stores])
