@@ -142,3 +142,27 @@ async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_
         assert await versions(postgres_url) == [1, 2, 3]
     finally:
         await asyncio.gather(*[s.close() for s in stores])
+
+
+async def test_a_role_without_ddl_rights_opens_a_current_schema(postgres_server, postgres_url):
+    """The usual PostgreSQL deployment: `run_server.py --migrate` as the schema's owner, the
+    backends as a role that may read and write the tables but create nothing. With the
+    schema already current, open() still runs CREATE TABLE IF NOT EXISTS schema_version,
+    which PostgreSQL checks against CREATE on the schema before it looks for the table:
+    'permission denied for schema'."""
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+    schema = parse_qs(urlsplit(postgres_url).query)["search_path"][0]
+    owner = PostgresStore(postgres_url)
+    await owner.open()
+    await owner.close()
+    role = "app_%s" % secrets.token_hex(4)
+    postgres_server.psql('CREATE ROLE %s LOGIN; GRANT USAGE ON SCHEMA "%s" TO %s;'
+                         ' GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "%s" TO %s'
+                         % (role, schema, role, schema, role))
+    app = PostgresStore(postgres_url.replace("postgresql://postgres@", "postgresql://%s@" % role))
+    try:
+        await app.open()
+        assert (await app.insert_order(order()))[1]
+    finally:
+        await app.close()
