@@ -172,3 +172,13 @@ def test_default_connections_per_wechat_host_share_the_upstream_half():
     with pytest.raises(ConfigError) as info:
         Config.from_env(dict(GOOD, WECHAT_CONNECTIONS_PER_HOST="lots"))
     assert "WECHAT_CONNECTIONS_PER_HOST" in str(info.value)
+
+
+def test_database_password_not_in_repr():
+    """Config keeps every other secret out of repr() (repr=False: app_secret, api_key,
+    admin_token, and proxy_url because "a proxy URL may hold a password"); a PostgreSQL
+    DATABASE_URL holds one too."""
+    c = Config.from_env(dict(GOOD, DATABASE_URL="postgresql://shop:pg-s3cret@db.internal:5432/payments"))
+    assert "pg-s3cret" not in repr(c)
+    assert "pg-s3cret" not in str(c.describe())
+
