@@ -372,3 +372,59 @@ def test_a_crash_during_a_database_outage_does_not_stop_the_host(postgres_server
         if backend is not None:
             backend.stop(timeout=15)
         own.stop()
+
+
+def test_sigterm_while_a_process_is_being_replaced_stops_the_replacement_too(postgres_url):
+    """The supervisor checks `stopping`, logs 'ended ...; starting another', then forks. A
+    SIGTERM whose handler runs in between signals the processes it knows, and then the
+    replacement is forked and registered: nobody ever signals it, it serves on, and the
+    supervisor waits for it forever (until a second signal; an orchestrator sends SIGKILL
+    at the end of its grace period, dropping requests in flight). The window is the log
+    write; a slow stderr (a full pipe: journald or a container log driver pushing back)
+    widens it, which is how this test hits it every time."""
+    from tests.support.processes import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run_server.py"), "--processes", "2", "--port",
+                             str(port)], cwd=ROOT, env=dict(os.environ, **standalone(), DATABASE_URL=postgres_url,
+                                                            SWEEP_INTERVAL="0"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    writer = drain = None
+    try:
+        lines, deadline = [], time.monotonic() + 20
+        while sum(b" serving" in line for line in lines) < 2 and time.monotonic() < deadline:
+            lines.append(proc.stderr.readline())
+        before = children(proc.pid)
+        assert len(before) == 2, b"".join(lines)
+        writer = os.open("/proc/%d/fd/2" % proc.pid, os.O_WRONLY | os.O_NONBLOCK)   # fill its stderr pipe
+        try:
+            while True:
+                os.write(writer, b"#" * 4096)
+        except BlockingIOError:
+            pass
+        os.kill(before[0], signal.SIGKILL)     # the supervisor wakes, and blocks logging "starting another"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)       # its handler runs now, before the fork
+        time.sleep(0.5)
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)   # the log drains
+        drain.start()
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, "still running 15 s after SIGTERM, serving from %s" % children(proc.pid)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if drain is None:
+            drain = threading.Thread(target=proc.stderr.read, daemon=True)
+            drain.start()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if drain is not None:
+            drain.join(10)
+        proc.stderr.close()
