@@ -8,6 +8,7 @@ the previous version by `run_server.py --migrate`, also by several at once."""
 import asyncio
 import concurrent.futures
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,182 @@ def test_an_unreachable_database_stops_start_up_in_one_line_without_its_password
         assert len(lines) == 1 and lines[0].startswith(
             "run_server.py: cannot open the database postgresql://shop@127.0.0.1:"), (args, out)
         assert "pw-0123456789" not in out
+
+
+def wait_healthy(proc, port, timeout=20):
+    """/healthz answers 200 within `timeout`; AssertionError with the output if `proc` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("ended with %s before serving:\n%s" % (proc.returncode, proc.stdout.read()))
+        try:
+            if requests.get("http://127.0.0.1:%d/healthz" % port, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no /healthz 200 within %ss" % timeout)
+
+
+def test_the_supervisor_serves_as_pid_1_of_a_container(postgres_url):
+    """In a container without an init process (`docker run image run_server.py --processes 2`,
+    a Kubernetes pod) the supervisor is PID 1, so every process it forks sees getppid() == 1
+    from its first instruction. drain_if_orphaned() takes that for "the supervisor died
+    before prctl" and SIGTERMs the process at once: every process dies at start, the
+    supervisor restarts them 5 times within milliseconds, then stops with exit code 1."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("needs unshare(1) and the right to make a PID namespace (root)")
+    from tests.support.processes import free_port
+    port = free_port()
+    proc = subprocess.Popen([unshare, "--pid", "--mount-proc", "--kill-child", sys.executable,
+                             os.path.join(ROOT, "run_server.py"), "--processes", "2", "--port", str(port)],
+                            cwd=ROOT, env=dict(os.environ, **standalone(), DATABASE_URL=postgres_url,
+                                               SWEEP_INTERVAL="0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(proc, port)
+        supervisor = children(proc.pid)[0]                       # PID 1 inside the namespace
+        assert len(children(supervisor)) == 2
+    finally:
+        if proc.poll() is None:
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        proc.stdout.close()
+
+
+def test_new_connections_are_refused_while_the_processes_drain(postgres_url):
+    """One process stops listening at SIGTERM (a new connection is refused, so nginx or a
+    client tries another host at once). With --processes the supervisor keeps its own copy of
+    the listening socket open while its processes drain: the kernel goes on completing new
+    connections into the backlog, nobody accepts them, and when the last process ends they
+    are reset, after up to the drain time, with the request (a POST) already sent."""
+    import socket
+    from tests.support.processes import Proc, free_port
+    hole = socket.socket()                        # WeChat that never answers: logins stay in flight
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    port = free_port()
+    backend = Proc("run_server.py", ["--port", str(port), "--processes", "2"], port=port,
+                   env=dict(standalone(), DATABASE_URL=postgres_url, SWEEP_INTERVAL="0", WECHAT_TIMEOUT="5",
+                            WECHAT_LOGIN_BASE_URL="http://127.0.0.1:%d" % hole.getsockname()[1]))
+    inflight, late = [], None
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            s.sendall(b'POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                      b'Content-Length: 14\r\n\r\n{"code":"abc"}')
+            inflight.append(s)
+        time.sleep(0.5)
+        backend.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert backend.proc.poll() is None, "nothing was draining: the test proves nothing"
+        try:
+            late = socket.create_connection(("127.0.0.1", port), 2)
+        except ConnectionRefusedError:
+            pass
+        assert late is None, "a new connection was accepted during the drain (it is reset when the drain ends)"
+    finally:
+        for s in inflight + ([late] if late else []):
+            s.close()
+        backend.stop(timeout=15)
+        hole.close()
+
+
+def test_a_crash_during_a_database_outage_does_not_stop_the_host(postgres_server):
+    """A process dies (OOM killer, kill -9) while PostgreSQL is restarting or failing over: its
+    replacement cannot open the database and exits 2 at once, and so do the next four, all
+    within a fraction of a second; the restart budget (5 in 30 s) is spent and the supervisor
+    stops the healthy process too and exits. The host then stays down after the database is
+    back, where one process would have answered 503 and recovered."""
+    from tests.support.postgres import PostgresServer
+    from tests.support.processes import Proc, free_port
+    own = PostgresServer().start()               # this test stops its database: not the session's
+    backend = None
+    try:
+        url = own.create_schema("outage")
+        port = free_port()
+        backend = Proc("run_server.py", ["--port", str(port), "--processes", "2"], port=port,
+                       env=dict(standalone(), DATABASE_URL=url, SWEEP_INTERVAL="0", DATABASE_TIMEOUT="1"))
+        deadline = time.monotonic() + 20
+        while backend.output().count(" serving") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = children(backend.proc.pid)
+        assert len(before) == 2
+        own.pause()
+        os.kill(before[0], signal.SIGKILL)
+        time.sleep(2)
+        assert backend.proc.poll() is None, "the supervisor gave up during a 2 s outage:\n" + backend.output()
+        assert before[1] in children(backend.proc.pid), "the healthy process was stopped"
+        own.resume()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(children(backend.proc.pid)) < 2:
+            time.sleep(0.2)
+        assert len(children(backend.proc.pid)) == 2
+        assert requests.get(backend.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        if backend is not None:
+            backend.stop(timeout=15)
+        own.stop()
+
+
+def test_sigterm_while_a_process_is_being_replaced_stops_the_replacement_too(postgres_url):
+    """The supervisor checks `stopping`, logs 'ended ...; starting another', then forks. A
+    SIGTERM whose handler runs in between signals the processes it knows, and then the
+    replacement is forked and registered: nobody ever signals it, it serves on, and the
+    supervisor waits for it forever (until a second signal; an orchestrator sends SIGKILL
+    at the end of its grace period, dropping requests in flight). The window is the log
+    write; a slow stderr (a full pipe: journald or a container log driver pushing back)
+    widens it, which is how this test hits it every time."""
+    from tests.support.processes import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run_server.py"), "--processes", "2", "--port",
+                             str(port)], cwd=ROOT, env=dict(os.environ, **standalone(), DATABASE_URL=postgres_url,
+                                                            SWEEP_INTERVAL="0"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    writer = drain = None
+    try:
+        lines, deadline = [], time.monotonic() + 20
+        while sum(b" serving" in line for line in lines) < 2 and time.monotonic() < deadline:
+            lines.append(proc.stderr.readline())
+        before = children(proc.pid)
+        assert len(before) == 2, b"".join(lines)
+        writer = os.open("/proc/%d/fd/2" % proc.pid, os.O_WRONLY | os.O_NONBLOCK)   # fill its stderr pipe
+        try:
+            while True:
+                os.write(writer, b"#" * 4096)
+        except BlockingIOError:
+            pass
+        os.kill(before[0], signal.SIGKILL)     # the supervisor wakes, and blocks logging "starting another"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)       # its handler runs now, before the fork
+        time.sleep(0.5)
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)   # the log drains
+        drain.start()
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, "still running 15 s after SIGTERM, serving from %s" % children(proc.pid)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if drain is None:
+            drain = threading.Thread(target=proc.stderr.read, daemon=True)
+            drain.start()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if drain is not None:
+            drain.join(10)
+        proc.stderr.close()

@@ -172,3 +172,26 @@ def test_default_connections_per_wechat_host_share_the_upstream_half():
     with pytest.raises(ConfigError) as info:
         Config.from_env(dict(GOOD, WECHAT_CONNECTIONS_PER_HOST="lots"))
     assert "WECHAT_CONNECTIONS_PER_HOST" in str(info.value)
+
+
+def test_database_password_not_in_repr():
+    """Config keeps every other secret out of repr() (repr=False: app_secret, api_key,
+    admin_token, and proxy_url because "a proxy URL may hold a password"); a PostgreSQL
+    DATABASE_URL holds one too."""
+    c = Config.from_env(dict(GOOD, DATABASE_URL="postgresql://shop:pg-s3cret@db.internal:5432/payments"))
+    assert "pg-s3cret" not in repr(c)
+    assert "pg-s3cret" not in str(c.describe())
+
+
+@pytest.mark.parametrize("password", ["2024/Summer!", "/Summer!"])
+def test_database_password_with_a_slash_never_shown(password):
+    """A password with an unescaped '/' whose part before it is digits (or empty) splits the URL
+    elsewhere: 'shop:2024' reads as host 'shop', port 2024, the rest as the path. The URL passes
+    the check, and describe_url() (the banner, every start-up error) prints the password."""
+    url = "postgresql://shop:%s@db.internal/payments" % password
+    try:
+        c = Config.from_env(dict(GOOD, DATABASE_URL=url))
+    except ConfigError as exc:
+        assert "Summer" not in str(exc)
+        return
+    assert "Summer" not in c.describe()["database_url"]

@@ -124,3 +124,45 @@ async def test_the_pool_is_bounded(postgres_url):
         assert len(await store.list_orders("o" * 28, 100)) == 40
     finally:
         await store.close()
+
+
+async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_url, monkeypatch):
+    """DATABASE_TIMEOUT (statement_timeout, lock_timeout, command_timeout) bounds a request's
+    statements, but the migration runs under it too: a step that builds an index on a large
+    table (schema 2 -> 3 on 3 million orders took 2.5 s here; the default timeout is 5 s) is
+    cancelled, and so is every process waiting for the advisory lock meanwhile, so no process
+    of any host can start and `--migrate` fails too. Here a step that takes 2 s (pg_sleep, as a
+    slow CREATE INDEX) under a 0.5 s timeout, opened by two processes at once."""
+    from server.store import postgres
+    monkeypatch.setitem(postgres._MIGRATIONS, 3, postgres._MIGRATIONS[3] + "SELECT pg_sleep(2);")
+    stores = [PostgresStore(postgres_url, timeout=0.5) for _ in range(2)]
+    results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
+    try:
+        assert [str(r) for r in results if isinstance(r, Exception)] == []
+        assert await versions(postgres_url) == [1, 2, 3]
+    finally:
+        await asyncio.gather(*[s.close() for s in stores])
+
+
+async def test_a_role_without_ddl_rights_opens_a_current_schema(postgres_server, postgres_url):
+    """The usual PostgreSQL deployment: `run_server.py --migrate` as the schema's owner, the
+    backends as a role that may read and write the tables but create nothing. With the
+    schema already current, open() still runs CREATE TABLE IF NOT EXISTS schema_version,
+    which PostgreSQL checks against CREATE on the schema before it looks for the table:
+    'permission denied for schema'."""
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+    schema = parse_qs(urlsplit(postgres_url).query)["search_path"][0]
+    owner = PostgresStore(postgres_url)
+    await owner.open()
+    await owner.close()
+    role = "app_%s" % secrets.token_hex(4)
+    postgres_server.psql('CREATE ROLE %s LOGIN; GRANT USAGE ON SCHEMA "%s" TO %s;'
+                         ' GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "%s" TO %s'
+                         % (role, schema, role, schema, role))
+    app = PostgresStore(postgres_url.replace("postgresql://postgres@", "postgresql://%s@" % role))
+    try:
+        await app.open()
+        assert (await app.insert_order(order()))[1]
+    finally:
+        await app.close()

@@ -59,9 +59,17 @@ class PostgresServer:
                    % (self.port, self.folder))
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        self._run("pg_ctl", "-D", data, "-o", options, "-l", os.path.join(self.folder, "log"), "-w", "-t", "30",
-                  "start")
+        self._options = options
+        self.resume()
         return self
+
+    def pause(self):
+        """Shut the server down (an outage), keeping its data for resume()."""
+        self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self):
+        self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-o", self._options,
+                  "-l", os.path.join(self.folder, "log"), "-w", "-t", "30", "start")
 
     def url(self, database="postgres"):
         return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, database)
