@@ -22,7 +22,7 @@ from server.store import StoreError, describe_url, is_postgres, open_store
 log = logging.getLogger("run_server")
 LISTEN_BACKLOG = 1024  # flash sales open many connections at once
 MAX_PROCESSES = 64
-RESTARTS = 5, 30.0     # at most 5 restarts of crashed processes within 30 s, then give up
+RESTART_AFTER = 0.25, 30.0   # back-off of a restart: doubled from 0.5 s up to 30 s while replacements die young
 
 
 class StartError(Exception):
@@ -303,7 +303,10 @@ def supervise(args, options, config):
     """Several processes on one listening socket: the database is migrated once here, the
     socket bound here, then N forked processes each serve it with their own IOLoop, store
     pool and sweep (the sweep's claims keep them from querying one order twice). A process
-    that dies is started again (at most RESTARTS); SIGTERM or SIGINT is passed on to every
+    that dies is started again, after 0.25 s, or, while its replacements keep dying within
+    30 s of their start, after 0.5 s doubling up to 30 s (a database outage does not spin,
+    and never stops the processes that still serve). SIGTERM or SIGINT closes the listening socket here (new
+    connections are refused at once, so a proxy tries another host), is passed on to every
     process, each drains its requests, and this one returns when all have ended."""
     if config.catalog_file:
         Catalog.from_file(config.catalog_file)   # a bad catalog: one line now, not N crashing processes
@@ -311,17 +314,28 @@ def supervise(args, options, config):
     sockets = bind("--port", args.port, args.host)
     max_connections = options.limits.max_connections or default_max_connections()
     print_banner(args, options, config, max_connections, args.processes)
-    children, stopping, restarts = {}, [], []
+    supervisor = os.getpid()
+    children, stopping, pending = {}, [], []     # pid -> (index, started); [(due, index, delay)]
+    signals = {signal.SIGTERM, signal.SIGINT}
 
     def spawn(index):
-        pid = os.fork()
-        if pid == 0:
-            os._exit(child_main(args, options, config, sockets))
-        children[pid] = index
+        # signals blocked from the check to the fork: a stop arriving in between must see this child
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            if stopping:
+                return
+            pid = os.fork()
+            if pid == 0:
+                os._exit(child_main(args, options, config, sockets, supervisor))
+            children[pid] = (index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
     def stop(signum, _frame):
         if not stopping:
             log.info("%s: stopping %d processes (each drains its requests)", signal.Signals(signum).name, len(children))
+            for sock in sockets:   # nobody would accept what queues now: refuse it instead
+                sock.close()
         stopping.append(signum)
         for pid in list(children):
             try:
@@ -333,37 +347,38 @@ def supervise(args, options, config):
     for index in range(args.processes):
         spawn(index)
     log.info("started %d processes: %s", args.processes, " ".join(map(str, children)))
-    failed = False
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        index = children.pop(pid, None)
+    delays = {}                                  # index -> the back-off of its next restart
+    while children or (pending and not stopping):
+        now = time.monotonic()
+        for item in [p for p in pending if p[0] <= now]:
+            pending.remove(item)
+            spawn(item[1])
+        pid, status = os.waitpid(-1, os.WNOHANG) if children else (0, 0)
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        index, started = children.pop(pid, (None, None))
         if index is None or stopping:
             continue
-        now = time.monotonic()
-        restarts[:] = [t for t in restarts if now - t < RESTARTS[1]] + [now]
         how = ("signal %s" % signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status)
                else "exit code %d" % os.waitstatus_to_exitcode(status))
-        if len(restarts) > RESTARTS[0]:
-            log.error("process %d ended (%s); %d restarts within %gs: stopping", pid, how, RESTARTS[0], RESTARTS[1])
-            failed = True
-            stop(signal.SIGTERM, None)
-            continue
-        log.warning("process %d ended (%s); starting another", pid, how)
-        spawn(index)
+        young = time.monotonic() - started < RESTART_AFTER[1]
+        delay = min(delays.get(index, RESTART_AFTER[0]) * 2, RESTART_AFTER[1]) if young else RESTART_AFTER[0]
+        delays[index] = delay if young else RESTART_AFTER[0]
+        log.warning("process %d ended (%s); starting another in %gs", pid, how, delay)
+        pending.append((time.monotonic() + delay, index, delay))
     for sock in sockets:
         sock.close()
     log.info("stopped")
-    return 1 if failed else 0
+    return 0
 
 
-def child_main(args, options, config, sockets):
+def child_main(args, options, config, sockets, supervisor):
     """A forked serving process: its exit code."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    drain_if_orphaned()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    drain_if_orphaned(supervisor)
     try:
         run(options, serve(args, options, config, sockets=sockets))
         return 0
@@ -387,7 +402,7 @@ def run(options, main_coroutine):
         return runner.run(main_coroutine)
 
 
-def drain_if_orphaned():
+def drain_if_orphaned(supervisor):
     """Linux: SIGTERM this process (it drains) if the supervising process dies, even by SIGKILL,
     rather than serving on unsupervised."""
     try:
@@ -397,7 +412,7 @@ def drain_if_orphaned():
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:   # the supervisor died before prctl took effect
+    if os.getppid() != supervisor:   # it died before prctl took effect (it may be PID 1 itself: a container)
         os.kill(os.getpid(), signal.SIGTERM)
 
 

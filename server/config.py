@@ -71,7 +71,7 @@ class Config:
     login_base_url: str = "https://api.weixin.qq.com"
     pay_base_url: str = "https://api.mch.weixin.qq.com"
     timeout: float = 10.0
-    database_url: str = "sqlite:///payments.db"
+    database_url: str = dataclasses.field(default="sqlite:///payments.db", repr=False)   # may hold a password
     catalog_file: str = ""
     session_ttl: int = 7200
     spbill_create_ip: str = "127.0.0.1"
@@ -145,7 +145,8 @@ def _problems(raw):
         ("pay_base_url", _url_ok, "WECHAT_PAY_BASE_URL must be an http(s) URL (with a port of 1 to 65535 if any)"),
         ("timeout", _positive_number, "WECHAT_TIMEOUT must be a number of seconds from 0.1 to 3600"),
         ("database_url", _database_url_ok,
-         "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user[:password]@host[:port]/database"),
+         "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user[:password]@host[:port]/database "
+         "(characters such as / ? # @ in the password percent-encoded)"),
         ("database_pool_size", lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 1000,
          "DATABASE_POOL_SIZE must be a whole number of connections from 1 to 1000"),
         ("database_timeout", _positive_number, "DATABASE_TIMEOUT must be a number of seconds from 0.1 to 3600"),
@@ -255,6 +256,10 @@ def _database_url_ok(value):
         parts = urlsplit(value)
         parts.port   # noqa: B018  (raises on a bad port)
     except ValueError:
+        return False
+    # an "@" after the host part means a password with an unescaped "/", "?" or "#": its tail
+    # would be read as the database name (and shown); percent-encode it instead
+    if "@" in parts.path + parts.query + parts.fragment:
         return False
     return bool(parts.path.strip("/")) and not parts.fragment and " " not in value
 

@@ -558,8 +558,10 @@ def read_cursor(cursor, key_pattern):
 def _check_refund_input(refund_fee, reason, out_refund_no):
     if type(refund_fee) is not int or refund_fee <= 0:
         raise ServiceError(400, "INVALID_REFUND_FEE", "refund_fee must be a positive integer (fen)")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > REFUND_DESC_MAX):
-        raise ServiceError(400, "INVALID_REASON", "reason must be a string of at most %d characters" % REFUND_DESC_MAX)
+    if reason is not None and (not isinstance(reason, str) or len(reason) > REFUND_DESC_MAX
+                               or not reason.isprintable()):
+        raise ServiceError(400, "INVALID_REASON", "reason must be a string of at most %d printable characters"
+                           % REFUND_DESC_MAX)
     if out_refund_no is not None and not (isinstance(out_refund_no, str) and _OUT_REFUND_NO.fullmatch(out_refund_no)):
         raise ServiceError(400, "INVALID_OUT_REFUND_NO", "out_refund_no must be 1 to 64 of [0-9A-Za-z_-|*@]")
 
@@ -599,7 +601,8 @@ def _require_unpaid(order):
 
 
 def _plausible_trade_no(value):
-    return isinstance(value, str) and 0 < len(value) <= 32
+    # printable ASCII only: U+0000 would reach PostgreSQL (which cannot hold it) as a 503
+    return isinstance(value, str) and 0 < len(value) <= 32 and value.isascii() and value.isprintable()
 
 
 def _check_idempotency_key(key):

@@ -123,6 +123,8 @@ def describe_url(url):
     except ValueError:
         return url.split("://", 1)[0] + "://(unreadable URL)"
     user = "%s@" % parts.username if parts.username else ""
+    if "@" in parts.path + parts.query + parts.fragment:   # a password with an unescaped "/" in it
+        return parts.scheme + "://(unreadable URL)"
     return "%s://%s%s%s%s" % (parts.scheme, user, parts.hostname or "", port, parts.path)
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger("server.store")
 SCHEMA_VERSION = 3
 POOL_SIZE = 10            # connections per process (DATABASE_POOL_SIZE)
 STATEMENT_TIMEOUT = 5.0   # seconds (DATABASE_TIMEOUT): a statement, a pool wait, a connect
+MIGRATION_TIMEOUT = 3600.0   # seconds: a migration step, or waiting for another process's
 RETRIES = 3               # deadlock / serialization failure: the whole operation again
 _MIGRATION_LOCK = 7_230_417_190_315   # pg_advisory_xact_lock key: one migrator at a time
 
@@ -178,20 +179,35 @@ class PostgresStore:
         return await self._run(lambda conn: conn.fetchval("SELECT 1")) == 1
 
     async def _migrate(self, target):
-        """Bring the schema to `target`. One transaction holding an advisory lock: processes
-        starting together queue on it, the first migrates, the others find it done."""
+        """Bring the schema to `target`. The version is read first: a current schema needs no
+        lock and no DDL right (a role that may only read and write can start). Otherwise one
+        transaction holding an advisory lock, without the statement and lock timeouts (a
+        migration of a large table, or waiting for another process's, may take minutes):
+        processes starting together queue on it, the first migrates, the others find it done."""
         async with self._pool.acquire() as conn:
+            if await self._version(conn) == target:
+                return
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%d)" % _MIGRATION_LOCK)
+                await conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+                await conn.execute("SELECT pg_advisory_xact_lock(%d)" % _MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT)
                 await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-                version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+                version = await self._version(conn)
                 if version > SCHEMA_VERSION:
                     raise StoreError("database schema %d is newer than this code (%d)" % (version, SCHEMA_VERSION))
                 for step in range(version + 1, target + 1):
-                    await conn.execute(_MIGRATIONS[step])
+                    await conn.execute(_MIGRATIONS[step], timeout=MIGRATION_TIMEOUT)
                     await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", step)
         if version < target:
             log.info("database migrated from schema %d to %d", version, target)
+
+    @staticmethod
+    async def _version(conn):
+        if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+            return 0
+        version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError("database schema %d is newer than this code (%d)" % (version, SCHEMA_VERSION))
+        return version
 
     async def schema_version(self):
         return await self._run(lambda conn: conn.fetchval("SELECT max(version) FROM schema_version"))
