@@ -228,6 +228,12 @@ def test_buy_and_refund_with_platform_certificates(tmp_path, key_mode):
         assert signers == ({"certificate"} if key_mode == "certificate" else {"certificate", "public-key"})
         assert [n["outcome"] for n in notes] == ["success", "success"]
         assert shop.events(no)[-1][:2] == ("SUCCESS", "REFUND")
+        # an unknown serial makes the backend fetch the certificates again, at most once a minute
+        for mode in ("wrong_serial", "wrong_serial", "bad_sign", "stale_timestamp"):
+            attempts = shop.resend(no, mode)
+            assert refused(attempts, mode), (mode, attempts)
+        fetches = [c for c in v3_requests(shop) if c["api"] == "/v3/certificates"]
+        assert 1 <= len(fetches) <= 2, fetches
     finally:
         shop.stop()
 
