@@ -108,7 +108,9 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def build_config(args, environ, tls_files=None):
+def build_config(args, environ, bundled=None):
+    """The Config of flags and environment; with --simulator, wired to the bundled simulator
+    (`bundled`: its Bundled files: TLS, and in v3 its keys and manifest)."""
     overrides = {"database_url": args.database_url, "sign_type": args.sign_type,
                  "notify_url": args.notify_url, "pay_version": args.pay_version}
     if args.simulator:
@@ -116,16 +118,16 @@ def build_config(args, environ, tls_files=None):
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         host = "[%s]" % host if ":" in host else host
         demo = simulator_demo()
-        v3 = (args.pay_version or environ.get("WECHAT_PAY_VERSION")) == server_config.V3
-        notify_path = server_config.PAY_NOTIFY_PATH_V3 if v3 else server_config.PAY_NOTIFY_PATH
+        notify_path = server_config.PAY_NOTIFY_PATH_V3 if bundled.v3 else server_config.PAY_NOTIFY_PATH
+        tls_files = bundled.tls
         overrides.update(
             appid=demo["appid"], app_secret=demo["app_secret"], mch_id=demo["mch_id"], api_key=demo["api_key"],
             login_base_url=sim, pay_base_url=sim,
             notify_url=args.notify_url or "http://%s:%d%s" % (host, args.port, notify_path),
             refund_notify_url=None, ca_file=tls_files.ca_cert, cert_file=tls_files.client_cert,
             key_file=tls_files.client_key)
-        if v3:
-            overrides.update(v3_overrides(simulator_v3_manifest(args), args.simulator_v3_dir))
+        if bundled.v3:
+            overrides.update(v3_overrides(bundled.manifest, args.simulator_v3_dir))
     return server_config.Config.from_env(environ, overrides)
 
 
@@ -165,23 +167,35 @@ def v3_overrides(manifest, v3_dir):
     return fields
 
 
-def simulator_v3_manifest(args):
-    """Have the bundled simulator make (first start) or load its v3 keys in
-    --simulator-v3-dir, in --simulator-v3-key-mode, and return its manifest DIR/v3.json.
+class Bundled:
+    """What the bundled simulator (--simulator) is started with: its TLS files (simulator/tls.py),
+    and with --pay-version v3 its v3 keys (simulator.v3keys.V3Setup) and the manifest it wrote,
+    DIR/v3.json, as the backend reads it."""
 
-    END-TO-END PHASE (issue 15): the simulator's v3 side (simulator/v3_api.py) is built in
-    another branch at the same time as this one; the entry point called here is the one
-    expected of it (as simulator.tls.prepare is for TLS) and must be checked, or renamed to
-    the real one, once that branch is merged. Until then this stops with one line."""
+    def __init__(self, tls, v3=None, manifest=None):
+        self.tls, self.v3, self.manifest = tls, v3, manifest
+
+
+def bundled_simulator(args, environ):
+    """Prepare the bundled simulator's files: TLS always, v3 keys when the pay version is v3."""
+    tls_files = simulator_tls(args)
+    if (args.pay_version or environ.get("WECHAT_PAY_VERSION")) != server_config.V3:
+        return Bundled(tls_files)
+    setup = simulator_v3_setup(args)
+    return Bundled(tls_files, setup, read_v3_manifest(setup.manifest_file))
+
+
+def simulator_v3_setup(args):
+    """Have the bundled simulator make (first start) or load its v3 keys in
+    --simulator-v3-dir for the demo merchant, in --simulator-v3-key-mode (it writes the
+    manifest DIR/v3.json, which the backend then reads like any other configuration)."""
+    from simulator import v3keys
+    from simulator.config import DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID
     try:
-        from simulator import v3_api
-        prepare = v3_api.prepare_keys
-    except (ImportError, AttributeError):
-        raise StartError("--pay-version v3 with --simulator: the bundled simulator in this checkout has no v3 "
-                         "support yet (simulator/v3_api.py); run a v3 simulator and configure WECHAT_* "
-                         "from its manifest instead") from None
-    prepare(args.simulator_v3_dir, key_mode=args.simulator_v3_key_mode)
-    return read_v3_manifest(os.path.join(args.simulator_v3_dir, "v3.json"))
+        return v3keys.prepare(args.simulator_v3_dir, DEMO_MCH_ID, DEMO_APPID, DEMO_APIV3_KEY,
+                              args.simulator_v3_key_mode)
+    except v3keys.V3Error as exc:
+        raise StartError("--simulator-v3-dir: %s" % exc) from None
 
 
 def simulator_demo():
@@ -216,24 +230,27 @@ def bind(flag, port, host):
         raise StartError("%s %d: cannot listen on %s: %s" % (flag, port, host, reason)) from None
 
 
-def start_simulator(args, tls_files, sockets):
-    """The bundled simulator on --simulator-port, HTTPS, /secapi/ requiring the merchant certificate."""
+def start_simulator(args, bundled, sockets):
+    """The bundled simulator on --simulator-port, HTTPS, /secapi/ requiring the merchant
+    certificate; in v3 serving API v3 too, with the keys bundled_simulator() prepared."""
     from simulator import tls
     from simulator.app import make_app as make_sim_app, make_server as make_sim_server
     from simulator.config import SimConfig
     from simulator.state import State
-    # END-TO-END PHASE (issue 15): with --pay-version v3 the simulator must also serve its v3 API
-    # with the keys simulator_v3_manifest() prepared; wire that here once simulator/v3_api.py is merged.
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
-    sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True))
-    make_sim_server(sim_app, ssl_options=tls.server_context(tls_files)).add_sockets(sockets)
+    sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True,
+                                 v3=bundled.v3))
+    make_sim_server(sim_app, ssl_options=tls.server_context(bundled.tls)).add_sockets(sockets)
     print("WeChat simulator on https://127.0.0.1:%d (console https://127.0.0.1:%d/sim/console; demo "
           "credentials; CA %s; login codes it never issued are taken as the developer user)"
-          % (args.simulator_port, args.simulator_port, tls_files.ca_cert), flush=True)
+          % (args.simulator_port, args.simulator_port, bundled.tls.ca_cert), flush=True)
+    if bundled.v3:
+        print("WeChat Pay API v3 at the simulator: key mode %s; its keys and manifest in %s"
+              % (bundled.v3.key_mode, bundled.v3.manifest_file), flush=True)
     return sim_app
 
 
-async def serve(args, options, config, tls_files=None, sockets=None):
+async def serve(args, options, config, bundled=None, sockets=None):
     """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several)."""
     shop = App(config, sweep_interval=options.sweep_interval)
     await shop.start()
@@ -246,7 +263,7 @@ async def serve(args, options, config, tls_files=None, sockets=None):
             sock.close()
         await shop.stop()
         raise
-    sim_app = start_simulator(args, tls_files, sim_sockets) if args.simulator else None
+    sim_app = start_simulator(args, bundled, sim_sockets) if args.simulator else None
     server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=args.xheaders)
     server.add_sockets(sockets)
     if one_of_several:
@@ -437,7 +454,8 @@ def devtools_hint(args):
 
 
 def configure(args, environ):
-    """(ServerOptions, Config, simulator TLS files or None); ConfigError naming every problem."""
+    """(ServerOptions, Config, the bundled simulator's files or None); ConfigError naming every
+    problem, StartError for the bundled simulator's."""
     problems = []
     try:
         options = server_config.ServerOptions.from_env(
@@ -446,19 +464,19 @@ def configure(args, environ):
     except server_config.ConfigError as exc:
         problems, options = exc.problems, None
     setup_logging(options.log_level if options else "INFO", args.access_log)
-    tls_files = simulator_tls(args) if args.simulator else None
+    bundled = bundled_simulator(args, environ) if args.simulator else None
     admin_token = None
     if args.simulator and not environ.get("ADMIN_TOKEN"):
         admin_token = environ["ADMIN_TOKEN"] = secrets.token_urlsafe(24)
     try:
-        config = build_config(args, environ, tls_files)
+        config = build_config(args, environ, bundled)
     except server_config.ConfigError as exc:
         problems += exc.problems
     if problems:
         raise server_config.ConfigError(problems)
     if admin_token:
         print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % admin_token, flush=True)
-    return options, config, tls_files
+    return options, config, bundled
 
 
 def main(argv=None):
@@ -467,7 +485,7 @@ def main(argv=None):
         if args.processes > 1 and args.simulator:
             raise StartError("--processes %d cannot run the bundled --simulator (its state lives in one "
                              "process): run run_simulator.py on its own" % args.processes)
-        options, config, tls_files = configure(args, dict(os.environ))
+        options, config, bundled = configure(args, dict(os.environ))
         check_processes(args, config)
         if args.migrate:
             asyncio.run(migrate(config))
@@ -475,7 +493,7 @@ def main(argv=None):
         elif args.processes > 1:
             return supervise(args, options, config)
         else:
-            run(options, serve(args, options, config, tls_files))
+            run(options, serve(args, options, config, bundled))
     except (server_config.ConfigError, StartError, StoreError) as exc:
         print("run_server.py: %s" % exc, file=sys.stderr)
         return 2

@@ -122,6 +122,10 @@ class Config:
         values["api_key"] = values.get("api_key") or ""   # optional in v3
         if values.get("pay_version") == V3:
             values["sign_type"] = wxpay3.RSA   # every v3 order's payment is signed with RSA
+            # v3's notify endpoint takes refund notifications too: a notify URL of another path (a
+            # proxy's) serves refunds as well, rather than refunds sent without notify_url (WeChat
+            # would then notify only an address set in the merchant platform, if there is one)
+            values["refund_notify_url"] = values.get("refund_notify_url") or values["notify_url"]
         return cls(**values)
 
     def describe(self):

@@ -498,6 +498,10 @@ class Service:
             return "unknown order"
         if fields.get("appid") != self.config.appid or fields.get("mch_id") != self.config.mch_id:
             return "appid or mchid does not match"
+        if fields.get("total_fee") != str(order.total_fee):
+            # whatever trade_state it claims: a notification about this order with another amount
+            # is not WeChat's word on it (a leaked key), even one we would record nothing for
+            return "amount.total %r does not match the order's %d" % (fields.get("total_fee", "")[:16], order.total_fee)
         if fields.get("trade_state") != SUCCESS:
             log.info("order %s: a notification says %s; nothing to record", no, str(fields.get("trade_state"))[:16])
             return None

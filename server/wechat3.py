@@ -293,7 +293,7 @@ class WeChatClientV3(BaseClient):
             signed = wxpay3.signed_headers(fields)
             has_signature = bool(signed.get("wechatpay-signature"))
             if success or has_signature:   # a 2xx must be signed; a signed error must verify
-                await self._believe(signed, body)
+                await self._believe(signed, body, answer=True)
         except wxpay3.SignatureError as exc:
             raise UpstreamError("%s answer not trusted: %s" % (name, exc)) from None
         if not success:
@@ -319,14 +319,15 @@ class WeChatClientV3(BaseClient):
             raise _coded(UpstreamError(text + ("" if signed else " (unsigned)")), code)
         raise WeChatRefused(code, text)
 
-    async def _believe(self, signed, body):
-        """check_signed, fetching the platform certificates (rate-limited) for an unknown serial."""
+    async def _believe(self, signed, body, answer=False):
+        """check_signed, fetching the platform certificates (rate-limited) for an unknown serial.
+        answer: an API answer, whose Wechatpay-Signature-Type may be absent (see check_signed)."""
         try:
-            return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock())
+            return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
         except wxpay3.SignatureError as exc:
             if exc.reason != "unknown_serial" or not await self._refresh_for_unknown_serial():
                 raise
-        return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock())
+        return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
 
     # -- platform certificates --------------------------------------------------------
     async def _refresh_for_unknown_serial(self):
@@ -375,7 +376,7 @@ class WeChatClientV3(BaseClient):
 
         def key_for(serial):   # the answer is signed with one of the certificates it brings
             return fresh.get(wxpay3.serial_number(serial)) or self.keys.key_for(serial)
-        wxpay3.check_signed(wxpay3.signed_headers(fields), body, key_for, self.clock())
+        wxpay3.check_signed(wxpay3.signed_headers(fields), body, key_for, self.clock(), type_required=False)
         if not certificates:
             raise wxpay3.DecryptError("no certificate in the answer is valid now")
         return certificates

@@ -136,20 +136,25 @@ def signed_headers(pairs):
     return found
 
 
-def check_signed(headers, body, key_for, now, window=TIMESTAMP_WINDOW):
+def check_signed(headers, body, key_for, now, window=TIMESTAMP_WINDOW, type_required=True):
     """Verify an answer or notification; returns the serial that signed it.
 
     headers: signed_headers() of it; key_for(serial) -> an RSA public key or None; now: Unix
     time. Raises SignatureError, checking in this order: the headers are there, it is not a
     probe, the signature type, the timestamp within `window` seconds of now, a known serial,
-    and only then the RSA signature over timestamp\\nnonce\\nbody\\n."""
-    missing = [name for name in SIGNED_HEADERS if not headers.get(name)]
+    and only then the RSA signature over timestamp\\nnonce\\nbody\\n.
+
+    type_required=False (API answers): an absent Wechatpay-Signature-Type is taken as the only
+    type there is, WECHATPAY2-SHA256-RSA2048 (WeChat's documented example answer has none, and
+    wechatpay-go and wechatpay-php never read it); one that names another type is refused."""
+    required = [name for name in SIGNED_HEADERS if type_required or name != "wechatpay-signature-type"]
+    missing = [name for name in required if not headers.get(name)]
     if missing:
         raise SignatureError("missing", "no %s header" % missing[0])
     signature = headers["wechatpay-signature"]
     if signature.startswith(PROBE_PREFIX):
         raise SignatureError("probe", "a signature probe (%s...): refused" % PROBE_PREFIX)
-    if headers["wechatpay-signature-type"] != SCHEMA:
+    if headers.get("wechatpay-signature-type", SCHEMA) != SCHEMA:
         raise SignatureError("signature_type", "Wechatpay-Signature-Type is not %s" % SCHEMA)
     timestamp, nonce_str = headers["wechatpay-timestamp"], headers["wechatpay-nonce"]
     if not _DIGITS.fullmatch(timestamp) or not _NONCE.fullmatch(nonce_str):

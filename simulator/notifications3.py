@@ -108,8 +108,12 @@ def payment_event(order, mode="normal"):
     """(event id, create_time, event_type, summary, original_type, plaintext dict)."""
     notify_id = order.notify_id or ("EV-" + random_digits(19))
     created = order.paid_at or time.time()
-    return (notify_id, created, "TRANSACTION.SUCCESS", "支付成功", "transaction",
-            transaction(order, mode))
+    resource = transaction(order, mode)
+    if order.paid:
+        # The event is the payment ("支付成功"): sent again later (a retry, a resend) it still
+        # says SUCCESS, not the order's present REFUND that a query answers.
+        resource.update(trade_state="SUCCESS", trade_state_desc=rules3.TRADE_STATE_DESC["SUCCESS"])
+    return (notify_id, created, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource)
 
 
 def refund_event(refund, order, mode="normal"):

@@ -9,7 +9,7 @@ import requests
 
 from tests.support import DEMO
 from tests.support.processes import Proc, free_port
-from tests.support.shop import Shop
+from tests.support.shop import Shop, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -20,43 +20,6 @@ def db_rows(path, sql, *args):
         return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
-
-
-class Traffic:
-    """Mini Program users creating and paying orders in threads until told to stop."""
-
-    def __init__(self, shop, users=4):
-        self.shop = shop
-        self.auths = [shop.login("crash-%d" % i) for i in range(users)]
-        self.created, self.paid, self.errors = [], [], 0
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(a,)) for a in self.auths]
-
-    def run(self, auth):
-        while not self.stop.is_set():
-            try:
-                r = requests.post(self.shop.backend.url + "/api/orders", json={"product_id": "tea"},
-                                  headers=auth, timeout=5)
-                if r.status_code != 201:
-                    self.errors += 1
-                    continue
-                order = r.json()
-                self.created.append(order["out_trade_no"])
-                if self.shop.pay(order["payment"]).status_code == 200:
-                    self.paid.append(order["out_trade_no"])
-            except requests.RequestException:
-                self.errors += 1
-                time.sleep(0.02)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
 
 
 def test_sigkill_mid_traffic_then_restart_loses_nothing(tmp_path):

@@ -96,6 +96,19 @@ async def test_answers_not_believed_unless_signed_by_wechat(fake3, tmp_path, kin
         client.close()
 
 
+async def test_an_answer_without_a_signature_type_is_rsa_and_another_type_is_refused(fake3, tmp_path):
+    client = client_for(tmp_path, fake3)
+    try:
+        fake3.fault("/jsapi", "untyped")
+        assert await client.prepay(order())                                  # verified as RSA
+        fake3.fault("/out-trade-no/", "sm2")
+        with pytest.raises(UpstreamError) as info:
+            await client.order_query("20261202ABCDEF0001")
+        assert "Signature-Type" in str(info.value)
+    finally:
+        client.close()
+
+
 async def test_json_errors_mapped(fake3, tmp_path):
     client = client_for(tmp_path, fake3)
     try:

@@ -37,6 +37,8 @@ def test_a_good_v3_configuration(env, tmp_path):
     config = Config.from_env(env)                     # no WECHAT_API_KEY needed
     assert (config.pay_version, config.sign_type, config.api_key) == ("v3", "RSA", "")
     assert config.refund_notify_url == "https://shop.example.com/wechat/refund/v3/notify"
+    proxied = Config.from_env(dict(env, WECHAT_NOTIFY_URL="https://shop.example.com/pay/wx-callback"))
+    assert proxied.refund_notify_url == "https://shop.example.com/pay/wx-callback"   # it takes both kinds
     assert APIV3_KEY not in repr(config) and APIV3_KEY not in str(config.describe())
     both = Config.from_env(dict(env, WECHAT_PLATFORM_CERT_DIR=str(tmp_path / "certs")))   # migration
     assert both.platform_cert_dir and both.pay_public_key_id

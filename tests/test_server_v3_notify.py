@@ -136,6 +136,8 @@ def forgeries():
         "no-signature-type": lambda o: notification(transaction(o["out_trade_no"], o["total_fee"]),
                                                     signature_type=None),
         "wrong-amount": lambda o: notification(transaction(o["out_trade_no"], 1)),
+        # not a payment (nothing would be recorded), but not the order's amount either
+        "wrong-amount-not-paid": lambda o: notification(transaction(o["out_trade_no"], 1, state="NOTPAY")),
         "wrong-currency": lambda o: notification(transaction(o["out_trade_no"], o["total_fee"], amount={
             "total": o["total_fee"], "payer_total": o["total_fee"], "currency": "USD", "payer_currency": "USD"})),
         "wrong-mchid": lambda o: notification(transaction(o["out_trade_no"], o["total_fee"], mchid="1900000001")),

@@ -77,7 +77,15 @@ def test_every_refusal_has_its_reason():
     good = dict(NOTIFY["headers"])
     assert refusal(dict(good, **{"Wechatpay-Signature": "WECHATPAY/SIGNTEST/" + good["Wechatpay-Signature"]})) == "probe"
     assert refusal(dict(good, **{"Wechatpay-Signature-Type": "WECHATPAY2-SM2-WITH-SM3"})) == "signature_type"
-    assert refusal({k: v for k, v in good.items() if k != "Wechatpay-Signature-Type"}) == "missing"
+    untyped = {k: v for k, v in good.items() if k != "Wechatpay-Signature-Type"}
+    assert refusal(untyped) == "missing"                # a notification names its type
+    # an API answer may leave it out (WeChat's documented example answer does): RSA, still verified
+    assert wxpay3.check_signed(wxpay3.signed_headers(untyped.items()), NOTIFY["body"].encode(), key_for, NOW,
+                               type_required=False) == good["Wechatpay-Serial"]
+    with pytest.raises(wxpay3.SignatureError) as info:
+        wxpay3.check_signed(wxpay3.signed_headers(dict(good, **{"Wechatpay-Signature-Type": "WECHATPAY2-SM2-WITH-SM3"})
+                                                  .items()), NOTIFY["body"].encode(), key_for, NOW, type_required=False)
+    assert info.value.reason == "signature_type"
     assert refusal(good, now=NOW + 301) == "stale"
     assert refusal(good, now=NOW - 301) == "stale"
     assert refusal(dict(good, **{"Wechatpay-Timestamp": "17646500 97"})) == "timestamp"

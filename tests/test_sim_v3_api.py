@@ -333,7 +333,7 @@ def refund_body(out_refund_no, refund=30, total=100, out_trade_no="REFUND001", b
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_refund_rules_and_query(http_client, base, v3_merchant, app):
+async def test_refund_rules_and_query(http_client, base, v3_merchant, app, box):
     transaction_id = await paid(http_client, base, v3_merchant, "REFUND001")
     status, _, text = await v3_call(http_client, base, v3_merchant, "POST", REFUNDS,
                                     refund_body("R-1", 30, reason="broken cup"))
@@ -378,6 +378,15 @@ async def test_refund_rules_and_query(http_client, base, v3_merchant, app):
     url = "/v3/pay/transactions/out-trade-no/REFUND001?mchid=" + MCHID
     _, _, text = await v3_call(http_client, base, v3_merchant, "GET", url)
     assert json.loads(text)["trade_state"] == "REFUND"
+    # the payment's notification sent again now: it is about the payment (TRANSACTION.SUCCESS,
+    # trade_state SUCCESS, the order's amount), whatever was refunded since
+    before = len(box.get("received", []))
+    status, _ = await call(http_client, base + "/sim/orders/REFUND001/notify", "POST", {})
+    assert status == 200
+    _, body = box["received"][before]
+    tx = decrypt_notification(body)
+    assert (json.loads(body)["event_type"], tx["trade_state"], tx["amount"]["total"]) == (
+        "TRANSACTION.SUCCESS", "SUCCESS", 100)
 
 
 # --- notifications ----------------------------------------------------------------------

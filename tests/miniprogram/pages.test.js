@@ -187,6 +187,30 @@ describe('HMAC-SHA256', () => {
   })
 })
 
+describe('WeChat Pay v3 (the client kit unchanged)', () => {
+  let running
+  before(async () => { running = await startShop({ payVersion: 'v3' }) })
+  after(async () => { await running.stop() })
+
+  test('cancel, then pay the same order again, with a v3 backend (signType RSA)', async () => {
+    const { wx, control } = newUser(running)
+    control.payResult = 'CANCEL'
+    const page = await buy(wx, 'cake')
+    assert.equal(page.data.outcome, 'cancelled')
+    const no = page.data.outTradeNo
+    control.payResult = 'SUCCESS'
+    await tap(page, '.buy')
+    await until(() => page.data.outcome === 'paid', 'paid after paying again')
+    assert.equal(page.data.outTradeNo, no)
+    const payments = control.calls.filter((c) => c[0] === 'requestPayment').map((c) => c[1])
+    assert.deepEqual(payments.map((p) => [p.signType, p.package]), [['RSA', payments[0].package], ['RSA', payments[0].package]])
+    const order = await backend(running, control, '/api/orders/' + no)
+    assert.deepEqual([order.status, order.total_fee], ['SUCCESS', 2600])
+    const simOrder = await (await fetch(running.sim.url + '/sim/orders/' + no)).json()
+    assert.deepEqual([simOrder.api, simOrder.trade_state], ['v3', 'SUCCESS'])
+  })
+})
+
 describe('developer mode (WeChat DevTools against the simulator)', () => {
   let running
   before(async () => { running = await startShop({ acceptUnknownCodes: true }) })

@@ -150,7 +150,8 @@ class FakeWeChatV3:
     # -- what tests call ------------------------------------------------------------
     def fault(self, path, kind, count=1, **options):
         """The next `count` answers on paths containing `path`: kind error (status, code,
-        signed=True), bad_sign, unsigned, latency (seconds), stale, unknown_serial."""
+        signed=True), bad_sign, unsigned, latency (seconds), stale, unknown_serial, untyped (no
+        Wechatpay-Signature-Type), sm2 (another signature type)."""
         self.faults.append(dict(options, path=path, kind=kind, count=count))
 
     def serial(self):
@@ -337,6 +338,10 @@ class _Handler(tornado.web.RequestHandler):
                 options["timestamp"] = int(time.time()) - 900
             elif fault == "unknown_serial":
                 options["serial"] = "PUB_KEY_ID_0000000000000000000000000000UNKNOWN"
+            elif fault == "untyped":          # no Wechatpay-Signature-Type (WeChat's documented example)
+                options["signature_type"] = None
+            elif fault == "sm2":
+                options["signature_type"] = "WECHATPAY2-SM2-WITH-SM3"
             for name, value in signed_headers(body, **options).items():
                 self.set_header(name, value)
         if data is not None:

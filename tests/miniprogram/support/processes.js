@@ -65,29 +65,43 @@ async function start(script, args, env) {
   }
 }
 
+/** The backend's WeChat Pay v3 settings from the simulator's manifest DIR/v3.json (README). */
+function v3Env(manifest) {
+  return {
+    WECHAT_PAY_VERSION: 'v3', WECHAT_APIV3_KEY: manifest.apiv3_key,
+    WECHAT_MCH_PRIVATE_KEY_FILE: manifest.merchant_private_key_file, WECHAT_MCH_SERIAL_NO: manifest.merchant_serial_no,
+    WECHAT_PAY_PUBLIC_KEY_FILE: manifest.wechatpay_public_key_file, WECHAT_PAY_PUBLIC_KEY_ID: manifest.wechatpay_public_key_id,
+  }
+}
+
 /**
  * A simulator and a backend wired together, on fresh ports and a fresh database.
  * options.signType: the backend's WECHAT_SIGN_TYPE; options.acceptUnknownCodes: the
- * simulator's developer mode.
+ * simulator's developer mode; options.payVersion 'v3': the backend speaks WeChat Pay v3,
+ * configured from the simulator's manifest (public-key mode).
  */
 async function startShop(options = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-shop-'))
   const simPort = await freePort()
-  const simArgs = ['--port', String(simPort), '--time-scale', '0.01']
+  const simArgs = ['--port', String(simPort), '--time-scale', '0.01', '--v3-dir', path.join(dir, 'sim-v3')]
   if (options.acceptUnknownCodes) simArgs.push('--accept-unknown-codes')
   const sim = await start('run_simulator.py', simArgs)
   const port = await freePort()
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-shop-'))
+  const v3 = options.payVersion === 'v3'
   let backend
   try {
-    backend = await start('run_server.py', ['--port', String(port)], {
+    const manifest = v3 ? JSON.parse(fs.readFileSync(path.join(dir, 'sim-v3', 'v3.json'), 'utf8')) : null
+    backend = await start('run_server.py', ['--port', String(port)], Object.assign({
       WECHAT_APPID: DEMO.appid, WECHAT_APP_SECRET: DEMO.appSecret, WECHAT_MCH_ID: DEMO.mchId,
-      WECHAT_API_KEY: DEMO.apiKey, WECHAT_NOTIFY_URL: 'http://127.0.0.1:' + port + '/wechat/pay/notify',
+      WECHAT_API_KEY: DEMO.apiKey,
+      WECHAT_NOTIFY_URL: 'http://127.0.0.1:' + port + (v3 ? '/wechat/pay/v3/notify' : '/wechat/pay/notify'),
       WECHAT_LOGIN_BASE_URL: sim.url, WECHAT_PAY_BASE_URL: sim.url, WECHAT_TIMEOUT: '5',
       WECHAT_SIGN_TYPE: options.signType || 'MD5', DATABASE_URL: 'sqlite:///' + path.join(dir, 'shop.db'),
       SWEEP_INTERVAL: '0', LOG_LEVEL: 'WARNING',
-    })
+    }, v3 ? v3Env(manifest) : {}))
   } catch (error) {
     await sim.stop()
+    fs.rmSync(dir, { recursive: true, force: true })
     throw error
   }
   return {
