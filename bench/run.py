@@ -22,9 +22,10 @@ Issue 14's phases (README "Scaling out: PostgreSQL, processes, uvloop"):
 - scale: saturated token-flow load (bench/loadgen.py) at run_server.py on PostgreSQL with
   one process and with --processes 2, alternated; orders/s and the cores used by each
   serving process, the simulator, PostgreSQL, the load generator and the rest of the machine;
-- uvloop: the minimal server and the backend, each on asyncio and on uvloop, alternated.
-Without PostgreSQL server binaries pg and scale say so in one line and are skipped; --quick
-leaves all three out unless --only names them.
+- uvloop: the minimal server and the backend (on SQLite, and on PostgreSQL when it can run
+  here), each on asyncio and on uvloop, alternated.
+Without PostgreSQL server binaries pg, scale and uvloop's PostgreSQL part say so in one line
+and are skipped; --quick leaves all three phases out unless --only names them.
 """
 import argparse
 import datetime
@@ -102,7 +103,9 @@ ROWS = [
      "info", None),
     ("uvloop_minimal_ratio", "minimal handler CPU per request, uvloop / asyncio",
      "info", None),
-    ("uvloop_backend_ratio", "backend CPU per order (token flow), uvloop / asyncio",
+    ("uvloop_backend_ratio", "backend CPU per order (token flow, SQLite), uvloop / asyncio",
+     "info", None),
+    ("uvloop_pg_backend_ratio", "backend CPU per order (token flow, PostgreSQL), uvloop / asyncio",
      "info", None),
 ]
 MEMORY_FLAT_TOLERANCE = 0.05   # RSS may grow at most 5% from 50% to 100% of the run
@@ -684,9 +687,10 @@ class Bench:
                  % (half["rss_mb"], final, 100 * growth, hwm or 0))
 
     # -- issue 14: PostgreSQL, several processes, uvloop -------------------------------
-    def postgres(self, phase):
+    def postgres(self, phase, record=True):
         """The throwaway PostgreSQL server (durable: fsync on), started once for the phases
-        that need it; None, with one line saying why, when it cannot start here."""
+        that need it; None, with one line saying why, when it cannot start here (and, with
+        record, the phase noted as skipped in the JSON)."""
         if self.pg is None and self.pg_unavailable is None:
             try:
                 from tests.support.postgres import PostgresServer, Unavailable
@@ -708,7 +712,8 @@ class Bench:
                              % (self.pg_version, self.pg.port, self.postmaster))
         if self.pg is None:
             progress("%s: skipped: %s" % (phase, self.pg_unavailable))
-            self.phases[phase] = {"skipped": self.pg_unavailable}
+            if record:
+                self.phases[phase] = {"skipped": self.pg_unavailable}
             return None
         return self.pg
 
@@ -764,14 +769,15 @@ class Bench:
         res = self.loadgen(target.port, reqs, count=count, concurrency=concurrency)
         self.check_load("warm-up " + target.name, res)
 
-    def pg_target(self, processes):
-        """A backend on the PostgreSQL schema: one process, or run_server.py --processes N.
-        Every one uses the same schema (the same tables and sessions: the tokens of the first
-        work at all of them); only one is loaded at a time."""
-        name = "backend-pg" if processes == 1 else "backend-pg-x%d" % processes
+    def pg_target(self, processes, event_loop="asyncio"):
+        """A backend on the PostgreSQL schema: one process, or run_server.py --processes N;
+        on asyncio or uvloop. Every one uses the same schema (the same tables and sessions:
+        the tokens of the first work at all of them); only one is loaded at a time."""
+        name = "backend-pg" + ("-x%d" % processes if processes > 1 else "") + ("-uvloop" if event_loop == "uvloop" else "")
         if name not in self.targets:
-            flags = ("--processes", processes) if processes > 1 else ()
-            progress("starting %s: run_server.py%s on PostgreSQL" % (name, " --processes %d" % processes if flags else ""))
+            flags = (("--processes", processes) if processes > 1 else ()) + (
+                ("--event-loop", event_loop) if event_loop != "asyncio" else ())
+            progress("starting %s: run_server.py %son PostgreSQL" % (name, "".join("%s " % f for f in flags)))
             child, port = self.start_backend(name, self.pg_url, *flags)
             target = Target(name, child, port, self.pg_orders, processes)
             if processes > 1:
@@ -1031,6 +1037,7 @@ class Bench:
             return r
         mruns = self.alternate(p["uvloop_rounds"], [("asyncio", min_as), ("uvloop", min_uv)], minimal)
         bruns = self.alternate(p["uvloop_rounds"], [("asyncio", back_as), ("uvloop", back_uv)], backend)
+        pg_part = self.uvloop_on_postgres()
         m = {k: [r["cpu_us_per_request"] for r in v] for k, v in mruns.items()}
         b = {k: [r["backend_cpu_us_per_order"] for r in v] for k, v in bruns.items()}
         self.phases["uvloop"] = {
@@ -1045,12 +1052,48 @@ class Bench:
             "minimal_requests_per_s": {k: spread([r["requests_per_s"] for r in v]) for k, v in mruns.items()},
             "backend_orders_per_s": {k: spread([r["orders_per_s"] for r in v]) for k, v in bruns.items()},
             "note": "backend on SQLite (its default engine; both processes on one database file, loaded in "
-                    "turn); the simulator stays on asyncio"}
+                    "turn); the simulator stays on asyncio",
+            "postgresql": pg_part}
         self.figures["uvloop_minimal_ratio"] = statistics.median(m["uvloop"]) / statistics.median(m["asyncio"])
         self.figures["uvloop_backend_ratio"] = statistics.median(b["uvloop"]) / statistics.median(b["asyncio"])
+        if pg_part and "skipped" not in pg_part:
+            self.figures["uvloop_pg_backend_ratio"] = (pg_part["backend_cpu_us_per_order"]["uvloop"]["median"] /
+                                                       pg_part["backend_cpu_us_per_order"]["asyncio"]["median"])
         progress("  medians: minimal %.1f us (uvloop) / %.1f us (asyncio) = %.2fx; backend %.0f / %.0f us = %.2fx"
                  % (statistics.median(m["uvloop"]), statistics.median(m["asyncio"]), self.figures["uvloop_minimal_ratio"],
                     statistics.median(b["uvloop"]), statistics.median(b["asyncio"]), self.figures["uvloop_backend_ratio"]))
+
+    def uvloop_on_postgres(self):
+        """The uvloop comparison of the backend again on PostgreSQL (asyncpg), when a
+        PostgreSQL server can run here: {figures} or {"skipped": why}."""
+        if self.postgres("uvloop on PostgreSQL", record=False) is None:
+            return {"skipped": self.pg_unavailable}
+        p = self.p
+        configs = [("asyncio", self.pg_target(1)), ("uvloop", self.pg_target(1, "uvloop"))]
+        loops = {t.name: event_loop_of(t.child.pid) for _, t in configs}
+        if loops != {"backend-pg": "asyncio", "backend-pg-uvloop": "uvloop"}:
+            raise BenchError("uvloop phase: the servers run on other event loops than asked: %s" % loops)
+        progress("uvloop on PostgreSQL: the token phase's load at backend-pg (asyncio) and backend-pg-uvloop, "
+                 "alternated, %d rounds each" % p["uvloop_rounds"])
+
+        def run(name, target, rnd):
+            r = self.token_run(target, with_pg=True)
+            progress("  round %d backend on PostgreSQL %-8s %5d orders, %4.0f orders/s, %4.0f us CPU per order "
+                     "(PostgreSQL server %4.0f us)" % (rnd + 1, name, r["orders"], r["orders_per_s"],
+                                                        r["backend_cpu_us_per_order"], r["postgres_cpu_us_per_order"]))
+            return r
+        runs = self.alternate(p["uvloop_rounds"], configs, run)
+        b = {k: [r["backend_cpu_us_per_order"] for r in v] for k, v in runs.items()}
+        out = {"runs": runs, "event_loops_seen": loops,
+               "backend_cpu_us_per_order": {k: spread(v) for k, v in b.items()},
+               "postgresql_server_cpu_us_per_order": {k: spread([r["postgres_cpu_us_per_order"] for r in v])
+                                                      for k, v in runs.items()},
+               "backend_ratio_per_round": [u / a for a, u in zip(b["asyncio"], b["uvloop"])],
+               "backend_orders_per_s": {k: spread([r["orders_per_s"] for r in v]) for k, v in runs.items()}}
+        progress("  medians on PostgreSQL: backend %.0f us (uvloop) / %.0f us (asyncio) = %.2fx"
+                 % (statistics.median(b["uvloop"]), statistics.median(b["asyncio"]),
+                    statistics.median(b["uvloop"]) / statistics.median(b["asyncio"])))
+        return out
 
     # -- the run -----------------------------------------------------------------------
     def run(self):
@@ -1197,6 +1240,10 @@ def print_table(rows, bench):
             bench.phases["uvloop"]["backend_cpu_us_per_order"]["uvloop"]["median"],
             bench.phases["uvloop"]["backend_cpu_us_per_order"]["asyncio"]["median"],
             "/".join("%.2f" % x for x in bench.phases["uvloop"]["backend_ratio_per_round"])),
+        "uvloop_pg_backend_ratio": lambda: "%.0f/%.0f us, rounds %s" % (
+            bench.phases["uvloop"]["postgresql"]["backend_cpu_us_per_order"]["uvloop"]["median"],
+            bench.phases["uvloop"]["postgresql"]["backend_cpu_us_per_order"]["asyncio"]["median"],
+            "/".join("%.2f" % x for x in bench.phases["uvloop"]["postgresql"]["backend_ratio_per_round"])),
     }
     lines = []
     header = ("measurement", "figure", "detail", "goal", "result")
@@ -1206,7 +1253,8 @@ def print_table(rows, bench):
             detail = extra[r["id"]]() if r["figure"] is not None else ""
         except KeyError:
             detail = ""
-        if r["figure"] is None and "skipped" in bench.phases.get(r["id"].split("_")[0], {}):
+        if r["figure"] is None and ("skipped" in bench.phases.get(r["id"].split("_")[0], {}) or (
+                r["id"] == "uvloop_pg_backend_ratio" and "uvloop" in bench.phases)):
             detail = "skipped: no PostgreSQL server here"
         result = "-" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
         table.append((r["measurement"], fmt(r["id"], r["figure"]), detail, r["goal"], result))
