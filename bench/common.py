@@ -51,6 +51,46 @@ def cpu_seconds_path(path):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children_of(pid):
+    """PIDs of a process's live children (/proc/<pid>/task/<tid>/children, every thread)."""
+    out = []
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu_seconds(pid):
+    """CPU of a process and everything below it: its own utime+stime, plus cutime+cstime (its
+    children that ended and were reaped), plus the same for every live child. Monotonic
+    while the tree lives, so the difference of two readings is the tree's CPU in between,
+    short-lived children included (a PostgreSQL server's connection processes)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0      # ended meanwhile: its CPU is in its parent's cutime now
+    fields = data[data.rindex(b")") + 2:].split()
+    own = sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK   # utime stime cutime cstime
+    return own + sum(tree_cpu_seconds(child) for child in children_of(pid))
+
+
+def machine_cpu_seconds():
+    """(busy, all) CPU seconds of the whole machine since boot, every core (/proc/stat);
+    busy = all - idle - iowait."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    total = sum(fields[:8])   # user nice system idle iowait irq softirq steal (guest is in user)
+    return (total - fields[3] - fields[4]) / CLK_TCK, total / CLK_TCK
+
+
 def rss_mb(pid):
     """VmRSS of a process in MB (MiB), from /proc/<pid>/status."""
     with open("/proc/%d/status" % pid) as f:

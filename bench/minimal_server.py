@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The baseline: a minimal Tornado app with one JSON handler, nothing else.
 
-    python bench/minimal_server.py --port 8100
+    python bench/minimal_server.py --port 8100 [--event-loop asyncio|uvloop]
 
 POST /api/orders parses a small JSON body and answers a JSON object of the same order of
 size as the backend's order answer (no database, no upstream call, no logging set up).
 GET /count answers how many POSTs it handled (the bench's server-side count).
+--event-loop uvloop runs it on uvloop, as run_server.py --event-loop uvloop does the backend.
 """
 import argparse
 import asyncio
@@ -41,9 +42,10 @@ class CountHandler(tornado.web.RequestHandler):
 async def serve(port):
     app = tornado.web.Application([(r"/api/orders", OrderHandler), (r"/count", CountHandler)])
     server = app.listen(port, "127.0.0.1")
-    print("minimal Tornado JSON handler on http://127.0.0.1:%d" % port, flush=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    print("minimal Tornado JSON handler on http://127.0.0.1:%d (event loop %s.%s)"
+          % (port, type(loop).__module__, type(loop).__name__), flush=True)
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -53,7 +55,14 @@ async def serve(port):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, default=8100)
-    asyncio.run(serve(p.parse_args().port))
+    p.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
+    args = p.parse_args()
+    factory = None
+    if args.event_loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(args.port))
 
 
 if __name__ == "__main__":
