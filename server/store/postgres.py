@@ -160,7 +160,8 @@ class PostgresStore:
                 command_timeout=self.timeout + 1,
                 server_settings={"statement_timeout": millis, "lock_timeout": millis,
                                  "idle_in_transaction_session_timeout": str(int(self.timeout * 4000)),
-                                 "application_name": "wxpay-tornado"})
+                                 "application_name": "wxpay-tornado"},
+                reset=_keep_session)
             await self._migrate(schema_version)
         except (StoreError, *self._errors, ValueError) as exc:
             await self.close()
@@ -246,17 +247,18 @@ class PostgresStore:
     async def insert_order(self, order):
         check_move(ORDER, (None,), order.status)
         values = dataclasses.asdict(order)
-        insert = (_insert_sql("orders", _ORDER_COLUMNS)
+        n = len(_ORDER_COLUMNS)
+        # one statement (one round trip, atomic by itself): the insert, and its audit row if it inserted
+        insert = ("WITH created AS (" + _insert_sql("orders", _ORDER_COLUMNS)
                   + " ON CONFLICT (openid, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-                  " RETURNING out_trade_no")
+                  " RETURNING out_trade_no, status, created_at),"
+                  " audit AS (INSERT INTO order_events (out_trade_no, from_status, to_status, source, at)"
+                  "  SELECT out_trade_no, NULL, status, $%d, created_at FROM created)"
+                  " SELECT out_trade_no FROM created" % (n + 1))
 
         async def op(conn):
-            async with conn.transaction():
-                created = await conn.fetchval(insert, *[values[c] for c in _ORDER_COLUMNS])
-                if created is not None:
-                    await self._audit(conn, _ORDERS, order.out_trade_no, None, order.status, "create",
-                                      order.created_at)
-                    return order, True
+            if await conn.fetchval(insert, *[values[c] for c in _ORDER_COLUMNS], "create") is not None:
+                return order, True
             # the key was taken: by a committed order (ON CONFLICT waited for its transaction)
             row = await conn.fetchrow("SELECT * FROM orders WHERE openid = $1 AND idempotency_key = $2",
                                       order.openid, order.idempotency_key)
@@ -295,11 +297,14 @@ class PostgresStore:
         cascade = table is _REFUNDS and to_status == SUCCESS
 
         async def op(conn):
-            async with conn.transaction():
+            if not cascade:   # one statement: atomic by itself, one round trip
                 row = await self._move(conn, table, key, from_statuses, to_status, source, fields)
-                if row is not None and cascade:   # the refund's order: SUCCESS -> REFUND, same transaction
-                    await self._move(conn, _ORDERS, row["out_trade_no"], (SUCCESS,), REFUND,
-                                     "refund " + key, {})
+            else:
+                async with conn.transaction():
+                    row = await self._move(conn, table, key, from_statuses, to_status, source, fields)
+                    if row is not None:   # the refund's order: SUCCESS -> REFUND, same transaction
+                        await self._move(conn, _ORDERS, row["out_trade_no"], (SUCCESS,), REFUND,
+                                         "refund " + key, {})
             if row is None:
                 return False, await self._get(conn, table, key)
             return True, table.convert(row)
@@ -427,6 +432,12 @@ class PostgresStore:
         sql += " ORDER BY created_at DESC, %s DESC LIMIT $%d" % (table.key, len(args) + 1)
         rows = await self._run(lambda conn: conn.fetch(sql, *args, limit))
         return [table.convert(r) for r in rows]
+
+
+async def _keep_session(conn):
+    """The pool's reset on release, instead of asyncpg's RESET ALL / UNLISTEN / advisory unlock
+    (a round trip per operation): this store leaves no session state behind (SET LOCAL and
+    transaction-level advisory locks only; asyncpg itself still rolls back an open transaction)."""
 
 
 def _same_refund(existing, refund):
