@@ -1,0 +1,25 @@
+"""Review of issue 15 (the simulator's API v3): requests WeChat refuses or answers otherwise,
+and malformed input that must be a WeChat error, never a 500 "simulator bug"."""
+import json
+
+import pytest
+
+from tests.support.sim import login
+from tests.support.sim3 import MCHID, authorization, v3_call
+from tests.test_sim_v3_api import (JSAPI, app, base, box, error_of, last_request,  # noqa: F401
+                                   order_body, v3_setup)
+
+
+@pytest.mark.gen_test(timeout=15)
+@pytest.mark.parametrize("timestamp", ["1" * 5000, "0" * 4301])
+async def test_a_huge_authorization_timestamp_is_sign_error_not_a_crash(http_client, base, v3_merchant,
+                                                                         timestamp):
+    """int() of more than 4300 digits raises ValueError in Python 3.11: the simulator answered
+    500 SYSTEM_ERROR and logged "simulator bug" (a client then retries, as for a real 500)."""
+    _, openid = await login(http_client, base)
+    body = json.dumps(order_body(openid, "HUGETS001", base), separators=(",", ":"))
+    resp = await http_client.fetch(base + JSAPI, method="POST", body=body, raise_error=False, headers={
+        "Authorization": authorization(v3_merchant, "POST", JSAPI, body, timestamp=timestamp)})
+    assert error_of(resp.code, resp.body) == (401, "SIGN_ERROR")
+    entry = await last_request(http_client, base)
+    assert entry["explanation"]["failed_check"] == "timestamp"
