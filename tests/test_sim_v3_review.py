@@ -23,3 +23,15 @@ async def test_a_huge_authorization_timestamp_is_sign_error_not_a_crash(http_cli
     assert error_of(resp.code, resp.body) == (401, "SIGN_ERROR")
     entry = await last_request(http_client, base)
     assert entry["explanation"]["failed_check"] == "timestamp"
+
+
+@pytest.mark.gen_test(timeout=15)
+@pytest.mark.parametrize("time_expire", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"])
+async def test_a_time_expire_outside_the_calendar_is_param_error_not_a_crash(http_client, base, v3_merchant,
+                                                                              time_expire):
+    """Both match the RFC 3339 pattern and parse, but in Beijing time they are year 0 and year
+    10000: models.beijing() raised ValueError in State.v3_order and the answer was 500."""
+    _, openid = await login(http_client, base)
+    status, _, text = await v3_call(http_client, base, v3_merchant, "POST", JSAPI,
+                                    order_body(openid, "EXPIRE001", base, time_expire=time_expire))
+    assert error_of(status, text) == (400, "PARAM_ERROR")
