@@ -35,3 +35,35 @@ async def test_a_time_expire_outside_the_calendar_is_param_error_not_a_crash(htt
     status, _, text = await v3_call(http_client, base, v3_merchant, "POST", JSAPI,
                                     order_body(openid, "EXPIRE001", base, time_expire=time_expire))
     assert error_of(status, text) == (400, "PARAM_ERROR")
+
+
+def _raw_request(base, method, url, headers):
+    """One request with exactly these headers (http.client adds no Accept or User-Agent,
+    unlike Tornado's client); (status, headers, text)."""
+    import http.client
+    import urllib.parse
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        connection.request(method, url, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode("utf-8")
+    finally:
+        connection.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+@pytest.mark.parametrize("missing", ["Accept", "User-Agent"])
+async def test_a_request_without_accept_or_user_agent_is_refused(http_client, base, v3_merchant, missing):
+    """WeChat answers {"code":"INVALID_REQUEST","message":"Http头缺少Accept或User-Agent"} (HTTP 400)
+    to a correctly signed request that lacks either header (developers.weixin.qq.com community
+    threads; its basic rules: requests must set Accept: application/json). The simulator
+    served it, so a client that forgets them passes here and fails at WeChat."""
+    import asyncio
+    url = "/v3/pay/transactions/out-trade-no/NOPE0001?mchid=" + MCHID
+    headers = {"Accept": "application/json", "User-Agent": "review-15/1.0",
+               "Authorization": authorization(v3_merchant, "GET", url, "")}
+    del headers[missing]
+    status, _, text = await asyncio.get_running_loop().run_in_executor(
+        None, _raw_request, base, "GET", url, headers)
+    assert error_of(status, text) == (400, "INVALID_REQUEST")
