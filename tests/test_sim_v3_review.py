@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.sim import login
 from tests.support.sim3 import MCHID, authorization, v3_call
-from tests.test_sim_v3_api import (JSAPI, app, base, box, error_of, last_request,  # noqa: F401
+from tests.test_sim_v3_api import (JSAPI, app, base, box, error_of, last_request, stranger,  # noqa: F401
                                    order_body, v3_setup)
 
 
@@ -67,3 +67,17 @@ async def test_a_request_without_accept_or_user_agent_is_refused(http_client, ba
     status, _, text = await asyncio.get_running_loop().run_in_executor(
         None, _raw_request, base, "GET", url, headers)
     assert error_of(status, text) == (400, "INVALID_REQUEST")
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_an_answer_to_a_request_whose_signature_failed_is_not_signed(http_client, base, v3_merchant,
+                                                                           stranger):
+    """WeChat signs the answers of requests whose signature it verified, and only those
+    ("对于签名验证成功的请求，微信支付API v3会使用微信支付的平台私钥对应答进行签名", the
+    signature rules page); the simulator signed its 401 SIGN_ERROR too, so a client's handling
+    of the unsigned 401 it will get from WeChat is never exercised here."""
+    url = "/v3/pay/transactions/out-trade-no/NOPE0001?mchid=" + MCHID
+    resp = await http_client.fetch(base + url, raise_error=False, headers={
+        "Accept": "application/json", "Authorization": authorization(v3_merchant, "GET", url, "", key=stranger)})
+    assert error_of(resp.code, resp.body) == (401, "SIGN_ERROR")
+    assert "Wechatpay-Signature" not in resp.headers and "Wechatpay-Serial" not in resp.headers
