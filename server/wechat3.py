@@ -454,7 +454,10 @@ def _beijing(text, layout):
         return None
     if moment is None or moment.tzinfo is None:
         return None
-    return moment.astimezone(_BEIJING).strftime(layout)
+    try:
+        return moment.astimezone(_BEIJING).strftime(layout)
+    except (OverflowError, ValueError):   # 9999-12-31T23:59:59-23:59: past year 9999 in Beijing
+        return None
 
 
 def _rfc3339(timestamp):

@@ -2,6 +2,7 @@
 {"code", "message"}), the field formats of a JSAPI order and of a refund, the states a v3
 answer names, and the 5-minute signature window. The state rules themselves (repeats, paid,
 closed, refund limits) are v2's (rules.py), answered with v3's codes."""
+import datetime
 import re
 import urllib.parse
 
@@ -56,6 +57,8 @@ REFUND_EVENT = {"SUCCESS": ("REFUND.SUCCESS", "退款成功"),
                 "CHANGE": ("REFUND.ABNORMAL", "退款异常")}
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{6,32}$")
 OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+
+_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 
 class V3Error(Exception):
@@ -147,7 +150,9 @@ def check_jsapi(body):
     if time_expire:
         try:
             expire_at = protocol3.parse_rfc3339(time_expire)
-        except ValueError:
+            # shown in Beijing time later: a time that falls outside years 1..9999 there is no time
+            datetime.datetime.fromtimestamp(expire_at, _BEIJING)
+        except (ValueError, OverflowError, OSError):
             raise param_error("time_expire must be an RFC 3339 time such as "
                               "2026-12-02T10:34:56+08:00, not %r" % time_expire) from None
     return {"description": description, "out_trade_no": out_trade_no, "attach": attach,

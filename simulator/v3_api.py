@@ -47,6 +47,7 @@ class V3Endpoint(WeChatEndpoint):
                 raise V3Error("INVALID_REQUEST", "请求方法不正确", status=405,
                               detail="%s takes %s, not %s" % (self.api, self.method,
                                                                self.request.method))
+            self.check_headers()
             self.authenticate()
             body = self.parse_body()
             self.check_scenarios()
@@ -62,6 +63,15 @@ class V3Endpoint(WeChatEndpoint):
         await self.serve(*args)
 
     # --- Authorization ------------------------------------------------------------------
+    def check_headers(self):
+        """WeChat's gateway refuses a request without Accept or User-Agent before anything else
+        (a common first error of hand-written clients)."""
+        if not self.request.headers.get("Accept") or not self.request.headers.get("User-Agent"):
+            raise V3Error("INVALID_REQUEST", "Http头缺少Accept或User-Agent", status=400,
+                          detail="the request has no %s header; WeChat requires Accept (application/json) "
+                                 "and User-Agent" % " or ".join(
+                                     h for h in ("Accept", "User-Agent") if not self.request.headers.get(h)))
+
     def authenticate(self):
         """The merchant's signature, checked as WeChat checks it, else 401 SIGN_ERROR with
         the request log's explanation of which check failed and what should be signed."""
@@ -108,8 +118,8 @@ class V3Endpoint(WeChatEndpoint):
                 % (serial, self.merchant.mchid, self.merchant.serial_no))
 
     def check_timestamp(self, text):
-        if not (text.isascii() and text.isdigit()):
-            raise self.sign_error("timestamp", "timestamp %r is not a number of seconds" % text)
+        if not (text.isascii() and text.isdigit() and len(text) <= 13):
+            raise self.sign_error("timestamp", "timestamp %r is not a number of seconds" % text[:32])
         ts = int(text)
         if len(text) == 13:
             raise self.sign_error("timestamp", "timestamp %s has 13 digits: milliseconds; "
@@ -230,14 +240,17 @@ class V3Endpoint(WeChatEndpoint):
 
     def fail(self, exc):
         self.entry.update(error=exc.code, detail=exc.detail, status=exc.status)
-        self.write_signed(exc.status, {"code": exc.code, "message": exc.message})
+        # WeChat signs the answers of requests whose signature it verified, and only those
+        verified = self.entry.get("signature") == "ok"
+        self.write_signed(exc.status, {"code": exc.code, "message": exc.message}, sign=verified)
 
-    def write_signed(self, status, data):
+    def write_signed(self, status, data, sign=True):
         """The answer with WeChat's signature headers (a 204 too: its body is empty)."""
         body = b"" if data is None else json.dumps(
             data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.set_status(status)
-        self.sign_answer(body)
+        if sign:
+            self.sign_answer(body)
         self.set_header("Request-ID", protocol3.nonce(40).lower())
         if status == 204:
             return self.finish()

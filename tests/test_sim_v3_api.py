@@ -233,7 +233,7 @@ async def test_field_errors(http_client, base, v3_merchant, change, code):
 
 @pytest.mark.gen_test
 async def test_a_body_that_is_not_json(http_client, base, v3_merchant):
-    headers = {"Authorization": authorization(v3_merchant, "POST", JSAPI, "{not json"),
+    headers = {"Accept": "application/json", "Authorization": authorization(v3_merchant, "POST", JSAPI, "{not json"),
                "Content-Type": "application/json"}
     resp = await http_client.fetch(base + JSAPI, method="POST", body="{not json",
                                    headers=headers, raise_error=False)
@@ -271,12 +271,12 @@ async def test_each_authorization_failure_is_401_sign_error_explained(
     elif case == "replayed":
         auth["nonce_str"] = "REPLAYED%024d" % time.time_ns()
         first = await http_client.fetch(base + JSAPI, method="POST", body=body, headers={
-            "Authorization": authorization(v3_merchant, "POST", JSAPI, body, **auth)})
+            "Accept": "application/json", "Authorization": authorization(v3_merchant, "POST", JSAPI, body, **auth)})
         assert first.code == 200
     elif case == "body_mchid":
         body = body.replace('"mchid":"%s"' % MCHID, '"mchid":"19999999"')
-    headers = {} if case == "no_header" else {
-        "Authorization": authorization(v3_merchant, "POST", JSAPI, body, **auth)}
+    headers = {"Accept": "application/json"} if case == "no_header" else {
+        "Accept": "application/json", "Authorization": authorization(v3_merchant, "POST", JSAPI, body, **auth)}
     resp = await http_client.fetch(base + JSAPI, method="POST", body=body, headers=headers,
                                    raise_error=False)
     assert error_of(resp.code, resp.body) == (401, "SIGN_ERROR")
@@ -301,13 +301,13 @@ async def test_signature_mistakes_are_named(http_client, base, v3_merchant):
         (url[3:], "/v3 is left out"),
     ]
     for signed_url, hint in cases:
-        headers = {"Authorization": authorization(v3_merchant, "GET", signed_url)}
+        headers = {"Accept": "application/json", "Authorization": authorization(v3_merchant, "GET", signed_url)}
         resp = await http_client.fetch(base + url, headers=headers, raise_error=False)
         assert resp.code == 401
         hints = (await last_request(http_client, base))["explanation"]["hints"]
         assert any(hint in h for h in hints), (hint, hints)
     pretty = json.dumps({"mchid": MCHID})          # sent with spaces, signed compact
-    headers = {"Authorization": authorization(v3_merchant, "POST", url, '{"mchid":"%s"}'
+    headers = {"Accept": "application/json", "Authorization": authorization(v3_merchant, "POST", url, '{"mchid":"%s"}'
                                               % MCHID)}
     resp = await http_client.fetch(base + "/v3/pay/transactions/out-trade-no/HINTS0001/close",
                                    method="POST", body=pretty, headers=headers,

@@ -19,6 +19,7 @@ async def test_a_huge_authorization_timestamp_is_sign_error_not_a_crash(http_cli
     _, openid = await login(http_client, base)
     body = json.dumps(order_body(openid, "HUGETS001", base), separators=(",", ":"))
     resp = await http_client.fetch(base + JSAPI, method="POST", body=body, raise_error=False, headers={
+        "Accept": "application/json",
         "Authorization": authorization(v3_merchant, "POST", JSAPI, body, timestamp=timestamp)})
     assert error_of(resp.code, resp.body) == (401, "SIGN_ERROR")
     entry = await last_request(http_client, base)
