@@ -431,3 +431,17 @@ def test_sigterm_while_a_process_is_being_replaced_stops_the_replacement_too(pos
         if drain is not None:
             drain.join(10)
         proc.stderr.close()
+
+
+def test_the_backend_serves_on_uvloop_and_a_bad_event_loop_is_one_line(tmp_path):
+    from tests.support.processes import Proc, free_port
+    port = free_port()
+    with Proc("run_server.py", ["--port", str(port), "--event-loop", "uvloop"],
+              env=dict(standalone(), DATABASE_URL="sqlite:///%s" % (tmp_path / "u.db"), SWEEP_INTERVAL="0"),
+              port=port) as backend:
+        assert requests.get(backend.url + "/healthz", timeout=5).json() == {"status": "ok"}
+        with open("/proc/%d/maps" % backend.proc.pid) as f:
+            assert "uvloop" in f.read()
+    code, out = run_server("--port", "1", EVENT_LOOP="tokio", DATABASE_URL="sqlite:///%s" % (tmp_path / "x.db"))
+    assert code == 2 and out.strip().splitlines() == [
+        "run_server.py: invalid configuration: EVENT_LOOP must be one of asyncio, uvloop (got 'tokio')"]
