@@ -70,9 +70,10 @@ class Shops(TLSShop):
         return r.status_code, wxpay.from_xml(r.content).get("return_code")
 
 
-@pytest.fixture
-def shops(tmp_path, postgres_url):
-    s = Shops(tmp_path, postgres_url).start()
+@pytest.fixture(scope="module")
+def shops(tmp_path_factory, postgres_server):
+    """One set of processes for the tests below, in file order (the last one stops backend A)."""
+    s = Shops(tmp_path_factory.mktemp("shops"), postgres_server.create_schema("scaleout_shops")).start()
     yield s
     s.stop()
 
