@@ -298,14 +298,14 @@ def _read(path):
 def _write_key(path, key):
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    _write(path, data, 0o600)
+    write_file(path, data, 0o600)
 
 
 def _write_cert(path, cert):
-    _write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def _write(path, data, mode):
+def write_file(path, data, mode):
     """Atomically: a temporary file with the final mode from the start, then a rename."""
     directory = os.path.dirname(path)
     try:

@@ -20,14 +20,13 @@ import json
 import os
 import re
 import secrets
-import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from simulator import protocol3
+from simulator import protocol3, tls
 
 KEY_MODES = ("public-key", "certificate", "migration")
 MANIFEST = "v3.json"
@@ -300,24 +299,14 @@ def _mkdir(path):
 
 
 def _write(path, data, mode):
-    """Atomically, unless the file already holds exactly data."""
+    """Atomically (tls.write_file), unless the file already holds exactly data."""
     try:
         with open(path, "rb") as f:
             if f.read() == data:
                 return
     except OSError:
         pass
-    directory = os.path.dirname(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)   # created 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise V3Error("%s: cannot write: %s" % (path, exc.strerror)) from None
+        tls.write_file(path, data, mode)
+    except tls.TLSError as exc:
+        raise V3Error(str(exc)) from None

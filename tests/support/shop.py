@@ -22,6 +22,9 @@ def backend_env(sim_url, backend_port, sign_type):
     }
 
 
+ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+
+
 class Shop:
     """A simulator process and a backend process wired together, plus Mini Program moves."""
 
@@ -98,8 +101,22 @@ class Shop:
         data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]
         return [n for n in data if n["out_trade_no"] == no]
 
+    # the admin API (refunds): needs the backend's ADMIN_TOKEN
+    def refund(self, no, body):
+        return requests.post(self.backend.url + "/admin/orders/%s/refunds" % no, json=body, headers=ADMIN, timeout=10)
 
-ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+    def admin(self, no, refresh=False):
+        return requests.get(self.backend.url + "/admin/orders/%s%s" % (no, "?refresh=1" if refresh else ""),
+                            headers=ADMIN, timeout=10).json()
+
+    def wait_refund(self, no, out_refund_no, status, timeout=15):
+        deadline = time.monotonic() + timeout
+        while True:
+            refunds = {r["out_refund_no"]: r["status"] for r in self.admin(no)["refunds"]}
+            if refunds.get(out_refund_no) == status:
+                return
+            assert time.monotonic() < deadline, refunds
+            time.sleep(0.05)
 
 
 class TLSShop(Shop):
@@ -137,21 +154,6 @@ class TLSShop(Shop):
 
     def pay(self, payment):
         return self.simulator("POST", "/sim/pay", json=dict(payment, appid=DEMO["appid"]))
-
-    def refund(self, no, body):
-        return requests.post(self.backend.url + "/admin/orders/%s/refunds" % no, json=body, headers=ADMIN, timeout=10)
-
-    def admin(self, no):
-        return requests.get(self.backend.url + "/admin/orders/" + no, headers=ADMIN, timeout=10).json()
-
-    def wait_refund(self, no, out_refund_no, status, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            refunds = {r["out_refund_no"]: r["status"] for r in self.admin(no)["refunds"]}
-            if refunds.get(out_refund_no) == status:
-                return
-            assert time.monotonic() < deadline, refunds
-            time.sleep(0.1)
 
 
 class V3Shop(Shop):
@@ -218,22 +220,6 @@ class V3Shop(Shop):
         """POST /sim/{orders|refunds}/<no>/notify: the attempts the simulator made."""
         body = {"mode": mode} if count is None else {"mode": mode, "count": count}
         return self.simulator("POST", "/sim/%s/%s/notify" % (kind, no), json=body)["attempts"]
-
-    def refund(self, no, body):
-        return requests.post(self.backend.url + "/admin/orders/%s/refunds" % no, json=body, headers=ADMIN, timeout=10)
-
-    def admin(self, no, refresh=False):
-        return requests.get(self.backend.url + "/admin/orders/%s%s" % (no, "?refresh=1" if refresh else ""),
-                            headers=ADMIN, timeout=10).json()
-
-    def wait_refund(self, no, out_refund_no, status, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            refunds = {r["out_refund_no"]: r["status"] for r in self.admin(no)["refunds"]}
-            if refunds.get(out_refund_no) == status:
-                return
-            assert time.monotonic() < deadline, refunds
-            time.sleep(0.05)
 
     def paid_order(self, user="alice", product="cake"):
         """A Mini Program purchase, paid and notified: (auth, out_trade_no, transaction_id)."""

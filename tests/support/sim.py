@@ -136,23 +136,19 @@ def wait_output(proc, text, timeout=10):
 
 
 class NotifySink:
-    """A notify_url in a thread, for tests against a simulator process: records each body
-    and answers replies.pop(0), else SUCCESS."""
+    """A notify_url in a thread, for tests against a simulator process: records each request
+    ((headers, body) in `received`, the body alone in `bodies`) and answers it with answer():
+    here replies.pop(0), else SUCCESS."""
 
     def __init__(self):
-        self.bodies, self.replies = [], []
+        self.bodies, self.replies, self.received = [], [], []
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                sink.bodies.append(self.rfile.read(length))
-                reply = sink.replies.pop(0) if sink.replies else SUCCESS_REPLY
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                sink.keep(dict(self.headers.items()), self.rfile.read(length))
+                sink.answer(self)
 
             def log_message(self, *args):
                 pass
@@ -160,6 +156,18 @@ class NotifySink:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d/notify" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def keep(self, headers, body):
+        self.bodies.append(body)
+        self.received.append((headers, body))
+
+    def answer(self, handler):
+        reply = self.replies.pop(0) if self.replies else SUCCESS_REPLY
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/xml")
+        handler.send_header("Content-Length", str(len(reply)))
+        handler.end_headers()
+        handler.wfile.write(reply)
 
     def wait(self, count=1, timeout=10.0):
         deadline = time.monotonic() + timeout

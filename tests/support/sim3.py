@@ -2,10 +2,8 @@
 verified with the wechatpayv3 SDK's own functions (not the simulator's), a v3 notify receiver
 for in-process tests and one in a thread for process-level tests."""
 import datetime
-import http.server
 import json
 import secrets
-import threading
 import time
 
 import tornado.web
@@ -17,6 +15,7 @@ from tornado.httpclient import HTTPRequest
 from wechatpayv3.utils import aes_decrypt, build_authorization, rsa_sign, rsa_verify
 
 from tests.support import DEMO
+from tests.support.sim import NotifySink
 
 APIV3_KEY = DEMO["apiv3_key"]
 MCHID, APPID = DEMO["mch_id"], DEMO["appid"]
@@ -108,28 +107,16 @@ class V3Receiver(tornado.web.RequestHandler):
         self.finish()
 
 
-class V3Sink:
+class V3Sink(NotifySink):
     """A v3 notify_url in a thread, for tests against a simulator process: records (headers,
-    body) and answers 204."""
+    body as text) and answers 204."""
 
-    def __init__(self):
-        self.received = []
-        sink = self
+    def keep(self, headers, body):
+        super().keep(headers, body.decode("utf-8"))
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                sink.received.append((dict(self.headers.items()),
-                                      self.rfile.read(length).decode("utf-8")))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/notify" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def answer(self, handler):
+        handler.send_response(204)
+        handler.end_headers()
 
     def wait(self, predicate, timeout=10.0):
         """The first recorded (headers, body) for which predicate(headers, body) holds."""
@@ -141,12 +128,3 @@ class V3Sink:
             time.sleep(0.02)
         raise AssertionError("no matching notification in %ss: %d received"
                              % (timeout, len(self.received)))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
