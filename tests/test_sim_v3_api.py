@@ -559,20 +559,129 @@ async def test_certificate_mode_signs_with_the_certificate_it_serves(
     assert re.match(r"^[0-9A-F]{40}$", serial) and serial != item["serial_no"]
 
 
+def kind_of(serial):
+    return "public-key" if serial.startswith("PUB_KEY_ID_") else "certificate"
+
+
+# (key mode, what the request's Wechatpay-Serial names, the key that signs every answer)
+ANSWER_SIGNERS = [
+    ("migration", "public-key", "public-key"),
+    ("migration", "certificate", "certificate"),
+    ("migration", None, "certificate"),
+    ("migration", "unknown serial", "certificate"),
+    ("migration", "unknown public key id", "certificate"),
+    ("public-key", "certificate", "public-key"),      # the merchant has no certificate
+    ("public-key", None, "public-key"),
+    ("certificate", "public-key", "certificate"),     # the migration was never started
+    ("certificate", None, "certificate"),
+]
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("v3_setup,named,signer", ANSWER_SIGNERS, indirect=["v3_setup"])
+async def test_answers_are_signed_with_the_key_the_request_names(
+        http_client, base, v3_merchant, sim_keys, v3_setup, named, signer):
+    """While a merchant moves to the public key, WeChat signs each API answer with the key the
+    request's Wechatpay-Serial names (the public key id: the public key; anything else or
+    nothing: the platform certificate); only notifications mix both. The simulator alternated
+    answers too, so the official SDKs that send the header (Go, Java) refused half of them."""
+    header = {"public-key": v3_setup.public_key_id, "certificate": v3_setup.platform_serial,
+              "unknown serial": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+              "unknown public key id": "PUB_KEY_ID_0110000000000000000000000000000000",
+              None: None}[named]
+    want = v3_setup.public_key_id if signer == "public-key" else v3_setup.platform_serial
+    url = "/v3/pay/transactions/out-trade-no/NOSUCHORDER?mchid=" + MCHID
+    for _ in range(10):
+        _, headers, text = await v3_call(http_client, base, v3_merchant, "GET", url,
+                                         headers={"Wechatpay-Serial": header} if header else None)
+        assert headers["Wechatpay-Serial"] == want
+        assert verify_answer(headers, text, sim_keys[want])
+    assert (await last_request(http_client, base))["signed_with"] == signer
+
+
 @pytest.mark.gen_test(timeout=15)
 @pytest.mark.parametrize("v3_setup", ["migration"], indirect=True)
-async def test_migration_mode_alternates_both_keys(http_client, base, v3_merchant, sim_keys,
-                                                   v3_setup):
-    status, _, text = await certificates(http_client, base, v3_merchant)
+async def test_migration_mode_notifications_alternate_both_keys(http_client, base, v3_merchant,
+                                                                box, sim_keys):
+    """Notifications during a migration: some signed with the public key, some with the
+    platform certificate (WeChat's share of the public key grows day by day); here strictly
+    alternating, the public key first, whatever the API answers in between were signed with."""
+    status, _, _ = await certificates(http_client, base, v3_merchant)
     assert status == 200                                # the certificate is still served
-    serials = []
-    for _ in range(4):
-        url = "/v3/pay/transactions/out-trade-no/NOSUCHORDER?mchid=" + MCHID
-        _, headers, text = await v3_call(http_client, base, v3_merchant, "GET", url)
-        assert verify_answer(headers, text, sim_keys[headers["Wechatpay-Serial"]])
-        serials.append(headers["Wechatpay-Serial"])
-    kinds = ["PUB" if s.startswith("PUB_KEY_ID_") else "CERT" for s in serials]
-    assert kinds in (["PUB", "CERT"] * 2, ["CERT", "PUB"] * 2)
+    await paid(http_client, base, v3_merchant, "MIGRATE01")
+    assert await wait_for(lambda: len(box.get("received", [])) == 1)
+    for _ in range(3):
+        await v3_call(http_client, base, v3_merchant, "GET",
+                      "/v3/pay/transactions/out-trade-no/MIGRATE01?mchid=" + MCHID)
+        status, _ = await call(http_client, base + "/sim/orders/MIGRATE01/notify", "POST",
+                               {"mode": "normal"})
+        assert status == 200
+    received = box["received"]
+    assert [kind_of(h["Wechatpay-Serial"]) for h, _ in received] == [
+        "public-key", "certificate"] * 2
+    assert all(genuine(h, b, sim_keys) for h, b in received)
+
+
+async def raw_exchange(base, request):
+    """The bytes of the answer to one raw HTTP/1.1 request (sent with Connection: close):
+    (status line and header lines, body), exactly as on the wire."""
+    import asyncio
+    import urllib.parse
+    parts = urllib.parse.urlsplit(base)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+def raw_v3_request(base, merchant, method, url, body=""):
+    host = base.split("//", 1)[1]
+    lines = ["%s %s HTTP/1.1" % (method, url), "Host: " + host, "Accept: application/json",
+             "User-Agent: raw-socket/1.0", "Connection: close",
+             "Authorization: " + authorization(merchant, method, url, body)]
+    if method != "GET":
+        lines += ["Content-Type: application/json", "Content-Length: %d" % len(body.encode())]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_204_answer_carries_content_type_and_a_zero_content_length(http_client, base,
+                                                                           v3_merchant, sim_keys):
+    """WeChat's 204 to a close carries Content-Type: application/json; charset=utf-8 and
+    Content-Length: 0; Tornado's finish() drops Content-Type from a 204 and sets no length,
+    so the simulator's 204 had neither (one SDK fails reading the missing Content-Type)."""
+    await create(http_client, base, v3_merchant, "RAW204001")
+    url = "/v3/pay/transactions/out-trade-no/RAW204001/close"
+    head, body = await raw_exchange(base, raw_v3_request(
+        base, v3_merchant, "POST", url, json.dumps({"mchid": MCHID}, separators=(",", ":"))))
+    assert head[0] == b"HTTP/1.1 204 No Content" and body == b""
+    assert b"Content-Type: application/json; charset=utf-8" in head[1:], head
+    assert b"Content-Length: 0" in head[1:], head
+    headers = dict(line.decode("latin-1").split(": ", 1) for line in head[1:])
+    assert verify_answer(headers, "", sim_keys[headers["Wechatpay-Serial"]])
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_request_id_goes_on_the_wire_spelled_as_wechat_spells_it(http_client, base,
+                                                                       v3_merchant):
+    """WeChat names it Request-ID (its documented answer example; a real answer as the Java
+    SDK logs it, names as received). wechatpay-java looks Request-ID up in a case-sensitive
+    map filled with the names as received; Tornado writes every header name in
+    Http-Header-Case, Request-Id, so the SDK found none."""
+    await create(http_client, base, v3_merchant, "RAWREQID1")
+    requests = [("GET", "/v3/pay/transactions/out-trade-no/RAWREQID1?mchid=" + MCHID, ""),
+                ("GET", "/v3/pay/transactions/out-trade-no/NOSUCHORDER?mchid=" + MCHID, ""),
+                ("POST", "/v3/pay/transactions/out-trade-no/RAWREQID1/close",
+                 json.dumps({"mchid": MCHID}, separators=(",", ":")))]
+    for method, url, body in requests:
+        head, _ = await raw_exchange(base, raw_v3_request(base, v3_merchant, method, url, body))
+        names = [line.split(b":", 1)[0] for line in head[1:]]
+        assert names.count(b"Request-ID") == 1 and b"Request-Id" not in names, (url, head)
 
 
 # --- the phone --------------------------------------------------------------------------
