@@ -97,7 +97,8 @@ def parse_args(argv):
                     help="how WeChat's answers and notifications are signed: public-key (the "
                     "WeChat Pay public key, Wechatpay-Serial PUB_KEY_ID_...; default), "
                     "certificate (the platform certificate, served by GET /v3/certificates) or "
-                    "migration (both, alternating)")
+                    "migration (answers: the key the request's Wechatpay-Serial names, else the "
+                    "certificate; notifications: both, alternating)")
     v3.add_argument("--apiv3-key", help="the merchant's APIv3 key, 32 characters (default: "
                     "the demo's)")
     v3.add_argument("--v3-merchant-cert", metavar="PEM",
@@ -138,7 +139,8 @@ def v3_lines(base, v3):
     lines = ["  API v3    %s/v3/...  key mode %s: %s" % (base, v3.key_mode, {
         "public-key": "answers and notifications signed with the WeChat Pay public key",
         "certificate": "signed with the platform certificate (GET /v3/certificates)",
-        "migration": "signed with the public key and the platform certificate, alternating",
+        "migration": "answers signed with the key the request's Wechatpay-Serial names "
+                     "(else the certificate), notifications with both, alternating",
     }[v3.key_mode]),
              "  v3 merchant   mchid=%s  serial_no=%s  apiv3_key=%s"
              % (merchant.mchid, merchant.serial_no, merchant.apiv3_key)]

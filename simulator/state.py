@@ -77,7 +77,7 @@ class State:
         self.faults = []
         self.phone_results = {}                         # (mch_id, out_trade_no) -> last phone result
         self.v3_nonces = collections.OrderedDict()      # (mchid, nonce_str) -> forget after
-        self.v3_signatures = 0                          # answers and notifications signed
+        self.v3_signatures = 0                          # notification attempts signed
 
     def set_refund_delay(self, seconds):
         self.refund_delay = check_refund_delay(seconds)
@@ -370,8 +370,9 @@ class State:
         self.v3_nonces[(mchid, nonce_str)] = now + rules3.NONCE_MEMORY
 
     def next_v3_signer(self):
-        """Which WeChat key signs the next answer or notification: "public-key" or
-        "certificate"; in migration mode they alternate, the public key first."""
+        """Which WeChat key signs the next notification attempt: "public-key" or
+        "certificate"; in migration mode they alternate, the public key first (API answers:
+        V3Setup.answer_signer)."""
         mode = self.v3.key_mode
         self.v3_signatures += 1
         if mode == "migration":

@@ -258,7 +258,7 @@ class V3Endpoint(WeChatEndpoint):
         self.finish(body)
 
     def sign_answer(self, body):
-        kind = self.state.next_v3_signer()
+        kind = self.state.v3.answer_signer(self.request.headers.get("Wechatpay-Serial"))
         serial, key = self.state.v3.signing_key(kind)
         mode = "bad_sign" if self.bad_sign else "normal"
         headers, facts = notifications3.signed_headers(body, serial, key, mode)

@@ -61,7 +61,8 @@ class V3Setup:
     """The v3 keys the simulator serves with. key_mode: public-key (answers and notifications
     signed with the WeChat Pay public key's private half, Wechatpay-Serial = its PUB_KEY_ID_),
     certificate (signed with the platform certificate's key, Wechatpay-Serial = its serial;
-    GET /v3/certificates serves it) or migration (both, alternating)."""
+    GET /v3/certificates serves it) or migration (answers signed with the key the request's
+    Wechatpay-Serial names, notifications with both, alternating)."""
     key_mode: str
     directory: str
     public_key_id: str
@@ -85,6 +86,26 @@ class V3Setup:
         if kind == "certificate":
             return self.platform_serial, self.platform_key
         return self.public_key_id, self.wechatpay_key
+
+    def answer_signer(self, requested_serial):
+        """Which key signs an API answer: "public-key" or "certificate".
+
+        During a migration (WeChat's guide "平台证书切换为微信支付公钥") WeChat answers with the
+        key the request's Wechatpay-Serial names: the merchant's public key id selects the
+        public key; a platform certificate serial or no header, the platform certificate
+        (WeChat Pay's staff on the developer community: the merchant controls the answers'
+        share through that header, notifications switch on WeChat's own schedule). A serial
+        WeChat does not know (another merchant's public key id, a retired certificate) is not
+        the public key id, so the platform certificate too (WeChat refuses an unknown serial on
+        APIs with encrypted fields, where it names the encrypting key; none is simulated). Without a
+        migration the header changes nothing: a public-key merchant has no certificate, and
+        one that never started the move is answered with the certificate even when it names
+        the public key.
+        """
+        if self.key_mode == "migration":
+            named_public_key = (requested_serial or "").strip() == self.public_key_id
+            return "public-key" if named_public_key else "certificate"
+        return "certificate" if self.key_mode == "certificate" else "public-key"
 
     def serves_certificates(self):
         """Whether GET /v3/certificates has a certificate (not in pure public-key mode)."""

@@ -209,7 +209,8 @@ def test_lost_notifications_recovered_by_query(shop, tmp_path):
 def test_buy_and_refund_with_platform_certificates(tmp_path, key_mode):
     """The backend starts with an empty certificate directory: it fetches /v3/certificates
     from the simulator (decrypted with the APIv3 key) and verifies answers and notifications
-    signed with the platform certificate (migration: alternating with the public key)."""
+    signed with the platform certificate (migration: its notifications alternate with the public key; it names the public key
+    in Wechatpay-Serial, so the answers are signed with that)."""
     shop = V3Shop(tmp_path, key_mode=key_mode).start()
     try:
         auth, no, _ = shop.paid_order()
