@@ -7,6 +7,7 @@ import json
 import time
 
 from cryptography.hazmat.primitives import serialization
+from tornado import httputil
 
 from simulator import notifications3, protocol3, rules3
 from simulator.endpoint import V3_APIS, WeChatEndpoint
@@ -17,6 +18,7 @@ from simulator.rules3 import V3Error
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_JSON = b'{"code":"SYSTEM_ERROR","message":"\xe7\xb3\xbb'
 EXPLAINED_BODY = 4000       # characters of the body shown in a signature explanation
+JSON_TYPE = "application/json; charset=utf-8"
 JSAPI, QUERY_OUT_TRADE_NO, QUERY_ID, CLOSE, REFUND, REFUND_QUERY, CERTIFICATES = V3_APIS
 # WeChat's SIGN_ERROR messages; what exactly failed goes to the request log.
 SIGN_MESSAGES = {
@@ -29,6 +31,17 @@ SIGN_MESSAGES = {
 }
 
 
+class WireHeaders(httputil.HTTPHeaders):
+    """HTTPHeaders that write Request-ID as WeChat spells it. HTTPHeaders keeps every name in
+    Http-Header-Case, so it would leave as Request-Id, and wechatpay-java looks Request-ID up
+    in a case-sensitive map of the names as received."""
+    SPELLING = {"Request-Id": "Request-ID"}
+
+    def get_all(self):
+        for name, value in super().get_all():
+            yield self.SPELLING.get(name, name), value
+
+
 class V3Endpoint(WeChatEndpoint):
     """faults -> Authorization -> body -> scenarios -> rules -> signed JSON answer."""
     method = "POST"
@@ -37,6 +50,7 @@ class V3Endpoint(WeChatEndpoint):
     def prepare(self):
         super().prepare()
         self.auth = self.merchant = None
+        self.empty_json = False         # a 204 answer: see flush()
 
     async def serve(self, *path_args):
         self.entry["signature"] = None
@@ -253,9 +267,20 @@ class V3Endpoint(WeChatEndpoint):
             self.sign_answer(body)
         self.set_header("Request-ID", protocol3.nonce(40).lower())
         if status == 204:
+            self.empty_json = True
             return self.finish()
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Content-Type", JSON_TYPE)
         self.finish(body)
+
+    def flush(self, include_footers=False):
+        """The headers go out as WeChat writes them. Its 204 carries Content-Type and
+        Content-Length: 0, which RequestHandler.finish() removes (Content-Type) and leaves
+        out (the length) just before it calls flush(): set here, after that."""
+        if self.empty_json:
+            self.set_header("Content-Type", JSON_TYPE)
+            self.set_header("Content-Length", 0)
+        self._headers = WireHeaders(self._headers)      # what Tornado writes the headers from
+        return super().flush(include_footers)
 
     def sign_answer(self, body):
         kind = self.state.v3.answer_signer(self.request.headers.get("Wechatpay-Serial"))
@@ -269,7 +294,7 @@ class V3Endpoint(WeChatEndpoint):
         self.entry["wechatpay_serial"] = facts["wechatpay_serial"]
 
     def write_error(self, status_code, **kwargs):
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Content-Type", JSON_TYPE)
         self.finish({"code": "SYSTEM_ERROR", "message": rules3.MESSAGES["SYSTEM_ERROR"]})
 
 
