@@ -209,8 +209,8 @@ def test_lost_notifications_recovered_by_query(shop, tmp_path):
 def test_buy_and_refund_with_platform_certificates(tmp_path, key_mode):
     """The backend starts with an empty certificate directory: it fetches /v3/certificates
     from the simulator (decrypted with the APIv3 key) and verifies answers and notifications
-    signed with the platform certificate (migration: its notifications alternate with the public key; it names the public key
-    in Wechatpay-Serial, so the answers are signed with that)."""
+    signed with the platform certificate (migration: the notifications alternate with the
+    public key, and the answers are signed with it, the key its Wechatpay-Serial names)."""
     shop = V3Shop(tmp_path, key_mode=key_mode).start()
     try:
         auth, no, _ = shop.paid_order()
