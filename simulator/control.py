@@ -132,6 +132,18 @@ class NotFoundHandler(tornado.web.RequestHandler):
                                "message": "no such path: %s" % self.request.path}})
 
 
+class ForeignHostHandler(tornado.web.RequestHandler):
+    """/sim/ under a Host name that is not the simulator's (simulator.hosts.ForeignHost): a page
+    whose name was rebound to this address is same-origin with itself, so Origin cannot tell."""
+
+    def prepare(self):
+        self.set_status(403)
+        self.finish({"error": {"code": "HOST_NOT_ALLOWED", "message": (
+            "Host %s is not a name of this simulator: /sim/ answers loopback names, the "
+            "address it listens on and names allowed with run_simulator.py --allow-host "
+            "(run_server.py --simulator-allow-host)" % self.request.host[:100])}})
+
+
 class SimOrdersHandler(SimHandler):
     def get(self):
         self.reply({"orders": [o.to_json() for o in self.state.orders.values()]})
