@@ -61,6 +61,15 @@ def process_count(text):
     return int(text)
 
 
+def host_name(text):
+    """A name the bundled simulator's /sim/ answers under (simulator.hosts, imported only here)."""
+    from simulator.hosts import allowed_name
+    try:
+        return allowed_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def log_level(text):
     if text.upper() not in server_config.LOG_LEVELS:
         raise argparse.ArgumentTypeError("must be one of %s" % ", ".join(server_config.LOG_LEVELS))
@@ -78,6 +87,10 @@ def parse_args(argv):
                    help="with --simulator: scale the simulator's WeChat durations")
     p.add_argument("--simulator-tls-dir", default="sim-tls",
                    help="with --simulator: where the simulator's CA and the merchant certificate are kept")
+    p.add_argument("--simulator-allow-host", action="append", default=[], type=host_name, metavar="NAME",
+                   help="with --simulator: another Host name under which the simulator's /sim/ and console "
+                        "answer (a tunnel's name); repeatable. By default only loopback names "
+                        "(127.0.0.1, localhost), so a web page rebound to 127.0.0.1 cannot drive it")
     p.add_argument("--database-url", help="overrides DATABASE_URL")
     p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
     p.add_argument("--pay-version", choices=["v2", "v3"], help="overrides WECHAT_PAY_VERSION (default v2)")
@@ -239,7 +252,7 @@ def start_simulator(args, bundled, sockets):
     from simulator.state import State
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
     sim_app = make_sim_app(State(SimConfig.demo(), time_scale=args.time_scale, accept_unknown_codes=True,
-                                 v3=bundled.v3))
+                                 v3=bundled.v3), allow_hosts=args.simulator_allow_host)
     make_sim_server(sim_app, ssl_options=tls.server_context(bundled.tls)).add_sockets(sockets)
     print("WeChat simulator on https://127.0.0.1:%d (console https://127.0.0.1:%d/sim/console; demo "
           "credentials; CA %s; login codes it never issued are taken as the developer user)"

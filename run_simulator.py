@@ -12,7 +12,7 @@ import sys
 
 import tornado.netutil
 
-from simulator import tls, v3keys
+from simulator import hosts, tls, v3keys
 from simulator.app import make_app, make_server
 from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
                               REFUND_DELAY, ConfigError, SimConfig)
@@ -45,11 +45,25 @@ probability = number_type(float, lambda v: 0 <= v <= 1, "not a number: %r",
 port_number = number_type(int, lambda v: 0 <= v <= 65535, "not a port number: %r", "a port is 0..65535, not %d")
 
 
+def host_name(text):
+    try:
+        return hosts.allowed_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, epilog=(
         "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend." % PROG))
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1); /sim/ answers under it too")
     p.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
+    p.add_argument("--allow-host", action="append", default=[], type=host_name, metavar="NAME",
+                   help="another Host name (with any port) under which /sim/ and the console "
+                   "answer, e.g. a tunnel's name or a LAN address; repeatable. By default only "
+                   "loopback names (localhost, *.localhost, 127.0.0.0/8, [::1]) and --host: "
+                   "other names get 403, so a web page whose name was rebound to this address "
+                   "(DNS rebinding) cannot drive the simulator. WeChat's paths answer any Host")
     p.add_argument("--appid", help="default: %s" % DEMO_APPID)
     p.add_argument("--app-secret", help="the Mini Program AppSecret (default: the demo's)")
     p.add_argument("--mch-id", help="default: %s" % DEMO_MCH_ID)
@@ -165,6 +179,14 @@ def check_tls_args(args):
         raise ConfigError("--tls-ca-cert and --tls-ca-key need --tls")
 
 
+def check_host(args):
+    """--host is one of the names /sim/ answers under: it must be a name or an address."""
+    try:
+        hosts.HostPolicy(args.host)
+    except ValueError as exc:
+        raise ConfigError("--host: %s" % exc) from None
+
+
 def prepare_tls(args, config):
     """The CA, server and merchant certificates: {mch_id: (cert, key)} and TLSFiles."""
     merchants = list(config.merchants)
@@ -179,13 +201,15 @@ def prepare_tls(args, config):
 
 def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
            merchant_certs=None, accept_unknown_codes=False, seed=None,
-           notify_sign_type_probability=0.0, v3=None):
+           notify_sign_type_probability=0.0, v3=None, host_policy=None):
     lines = ["WeChat simulator listening on %s" % base,
              "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
              % (base, base, base),
              "  login base URL  %s/  (GET /sns/jscode2session, GET /cgi-bin/token)" % base,
              "  control plane   %s/sim/" % base,
-             "  console         %s/sim/console" % base]
+             "  console         %s/sim/console" % base,
+             "  /sim/ hosts     %s; other Host names get 403 (--allow-host adds one)"
+             % (host_policy or hosts.HostPolicy()).describe()]
     for app in config.apps.values():
         lines.append("  app       appid=%s  secret=%s" % (app.appid, app.secret))
     for m in config.merchants.values():
@@ -258,7 +282,8 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     state = State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
                   accept_unknown_codes=args.accept_unknown_codes, seed=args.seed,
                   notify_sign_type_probability=args.notify_sign_type_probability, v3=v3)
-    app = make_app(state, notify_timeout=args.notify_timeout)
+    app = make_app(state, notify_timeout=args.notify_timeout, listen_host=args.host,
+                   allow_hosts=args.allow_host)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
     except OSError as exc:
@@ -270,7 +295,7 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
                  args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
-                 args.seed, args.notify_sign_type_probability, v3), flush=True)
+                 args.seed, args.notify_sign_type_probability, v3, app.sim_hosts), flush=True)
     await wait_for_signal()
     server.stop()
     app.shutdown()
@@ -299,6 +324,7 @@ def main(argv=None):
     try:
         config = build_config(args)
         check_tls_args(args)
+        check_host(args)
         tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
         ssl_options = tls.server_context(tls_files) if tls_files else None
         v3 = prepare_v3(args, config)

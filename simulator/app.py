@@ -2,10 +2,12 @@
 import logging
 
 import tornado.httpserver
+import tornado.routing
 import tornado.web
 
 from simulator import console, control, login_api, pay_api, phone, v3_api
 from simulator.endpoint import GETSIGNKEY_XDC
+from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
@@ -102,7 +104,8 @@ def routes(state, notifier, settlement):
     return [(pattern, handler, deps) for pattern, handler in wechat + sim] + console.routes(deps)
 
 
-def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):
+def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None,
+             listen_host="127.0.0.1", allow_hosts=()):
     """The Application; its notifier (app.sim_notifier) delivers and its settlement
     (app.sim_settlement) settles refunds on the current IOLoop.
 
@@ -111,15 +114,21 @@ def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None):
     client_certs: whether /secapi/ requires a verified client certificate. None (default):
     on requests that came over TLS (HTTPServer(ssl_options=simulator.tls.server_context(..)))
     yes, over plain HTTP no; True: always (plain HTTP is then refused); False: never.
+    listen_host, allow_hosts: besides loopback names, the Host names /sim/ answers under
+    (simulator.hosts.HostPolicy; ValueError for a malformed name); others get 403.
     """
+    hosts = HostPolicy(listen_host, allow_hosts)
     if refund_delay is not None:
         state.set_refund_delay(refund_delay)
     notifier = Notifier(state, timeout=notify_timeout)
     settlement = Settlement(state, notifier)
-    app = SimApplication(routes(state, notifier, settlement),
+    # first: no /sim/ handler sees a request under a foreign Host
+    foreign = tornado.routing.Rule(ForeignHost(hosts), control.ForeignHostHandler)
+    app = SimApplication([foreign] + routes(state, notifier, settlement),
                          default_handler_class=control.NotFoundHandler,
                          log_function=log_request, sim_client_certs=client_certs)
     app.sim_state = state
+    app.sim_hosts = hosts
     app.sim_notifier = notifier
     app.sim_settlement = settlement
     return app

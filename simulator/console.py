@@ -11,7 +11,7 @@ import os
 
 import tornado.web
 
-from simulator.control import SimError, SimHandler, notify_modes, v3_summary
+from simulator.control import SimHandler, notify_modes, v3_summary
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS
 from simulator.phone import unpayable
 from simulator.rules import CODE_TTL, NOTIFY_SCHEDULE, PREPAY_TTL
@@ -138,16 +138,8 @@ class ConsoleStateHandler(SimHandler):
     def get(self):
         self.set_header("Cache-Control", "no-store")
         self.reply(snapshot(self.state, self.notifier,
-                            self.limit("requests", REQUEST_LIMIT),
-                            self.limit("notifications", NOTIFICATION_LIMIT)))
-
-    def limit(self, name, default):
-        value = self.get_query_argument(name, None)
-        if value is None:
-            return default
-        if not (value.isascii() and value.isdigit()) or int(value) > 100000:
-            raise SimError(400, "BAD_FIELD", "%s must be an integer 0..100000" % name)
-        return int(value)
+                            self.int_argument("requests", REQUEST_LIMIT),
+                            self.int_argument("notifications", NOTIFICATION_LIMIT)))
 
 
 class ConsoleStaticHandler(tornado.web.StaticFileHandler):

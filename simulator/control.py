@@ -10,11 +10,13 @@ import urllib.parse
 import tornado.web
 
 from simulator import notifications3
+from simulator.digits import parse_int
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS, canonical_api
 from simulator.models import REFUND_OUTCOMES, REFUND_STATUSES
 from simulator.notifications import FORGED, MODES, REFUND_FORGED, REFUND_MODES
 
 log = logging.getLogger("simulator")
+MAX_LIMIT = 100000      # ?limit= and the console's ?requests= / ?notifications=
 
 
 class SimError(tornado.web.HTTPError):
@@ -48,6 +50,16 @@ class SimHandler(tornado.web.RequestHandler):
         if not isinstance(data, dict):
             raise SimError(400, "BAD_JSON", "the body must be a JSON object")
         return data
+
+    def int_argument(self, name, default, high=MAX_LIMIT):
+        """?name= as an integer 0..high (default when absent); 400 BAD_FIELD otherwise."""
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        value = parse_int(text, high)
+        if value is None:
+            raise SimError(400, "BAD_FIELD", "%s must be an integer 0..%d" % (name, high))
+        return value
 
     def reply(self, data, status=200):
         self.set_status(status)
@@ -114,8 +126,9 @@ def check_same_origin(handler):
 def number(data, name, default=None, low=None, high=None):
     """A finite JSON number within [low, high]; SimError otherwise."""
     value = data.get(name, default)
+    # an int is compared exactly: math.isfinite() raises OverflowError past float's range
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (low is None or value >= low)
+          and (isinstance(value, int) or math.isfinite(value)) and (low is None or value >= low)
           and (high is None or value <= high))
     if not ok:
         raise SimError(400, "BAD_FIELD", "%s must be a number between %s and %s"
@@ -130,6 +143,18 @@ class NotFoundHandler(tornado.web.RequestHandler):
         self.set_status(404)
         self.finish({"error": {"code": "NOT_FOUND",
                                "message": "no such path: %s" % self.request.path}})
+
+
+class ForeignHostHandler(tornado.web.RequestHandler):
+    """/sim/ under a Host name that is not the simulator's (simulator.hosts.ForeignHost): a page
+    whose name was rebound to this address is same-origin with itself, so Origin cannot tell."""
+
+    def prepare(self):
+        self.set_status(403)
+        self.finish({"error": {"code": "HOST_NOT_ALLOWED", "message": (
+            "Host %s is not a name of this simulator: /sim/ answers loopback names, the "
+            "address it listens on and names allowed with run_simulator.py --allow-host "
+            "(run_server.py --simulator-allow-host)" % self.request.host[:100])}})
 
 
 class SimOrdersHandler(SimHandler):
@@ -254,11 +279,9 @@ class SimNotificationsHandler(SimHandler):
 class SimRequestsHandler(SimHandler):
     def get(self):
         entries = list(self.state.requests)
-        limit = self.get_query_argument("limit", None)
+        limit = self.int_argument("limit", None)
         if limit is not None:
-            if not (limit.isascii() and limit.isdigit()):
-                raise SimError(400, "BAD_FIELD", "limit must be a non-negative integer")
-            entries = entries[-int(limit):] if int(limit) else []
+            entries = entries[-limit:] if limit else []
         self.reply({"requests": entries})
 
 

@@ -4,6 +4,7 @@ that carry WeChat's own codes, answered in one place by the endpoints)."""
 import re
 import urllib.parse
 
+from simulator.digits import parse_int
 from simulator.models import COUPON_TYPES
 
 CODE_TTL = 300          # a wx.login code lives 5 minutes
@@ -225,9 +226,9 @@ def check_new_refund(order, total_fee, refund_fee):
 
 def refund_page(refunds, offset):
     """refundquery's page: REFUND_PAGE refunds from offset ("" = 0), which must exist."""
-    if offset and (not offset.isdigit() or int(offset) >= len(refunds)):
+    start = parse_int(offset, MAX_REFUNDS) if offset else 0
+    if start is None or (offset and start >= len(refunds)):
         raise PayError("PARAM_ERROR", DES["OFFSET"])
-    start = int(offset or 0)
     return refunds[start:start + REFUND_PAGE]
 
 
