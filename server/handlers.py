@@ -247,7 +247,7 @@ class AdminRefundsHandler(AdminHandler):
         self.require_admin()
         body = self.json_body()
         refund = await self.service.refund(out_trade_no, body.get("refund_fee"), body.get("reason"),
-                                           body.get("out_refund_no"))
+                                           body.get("out_refund_no"), self.request.headers.get("Idempotency-Key"))
         self.send_json(202, views.refund(refund))
 
 
