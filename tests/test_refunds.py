@@ -392,3 +392,19 @@ async def test_a_malformed_idempotency_key_is_400(http_client, base_url, sim, ap
     assert status == 400 and data["error"]["code"] == "INVALID_IDEMPOTENCY_KEY"
     assert (await admin_view(http_client, base_url, no))["refunds"] == []
     assert await sim_refunds_of(http_client, sim, no) == []
+
+
+async def test_a_refund_fee_over_wechats_limit_is_400(http_client, base_url, sim, app):
+    """WeChat's refund_fee is a 32-bit integer: a larger one is a malformed request (400), not
+    an amount over what was paid (409)."""
+    _, no = await paid_order(http_client, base_url, sim, app)
+    for fee in (2 ** 63, 2 ** 31, 10 ** 4000):
+        status, data = await refund(http_client, base_url, no, {"refund_fee": fee})
+        assert (status, data["error"]["code"]) == (400, "INVALID_REFUND_FEE"), str(fee)[:20]
+    status, data = await call(http_client, "POST", base_url + "/admin/orders/%s/refunds" % no,
+                              raw='{"refund_fee": %s}' % ("9" * 5001), headers=ADMIN)
+    assert (status, data["error"]["code"]) == (400, "INVALID_JSON")   # json.loads refuses over 4300 digits
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 2 ** 31 - 1})
+    assert (status, data["error"]["code"]) == (409, "REFUND_EXCEEDS_PAID")
+    assert (await admin_view(http_client, base_url, no))["refunds"] == []
+    assert await sim_refunds_of(http_client, sim, no) == []
