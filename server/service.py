@@ -13,7 +13,7 @@ import string
 import sys
 import time
 
-from server import domain, wxpay
+from server import domain, numbers, wxpay
 from server.domain import (CHANGE, CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING,
                            REFUND, REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, REFUNDCLOSE, SUCCESS, Order, Refund)
 from server.store import RefundRefused, StoreError
@@ -121,8 +121,7 @@ class Service:
         product = self.catalog.get(product_id)
         if product is None:
             raise ServiceError(400, "UNKNOWN_PRODUCT", "product_id is not in the catalog")
-        if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
-            raise ServiceError(400, "INVALID_QUANTITY", "quantity must be an integer from 1 to %d" % MAX_QUANTITY)
+        _whole(quantity, MAX_QUANTITY, "INVALID_QUANTITY", "quantity must be an integer from 1 to %d" % MAX_QUANTITY)
         _check_idempotency_key(idempotency_key)
         if product.price * quantity > MAX_TOTAL_FEE:
             raise ServiceError(400, "INVALID_QUANTITY", "the total would be over WeChat's limit of %d fen" % MAX_TOTAL_FEE)
@@ -595,9 +594,18 @@ def _refund_failure(exc, out_refund_no, named=True):
     return ServiceError(500, "INTERNAL", "internal error: %s" % retry, None, extra)
 
 
+def _whole(value, maximum, code, message):
+    """A JSON integer from 1 to maximum; 400 `code` otherwise."""
+    try:
+        return numbers.check_whole(value, 1, maximum)
+    except numbers.NumberRefused:
+        raise ServiceError(400, code, message) from None
+
+
 def _check_refund_input(refund_fee, reason, out_refund_no):
-    if type(refund_fee) is not int or refund_fee <= 0:
-        raise ServiceError(400, "INVALID_REFUND_FEE", "refund_fee must be a positive integer (fen)")
+    # WeChat's refund_fee is a 32-bit integer, as total_fee: a larger one is no amount at all
+    _whole(refund_fee, MAX_TOTAL_FEE, "INVALID_REFUND_FEE",
+           "refund_fee must be a whole number of fen from 1 to %d" % MAX_TOTAL_FEE)
     if reason is not None and (not isinstance(reason, str) or len(reason) > REFUND_DESC_MAX
                                or not reason.isprintable()):
         raise ServiceError(400, "INVALID_REASON", "reason must be a string of at most %d printable characters"
