@@ -5,7 +5,7 @@ import re
 import ssl
 from urllib.parse import urlsplit
 
-from server import httpserver, upstream, wxpay, wxpay3
+from server import httpserver, numbers, upstream, wxpay, wxpay3
 from server.store import describe_url
 
 
@@ -151,10 +151,11 @@ def _problems(raw):
         ("database_url", _database_url_ok,
          "DATABASE_URL must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user[:password]@host[:port]/database "
          "(characters such as / ? # @ in the password percent-encoded)"),
-        ("database_pool_size", lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 1000,
+        ("database_pool_size", lambda v: _whole_in(v, 1, 1000),
          "DATABASE_POOL_SIZE must be a whole number of connections from 1 to 1000"),
         ("database_timeout", _positive_number, "DATABASE_TIMEOUT must be a number of seconds from 0.1 to 3600"),
-        ("session_ttl", lambda v: str(v).isascii() and str(v).isdigit() and int(v) > 0, "SESSION_TTL must be a positive integer"),
+        ("session_ttl", lambda v: _whole_in(v, 1, numbers.MAX_WHOLE),
+         "SESSION_TTL must be a positive integer (seconds, at most %d digits)" % numbers.MAX_DIGITS),
         ("cert_file", _readable, "WECHAT_CERT_FILE must be a readable PEM file"),
         ("key_file", _readable, "WECHAT_KEY_FILE must be a readable PEM file"),
         ("ca_file", _readable, "WECHAT_CA_FILE must be a readable PEM file"),
@@ -162,7 +163,7 @@ def _problems(raw):
         ("admin_token", lambda v: len(v) >= 16 and v.isascii() and v.isprintable(),
          "ADMIN_TOKEN must be at least 16 printable ASCII characters"),
         ("proxy_url", _proxy_ok, "WECHAT_PROXY must be http://[user:password@]host:port"),
-        ("connections_per_host", lambda v: v.isascii() and v.isdigit() and 0 <= int(v) <= 10000,
+        ("connections_per_host", lambda v: _whole_in(v, 0, 10000),
          "WECHAT_CONNECTIONS_PER_HOST must be 0 (derived from the descriptor limit) or a whole number up to 10000"),
     ]
     problems = [_spaces_problem(field) if _padded(raw[field]) else msg for field, ok, msg in checks
@@ -338,6 +339,14 @@ def _notify_url_ok(value):
     return _url_ok(value) and not urlsplit(value).query and len(value) <= 256
 
 
+def _whole_in(text, minimum, maximum):
+    try:
+        numbers.parse_whole(text, minimum, maximum)
+    except numbers.NumberRefused:
+        return False
+    return True
+
+
 def _positive_number(value):
     try:
         return 0.1 <= float(value) < 3600
@@ -395,7 +404,7 @@ class ServerOptions:
         most = (limit - 32) if limit else 10 ** 6
         max_connections = number("max_connections", "MAX_CONNECTIONS", lambda v: 0 <= v <= most,
                                  "0 (derived from the descriptor limit) or a whole number up to %d "
-                                 "(the descriptor limit %s less 32)" % (most, limit), int)
+                                 "(the descriptor limit %s less 32)" % (most, limit), numbers.parse_whole)
         level = str(raw["log_level"]).strip().upper()
         if level not in LOG_LEVELS:
             problems.append("LOG_LEVEL must be one of %s (got %r)" % (", ".join(LOG_LEVELS), str(raw["log_level"])[:32]))

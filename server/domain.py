@@ -86,6 +86,7 @@ class Refund:
     refund_id: str = None
     success_time: str = None
     error: str = None
+    idempotency_key: str = None   # the admin's Idempotency-Key: one refund per key, whatever the order
     created_at: float = 0.0
     updated_at: float = 0.0
     checked_at: float = None

@@ -6,7 +6,7 @@ import re
 
 import tornado.web
 
-from server import views, wxpay
+from server import numbers, views, wxpay
 from server.service import ServiceError
 from server.store import StoreError
 from server.wechat import NotificationRefused, WeChatError
@@ -15,7 +15,6 @@ log = logging.getLogger("server.handlers")
 
 MAX_JSON_BYTES = 16 * 1024
 MAX_PAGE = 200
-_DIGITS = re.compile(r"[0-9]+")
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
 
 
@@ -106,10 +105,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def page_limit(self, default):
         """?limit= of a list: 1 to MAX_PAGE; 400 INVALID_LIMIT otherwise."""
-        limit = self.get_query_argument("limit", str(default))
-        if not (_DIGITS.fullmatch(limit) and 1 <= int(limit) <= MAX_PAGE):
-            raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE)
-        return int(limit)
+        try:
+            return numbers.parse_whole(self.get_query_argument("limit", str(default)), 1, MAX_PAGE)
+        except numbers.NumberRefused:
+            raise ServiceError(400, "INVALID_LIMIT", "limit must be a whole number from 1 to %d" % MAX_PAGE) from None
 
     def send_json(self, status, data):
         self.set_status(status)
@@ -132,13 +131,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 def _declared_length(headers):
-    """Content-Length as an int; None when absent or malformed (Tornado refuses those)."""
+    """Content-Length as a number; None when absent or malformed (Tornado refuses those). Digits
+    too many to read declare a body over any limit (infinity): that is a 413, as a long number is."""
     value = headers.get("Content-Length")
     pieces = set(re.split(r",[ \t]*", value)) if value is not None else ()
     if len(pieces) != 1:
         return None
-    piece = pieces.pop()
-    return int(piece) if _DIGITS.fullmatch(piece) else None
+    try:
+        return numbers.parse_whole(pieces.pop())
+    except numbers.NumberRefused as exc:
+        return float("inf") if exc.too_large else None
 
 
 def _has_body(headers):
@@ -247,7 +249,7 @@ class AdminRefundsHandler(AdminHandler):
         self.require_admin()
         body = self.json_body()
         refund = await self.service.refund(out_trade_no, body.get("refund_fee"), body.get("reason"),
-                                           body.get("out_refund_no"))
+                                           body.get("out_refund_no"), self.request.headers.get("Idempotency-Key"))
         self.send_json(202, views.refund(refund))
 
 

@@ -13,10 +13,10 @@ import string
 import sys
 import time
 
-from server import domain, wxpay
+from server import domain, numbers, wxpay
 from server.domain import (CHANGE, CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING,
                            REFUND, REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, REFUNDCLOSE, SUCCESS, Order, Refund)
-from server.store import RefundRefused
+from server.store import RefundRefused, StoreError
 from server.wechat import NotificationRefused, UpstreamError, WeChatError, WeChatRefused
 
 log = logging.getLogger("server.service")
@@ -121,8 +121,7 @@ class Service:
         product = self.catalog.get(product_id)
         if product is None:
             raise ServiceError(400, "UNKNOWN_PRODUCT", "product_id is not in the catalog")
-        if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
-            raise ServiceError(400, "INVALID_QUANTITY", "quantity must be an integer from 1 to %d" % MAX_QUANTITY)
+        _whole(quantity, MAX_QUANTITY, "INVALID_QUANTITY", "quantity must be an integer from 1 to %d" % MAX_QUANTITY)
         _check_idempotency_key(idempotency_key)
         if product.price * quantity > MAX_TOTAL_FEE:
             raise ServiceError(400, "INVALID_QUANTITY", "the total would be over WeChat's limit of %d fen" % MAX_TOTAL_FEE)
@@ -307,30 +306,48 @@ class Service:
         return await self.store.get_order(order.out_trade_no)
 
     # -- refunds (admin) ---------------------------------------------------------
-    async def refund(self, out_trade_no, refund_fee, reason=None, out_refund_no=None):
-        """Store a refund, then ask WeChat. Safe to retry with the same out_refund_no."""
+    async def refund(self, out_trade_no, refund_fee, reason=None, out_refund_no=None, idempotency_key=None):
+        """Store a refund (PENDING), then ask WeChat. Safe to retry with the same Idempotency-Key
+        or out_refund_no: a refund still PENDING is sent again, and WeChat refunds one
+        out_refund_no once. Every answer once it is stored names it, errors included."""
         _check_refund_input(refund_fee, reason, out_refund_no)
+        _check_idempotency_key(idempotency_key)
         order = await self._any_order(out_trade_no)
-        now = self.clock()
+        wanted = self._new_refund(order, refund_fee, reason, out_refund_no, idempotency_key)
         try:
-            refund, _ = await self.store.insert_refund(Refund(
-                out_refund_no=out_refund_no or "R" + new_out_trade_no(now)[:31], out_trade_no=order.out_trade_no,
-                refund_fee=refund_fee, reason=reason or "", status=PENDING, created_at=now, updated_at=now),
-                MAX_REFUNDS)
+            refund = await self._store_refund(order, wanted)
+        except StoreError as exc:
+            # it may be stored all the same (a commit whose answer was lost): without a key,
+            # its number is the caller's one handle on it
+            raise _refund_failure(exc, wanted.out_refund_no, named=not idempotency_key) from None
+        if refund.status != PENDING:
+            return refund  # a retry of a refund WeChat has already answered
+        try:
+            return await self._submit_refund(order, refund)
+        except Exception as exc:  # whatever it is, the caller must learn which refund to retry
+            raise _refund_failure(exc, refund.out_refund_no) from None
+
+    def _new_refund(self, order, refund_fee, reason, out_refund_no, idempotency_key):
+        now = self.clock()
+        return Refund(out_refund_no=out_refund_no or "R" + new_out_trade_no(now)[:31], out_trade_no=order.out_trade_no,
+                      refund_fee=refund_fee, reason=reason or "", status=PENDING, idempotency_key=idempotency_key,
+                      created_at=now, updated_at=now)
+
+    async def _store_refund(self, order, wanted):
+        """The refund as stored: `wanted`, or the one its Idempotency-Key or out_refund_no
+        already names. 409 when the store refuses it or the key was used for another refund."""
+        try:
+            refund, created = await self.store.insert_refund(wanted, MAX_REFUNDS)
         except RefundRefused as exc:
             status, code, message = _REFUND_REFUSALS[exc.reason]
             if exc.reason == "amount":
                 left = domain.refundable_fee(order, await self.store.refunds_of(order.out_trade_no))
                 message = "%s: %d fen is left to refund" % (message, left)
             raise ServiceError(status, code, message) from None
-        if refund.status != PENDING:
-            return refund  # a retry of a refund WeChat already accepted
-        try:
-            return await self._submit_refund(order, refund)
-        except WeChatError as exc:  # WeChat may or may not have it: it stays PENDING, retry it
-            raise ServiceError(exc.status, exc.code, "WeChat: %s; the refund is stored as PENDING: repeat "
-                               "the call with its out_refund_no" % exc, exc.wechat_code,
-                               {"out_refund_no": refund.out_refund_no}) from None
+        if not created and (refund.out_trade_no, refund.refund_fee) != (wanted.out_trade_no, wanted.refund_fee):
+            raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a refund of "
+                               "another order or amount")
+        return refund
 
     async def _submit_refund(self, order, refund):
         try:
@@ -559,9 +576,36 @@ def read_cursor(cursor, key_pattern):
     return created_at, key
 
 
+def _refund_failure(exc, out_refund_no, named=True):
+    """The answer for a failure once a refund may be stored: a ServiceError whose error object
+    names it (out_refund_no, unless not `named`), so that a retry sends that refund rather
+    than a second one."""
+    retry = "repeat the call with the same Idempotency-Key or out_refund_no"
+    extra = {"out_refund_no": out_refund_no} if named else {}
+    if isinstance(exc, ServiceError):
+        return ServiceError(exc.status, exc.code, exc.message, exc.wechat_code, dict(exc.extra, **extra))
+    if isinstance(exc, WeChatError):  # WeChat may or may not have it: it stays PENDING
+        return ServiceError(exc.status, exc.code, "WeChat: %s; the refund is stored as PENDING: %s" % (exc, retry),
+                            exc.wechat_code, extra)
+    if isinstance(exc, StoreError):
+        log.warning("refund %s: %s", out_refund_no, exc)
+        return ServiceError(503, "STORE_UNAVAILABLE", "storage unavailable: %s" % retry, None, extra)
+    log.error("refund %s: unexpected failure", out_refund_no, exc_info=exc)
+    return ServiceError(500, "INTERNAL", "internal error: %s" % retry, None, extra)
+
+
+def _whole(value, maximum, code, message):
+    """A JSON integer from 1 to maximum; 400 `code` otherwise."""
+    try:
+        return numbers.check_whole(value, 1, maximum)
+    except numbers.NumberRefused:
+        raise ServiceError(400, code, message) from None
+
+
 def _check_refund_input(refund_fee, reason, out_refund_no):
-    if type(refund_fee) is not int or refund_fee <= 0:
-        raise ServiceError(400, "INVALID_REFUND_FEE", "refund_fee must be a positive integer (fen)")
+    # WeChat's refund_fee is a 32-bit integer, as total_fee: a larger one is no amount at all
+    _whole(refund_fee, MAX_TOTAL_FEE, "INVALID_REFUND_FEE",
+           "refund_fee must be a whole number of fen from 1 to %d" % MAX_TOTAL_FEE)
     if reason is not None and (not isinstance(reason, str) or len(reason) > REFUND_DESC_MAX
                                or not reason.isprintable()):
         raise ServiceError(400, "INVALID_REASON", "reason must be a string of at most %d printable characters"

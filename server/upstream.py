@@ -18,6 +18,8 @@ import time
 import urllib.request
 from urllib.parse import unquote, urlsplit
 
+from server import numbers
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_INTERIM = 10            # 1xx answers skipped before the final one
@@ -308,10 +310,7 @@ async def _read_body(reader, headers):
         if headers.get("transfer-encoding") == "chunked":
             return await _read_chunked(reader)
         if "content-length" in headers:
-            length = headers["content-length"]
-            if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES:
-                raise BadResponse("bad Content-Length %r" % length[:20])
-            return await reader.readexactly(int(length))
+            return await reader.readexactly(_content_length(headers["content-length"]))
         body = await reader.read(MAX_BODY_BYTES + 1)
         while len(body) <= MAX_BODY_BYTES and not reader.at_eof():
             body += await reader.read(MAX_BODY_BYTES + 1 - len(body))
@@ -322,6 +321,13 @@ async def _read_body(reader, headers):
         raise ConnectionResetError("connection closed mid-answer") from None
     except asyncio.LimitOverrunError:
         raise BadResponse("chunk header too large") from None
+
+
+def _content_length(text):
+    try:
+        return numbers.parse_whole(text, 0, MAX_BODY_BYTES)
+    except numbers.NumberRefused:
+        raise BadResponse("bad Content-Length %r" % text[:20]) from None
 
 
 async def _read_chunked(reader):

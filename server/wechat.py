@@ -41,7 +41,7 @@ import json
 import logging
 import urllib.parse
 
-from server import httpserver, upstream, wxpay
+from server import httpserver, numbers, upstream, wxpay
 
 log = logging.getLogger("server.wechat")
 
@@ -87,6 +87,7 @@ _RETRY_PAY = "SYSTEMERROR"
 _MAY_OMIT_IDS = {"closeorder"}
 _HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-tornado"}
 _RETRY_LOGIN = -1
+MAX_LISTED = 50   # refunds WeChat takes of one order, so refundquery lists at most that many
 
 
 class BaseClient:
@@ -219,7 +220,7 @@ class WeChatClient(BaseClient):
             if exc.wechat_code == "REFUNDNOTEXIST":
                 return []
             raise
-        return [_numbered_refund(answer, n) for n in range(_count(answer.get("refund_count")))]
+        return [_numbered_refund(answer, n) for n in range(_refund_count(answer.get("refund_count")))]
 
     async def _pay(self, path, fields, client_cert=False, sign_type=None):
         """Sign (with sign_type, default the configured one), send, verify the answer."""
@@ -267,14 +268,21 @@ def _v2_sign_type(sign_type, config):
     return sign_type if sign_type in wxpay.SIGN_TYPES else config.sign_type
 
 
-def _count(value):
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 0
+def _refund_count(value):
+    """refundquery's refund_count: WeChat takes at most MAX_LISTED refunds of an order."""
+    try:
+        return numbers.parse_whole(value, 0, MAX_LISTED)
+    except numbers.NumberRefused:
+        raise UpstreamError("refundquery: refund_count %r is not a count of refunds" % str(value)[:20]) from None
 
 
 def _numbered_refund(answer, n):
-    fee = answer.get("refund_fee_%d" % n, "")
+    try:
+        fee = numbers.parse_whole(answer.get("refund_fee_%d" % n, ""))
+    except numbers.NumberRefused:
+        fee = None
     return {"out_refund_no": answer.get("out_refund_no_%d" % n), "refund_id": answer.get("refund_id_%d" % n),
-            "refund_fee": int(fee) if fee.isascii() and fee.isdigit() else None,
+            "refund_fee": fee,
             "refund_status": answer.get("refund_status_%d" % n),
             "success_time": answer.get("refund_success_time_%d" % n)}
 

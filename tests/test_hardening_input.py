@@ -1,10 +1,15 @@
 """Hostile input at the notify URL and the JSON API: a clear error, quickly, nothing stored."""
+import asyncio
 import json
+import logging
+import re
 import sqlite3
+from urllib.parse import urlsplit
 
 import pytest
 
 from server import wxpay
+from tests.support import ADMIN_TOKEN
 from tests.support.api import call, create, login
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -153,3 +158,38 @@ async def test_extra_fields_ignored_and_unicode_round_trips(http_client, base_ur
     assert stored.openid != "someone-else" and stored.body == "Cheesecake 芝士蛋糕"
     status, data = await call(http_client, "GET", base_url + "/api/orders/%E8%AE%A2%E5%8D%95", headers=auth)
     assert status == 404 and data["error"]["code"] == "ORDER_NOT_FOUND"
+
+
+async def first_answer(base_url, request):
+    """(status, JSON body) of the first answer to raw request bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(base_url).port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *([0-9]{1,9})", head).group(1))
+        return int(head.split()[1]), json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+async def test_a_content_length_of_5001_digits_is_413_before_authentication(http_client, base_url, sim, app, caplog):
+    """int() of over 4300 digits raises ValueError: it was a 500 with a traceback of the whole
+    header, before authentication, on any POST."""
+    before = snapshot(app)
+    for path in (b"/api/login", b"/api/orders", b"/admin/orders/X/refunds"):
+        status, data = await first_answer(base_url, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n"
+                                          % (path, b"9" * 5001))
+        assert (status, data["error"]["code"]) == (413, "BODY_TOO_LARGE")
+    assert [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("path", ["/api/orders", "/admin/refunds"])
+async def test_list_numbers_of_5001_digits_are_400(http_client, base_url, sim, app, path):
+    headers = await login(http_client, base_url, sim) if path == "/api/orders" else {
+        "Authorization": "Bearer " + ADMIN_TOKEN}
+    for query, code in (("limit=" + "9" * 5001, "INVALID_LIMIT"), ("limit=" + "0" * 5000 + "5", "INVALID_LIMIT"),
+                        ("limit=" + "9" * 19, "INVALID_LIMIT"), ("before=" + "9" * 5001 + ":R1", "INVALID_CURSOR"),
+                        ("before=1." + "9" * 5001 + ":R1", "INVALID_CURSOR")):
+        status, data = await call(http_client, "GET", base_url + path + "?" + query, headers=headers)
+        assert (status, data["error"]["code"]) == (400, code), query[:20]

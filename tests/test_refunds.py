@@ -7,6 +7,7 @@ import pytest
 
 from server import wxpay
 from server.domain import REFUND, SUCCESS, Refund
+from server.store import StoreError
 from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.api import call, create, login, paid_in_store, pay, wait_for
 
@@ -302,4 +303,108 @@ async def test_an_old_pending_refund_is_not_sent_again_by_itself(http_client, ba
         created_at=now - 4 * 3600, updated_at=now - 4 * 3600), 50)
     admin = await admin_view(http_client, base_url, no, refresh=True)
     assert admin["refunds"][0]["status"] == "PENDING"
+    assert await sim_refunds_of(http_client, sim, no) == []
+
+
+def fail_once(app, error, to_status="PROCESSING"):
+    """The store raises `error` once, when a refund is to move to `to_status` (the database
+    gone for a moment after WeChat accepted the refund); everything else goes through."""
+    store = app.service.store
+    real, pending = store.refund_transition, [error]
+
+    async def flaky(out_refund_no, from_statuses, status, source, **fields):
+        if status == to_status and pending:
+            raise pending.pop()
+        return await real(out_refund_no, from_statuses, status, source, **fields)
+    store.refund_transition = flaky
+
+
+def with_key(key):
+    return dict(ADMIN, **{"Idempotency-Key": key})
+
+
+async def test_a_store_failure_after_wechat_accepted_is_refunded_once_on_retry(http_client, base_url, sim, app):
+    """WeChat accepts a refund of 500 fen, then the database fails as the refund is marked
+    PROCESSING. The 503 names the refund; the operator's retry with the same Idempotency-Key
+    sends that one again (WeChat refunds an out_refund_no once) instead of a second refund."""
+    _, no = await paid_order(http_client, base_url, sim, app, "coffee")     # 1200 fen
+    fail_once(app, StoreError("database error"))
+    first = await refund(http_client, base_url, no, {"refund_fee": 500}, with_key("refund-1"))
+    again = await refund(http_client, base_url, no, {"refund_fee": 500}, with_key("refund-1"))
+    at_wechat = [(r["out_refund_no"], r["refund_fee"]) for r in await sim_refunds_of(http_client, sim, no)]
+    assert [fee for _, fee in at_wechat] == [500]
+    assert first[0] == 503 and first[1]["error"]["code"] == "STORE_UNAVAILABLE"
+    rno = first[1]["error"]["out_refund_no"]
+    assert again[0] == 202 and (again[1]["out_refund_no"], again[1]["status"]) == (rno, "PROCESSING")
+    assert at_wechat == [(rno, 500)]
+    admin = await admin_view(http_client, base_url, no)
+    assert admin["refundable_fee"] == 700 and [r["out_refund_no"] for r in admin["refunds"]] == [rno]
+
+
+async def test_a_retry_with_the_out_refund_no_of_a_503_refunds_once(http_client, base_url, sim, app):
+    """Without an Idempotency-Key, the error's out_refund_no is the handle for the retry."""
+    _, no = await paid_order(http_client, base_url, sim, app, "coffee")
+    fail_once(app, StoreError("database error"))
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 500})
+    assert status == 503 and data["error"]["code"] == "STORE_UNAVAILABLE"
+    rno = data["error"]["out_refund_no"]
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 500, "out_refund_no": rno})
+    assert status == 202 and data["out_refund_no"] == rno
+    assert [(r["out_refund_no"], r["refund_fee"]) for r in await sim_refunds_of(http_client, sim, no)] == [(rno, 500)]
+
+
+async def test_every_failure_after_the_refund_is_stored_names_it(http_client, base_url, sim, app):
+    """A bug (any exception) after the insert is a 500 in the error shape, naming the refund;
+    a definite no from WeChat (502) names it too."""
+    _, no = await paid_order(http_client, base_url, sim, app)
+    fail_once(app, RuntimeError("a bug"))
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 100})
+    assert status == 500 and data["error"]["code"] == "INTERNAL"
+    assert (await app.service.store.get_refund(data["error"]["out_refund_no"])).refund_fee == 100
+    clash = {"appid": DEMO["appid"], "mch_id": DEMO["mch_id"], "nonce_str": wxpay.nonce(), "out_trade_no": no,
+             "out_refund_no": "CLASH-2", "total_fee": "2600", "refund_fee": "100"}
+    await http_client.fetch(sim.url + "/secapi/pay/refund", method="POST", body=wxpay.signed_xml(clash, DEMO["api_key"]))
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 200, "out_refund_no": "CLASH-2"})
+    assert status == 502 and data["error"]["out_refund_no"] == "CLASH-2"
+
+
+async def test_one_idempotency_key_is_one_refund(http_client, base_url, sim, app):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    _, other = await paid_order(http_client, base_url, sim, app, "tea")
+    status, first = await refund(http_client, base_url, no, {"refund_fee": 300}, with_key("k-1"))
+    assert status == 202
+    for _ in range(2):   # a repeat, even once the refund has settled, is the same refund
+        status, data = await refund(http_client, base_url, no, {"refund_fee": 300, "reason": "again"}, with_key("k-1"))
+        assert status == 202 and data["out_refund_no"] == first["out_refund_no"]
+        await settled(app, first["out_refund_no"])
+    for order_no, fee in ((no, 301), (other, 300)):
+        status, data = await refund(http_client, base_url, order_no, {"refund_fee": fee}, with_key("k-1"))
+        assert status == 409 and data["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        assert "out_refund_no" not in data["error"]
+    assert [r["refund_fee"] for r in await sim_refunds_of(http_client, sim, no)] == [300]
+    assert await sim_refunds_of(http_client, sim, other) == []
+
+
+@pytest.mark.parametrize("key", ["k" * 65, "", "密钥".encode().decode("latin-1"), "a\tb"])
+async def test_a_malformed_idempotency_key_is_400(http_client, base_url, sim, app, key):
+    _, no = await paid_order(http_client, base_url, sim, app)
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 100}, with_key(key))
+    assert status == 400 and data["error"]["code"] == "INVALID_IDEMPOTENCY_KEY"
+    assert (await admin_view(http_client, base_url, no))["refunds"] == []
+    assert await sim_refunds_of(http_client, sim, no) == []
+
+
+async def test_a_refund_fee_over_wechats_limit_is_400(http_client, base_url, sim, app):
+    """WeChat's refund_fee is a 32-bit integer: a larger one is a malformed request (400), not
+    an amount over what was paid (409)."""
+    _, no = await paid_order(http_client, base_url, sim, app)
+    for fee in (2 ** 63, 2 ** 31, 10 ** 4000):
+        status, data = await refund(http_client, base_url, no, {"refund_fee": fee})
+        assert (status, data["error"]["code"]) == (400, "INVALID_REFUND_FEE"), str(fee)[:20]
+    status, data = await call(http_client, "POST", base_url + "/admin/orders/%s/refunds" % no,
+                              raw='{"refund_fee": %s}' % ("9" * 5001), headers=ADMIN)
+    assert (status, data["error"]["code"]) == (400, "INVALID_JSON")   # json.loads refuses over 4300 digits
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 2 ** 31 - 1})
+    assert (status, data["error"]["code"]) == (409, "REFUND_EXCEEDS_PAID")
+    assert (await admin_view(http_client, base_url, no))["refunds"] == []
     assert await sim_refunds_of(http_client, sim, no) == []

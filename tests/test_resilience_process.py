@@ -203,14 +203,16 @@ def test_tornados_own_400s_have_the_error_shape(shared_backend, case):
 
 @pytest.mark.parametrize("request_bytes", [
     b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % (b"9" * 5001),
     b"POST /api/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     + (b"4000\r\n" + b"a" * 0x4000 + b"\r\n") * 2 + b"0\r\n\r\n",
     b"POST /api/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000\r\n" + b"a" * 100000,
-], ids=["huge Content-Length", "chunked over the limit", "one huge chunk"])
+], ids=["huge Content-Length", "Content-Length of 5001 digits", "chunked over the limit", "one huge chunk"])
 def test_oversized_bodies_are_413_in_the_error_shape(shared_backend, request_bytes):
     status, headers, body = parse(raw(shared_backend.port, request_bytes))
     assert status == 413 and headers["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "BODY_TOO_LARGE"
+    assert "Traceback" not in shared_backend.output()
 
 
 def test_oversized_header_block_is_431(shared_backend):

@@ -217,8 +217,8 @@ def test_migrate_from_empty_by_three_processes_at_once(postgres_url):
     outputs = [p.communicate(timeout=30)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert all("is at the current schema" in out for out in outputs)
-    assert sum("migrated from schema 0 to 3" in out for out in outputs) == 1
-    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
+    assert sum("migrated from schema 0 to 4" in out for out in outputs) == 1
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
 
 
 def test_migrate_from_the_previous_version(postgres_url):
@@ -227,13 +227,13 @@ def test_migrate_from_the_previous_version(postgres_url):
 
     async def previous_release():
         store = PostgresStore(postgres_url)
-        await store.open(schema_version=2)
+        await store.open(schema_version=3)
         await paid(store, "OLD1")
         await store.close()
     run_async(previous_release())
     out = migrate(postgres_url).communicate(timeout=30)[0]
-    assert "migrated from schema 2 to 3" in out and "is at the current schema" in out
-    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
+    assert "migrated from schema 3 to 4" in out and "is at the current schema" in out
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
     assert query(postgres_url, "SELECT status FROM orders WHERE out_trade_no = 'OLD1'") == [("SUCCESS",)]
 
 

@@ -75,6 +75,9 @@ def test_run_server_exits_with_one_clear_line():
     ("WECHAT_PAY_BASE_URL", "https://exa mple.com", "WECHAT_PAY_BASE_URL must be an http(s) URL"),
     ("WECHAT_TIMEOUT", "1e-300", "WECHAT_TIMEOUT must be a number of seconds"),
     ("SESSION_TTL", "²", "SESSION_TTL must be a positive integer"),
+    ("SESSION_TTL", "9" * 5001, "SESSION_TTL must be a positive integer"),
+    ("DATABASE_POOL_SIZE", "9" * 5001, "DATABASE_POOL_SIZE must be a whole number"),
+    ("WECHAT_CONNECTIONS_PER_HOST", "9" * 5001, "WECHAT_CONNECTIONS_PER_HOST must be 0"),
 ])
 def test_malformed_values_named(var, value, named):
     with pytest.raises(ConfigError) as info:

@@ -139,6 +139,20 @@ async def test_racing_refund_inserts_respect_the_total(store):
     assert sum(1 for r in results if not isinstance(r, Exception)) == 2  # 2 x 500 <= 1200 < 3 x 500
 
 
+async def test_refund_idempotency_key_returns_the_first_refund(store):
+    """Found by its key before any check: the same refund even once nothing is left to refund."""
+    await paid(store)
+    await paid(store, "T2")
+    first, created = await store.insert_refund(refund("R1", 1200, idempotency_key="k1"), 50)
+    assert created and first.idempotency_key == "k1"
+    for again in (refund("R2", 1200, idempotency_key="k1"), refund("R3", 5, "T2", idempotency_key="k1")):
+        stored, created = await store.insert_refund(again, 50)
+        assert not created and stored == first
+    assert [r.out_refund_no for r in await store.refunds_of("T1")] == ["R1"] and await store.refunds_of("T2") == []
+    assert (await store.insert_refund(refund("R4", 1, "T2", idempotency_key="k2"), 50))[1]
+    assert (await store.get_refund("R4")).idempotency_key == "k2"
+
+
 async def test_refund_success_moves_order_to_refund_once(store):
     await paid(store)
     await store.insert_refund(refund("R1", 500), 50)
@@ -196,6 +210,23 @@ async def test_racing_orders_with_one_idempotency_key_get_one_order(opened):
     assert len({o.out_trade_no for o, _ in results}) == 1
     winner = results[[created for _, created in results].index(True)][0]
     assert await a.events(winner.out_trade_no) == [(None, NOTPAY, "create")]
+
+
+async def test_racing_refunds_with_one_idempotency_key_get_one_refund(opened):
+    """Twenty requests with one key, from two processes, for one order or for two: every caller
+    gets the one refund (none an error), and only it is stored."""
+    a, b = await opened(), await opened()
+    await paid(a, "T1")
+    await paid(a, "T2")
+    results = await asyncio.gather(*[(a, b)[i % 2].insert_refund(
+        refund("R%02d" % i, 100, ("T1", "T2")[i % 4 // 2], idempotency_key="k1"), 50) for i in range(20)],
+        return_exceptions=True)
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert sum(created for _, created in results) == 1
+    assert len({r for r, _ in results}) == 1
+    winner = results[0][0]
+    assert len(await a.refunds_of("T1") + await a.refunds_of("T2")) == 1
+    assert await a.refund_events(winner.out_refund_no) == [(None, "PENDING", "create")]
 
 
 async def test_audit_rows_name_the_state_really_left(opened):

@@ -15,6 +15,9 @@ from tests.support.store import order, paid, refund
 pytestmark = pytest.mark.gen_test
 
 
+ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
+
+
 async def versions(url):
     conn = await asyncpg.connect(url)
     try:
@@ -27,32 +30,36 @@ async def test_an_empty_database_is_migrated_to_the_current_schema(postgres_url)
     store = PostgresStore(postgres_url)
     await store.open()
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 3
+        assert await store.schema_version() == SCHEMA_VERSION == 4
         await paid(store)
         assert (await store.insert_refund(refund(), 50))[1]
     finally:
         await store.close()
-    assert await versions(postgres_url) == [1, 2, 3]
+    assert await versions(postgres_url) == ALL_VERSIONS
 
 
 async def test_the_previous_schema_is_upgraded_keeping_its_data(postgres_url):
     old = PostgresStore(postgres_url)
     await old.open(schema_version=SCHEMA_VERSION - 1)      # what the previous release left
     await paid(old, "OLD")
-    await old.insert_refund(refund("R1", 300, "OLD"), 50)
     await old.close()
+    conn = await asyncpg.connect(postgres_url)    # a refund as the previous release wrote it
+    await conn.execute("INSERT INTO refunds (out_refund_no, out_trade_no, refund_fee, reason, status, created_at,"
+                       " updated_at) VALUES ('R1', 'OLD', 300, '', 'PENDING', 1, 1)")
+    await conn.close()
     store = PostgresStore(postgres_url)
     await store.open()
     try:
         assert (await store.get_order("OLD")).status == SUCCESS
-        assert [r.out_refund_no for r in await store.refunds_of("OLD")] == ["R1"]
+        assert [(r.out_refund_no, r.idempotency_key) for r in await store.refunds_of("OLD")] == [("R1", None)]
+        assert (await store.insert_refund(refund("R2", 300, "OLD", idempotency_key="k1"), 50))[1]
         conn = await asyncpg.connect(postgres_url)
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
         await conn.close()
-        assert {"refunds_status_created", "orders_openid_created"} <= indexes
+        assert {"refunds_status_created", "orders_openid_created", "refunds_idempotency"} <= indexes
     finally:
         await store.close()
-    assert await versions(postgres_url) == [1, 2, 3]
+    assert await versions(postgres_url) == ALL_VERSIONS
 
 
 async def test_processes_starting_together_migrate_once(postgres_url):
@@ -62,7 +69,7 @@ async def test_processes_starting_together_migrate_once(postgres_url):
     results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
     try:
         assert [r for r in results if isinstance(r, Exception)] == []
-        assert await versions(postgres_url) == [1, 2, 3]
+        assert await versions(postgres_url) == ALL_VERSIONS
     finally:
         await asyncio.gather(*[s.close() for s in stores])
 
@@ -76,7 +83,7 @@ async def test_a_newer_schema_is_refused(postgres_url):
     await conn.close()
     with pytest.raises(StoreError) as info:
         await PostgresStore(postgres_url).open()
-    assert "schema 4 is newer than this code (3)" in str(info.value)
+    assert "schema %d is newer than this code (%d)" % (SCHEMA_VERSION + 1, SCHEMA_VERSION) in str(info.value)
 
 
 async def test_open_failure_names_the_database_not_its_password(postgres_server):
@@ -139,7 +146,7 @@ async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_
     results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
     try:
         assert [str(r) for r in results if isinstance(r, Exception)] == []
-        assert await versions(postgres_url) == [1, 2, 3]
+        assert await versions(postgres_url) == ALL_VERSIONS
     finally:
         await asyncio.gather(*[s.close() for s in stores])
 

@@ -89,7 +89,8 @@ async def test_answer_without_length_reads_to_close_and_is_not_pooled():
 
 
 @pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-                                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"])
+                                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n" % (b"9" * 5001)])
 async def test_unreadable_answers(answer):
     server, url = await raw_server(answer)
     pool = upstream.Pool(connect_timeout=2)

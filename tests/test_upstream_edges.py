@@ -304,6 +304,38 @@ async def test_pay_answers_name_our_appid_and_mch_id_when_they_name_any(call, fi
         await server.close()
 
 
+@pytest.mark.parametrize("fields, expected", [
+    ({"refund_count": "9" * 5001}, None),      # int() of over 4300 digits: ValueError, a 500
+    ({"refund_count": "51"}, None),            # WeChat takes 50 refunds of an order
+    ({"refund_count": "1", "out_refund_no_0": "R1", "refund_fee_0": "9" * 5001, "refund_status_0": "SUCCESS"},
+     [{"out_refund_no": "R1", "refund_id": None, "refund_fee": None, "refund_status": "SUCCESS",
+       "success_time": None}]),
+])
+@GEN
+async def test_refundquery_numbers_are_read_bounded(fields, expected):
+    """A number in a (signed) refundquery answer is read with a cap on its digits and value:
+    an unreadable count is an UpstreamError, an unreadable amount no amount (None)."""
+    from server import wxpay
+    from server.config import Config
+    from server.wechat import UpstreamError, WeChatClient
+    from tests.support import DEMO
+    body = wxpay.signed_xml(_answer(trade_state=None, **fields), DEMO["api_key"])
+    server = await RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]).start()
+    base = server.url[:-2]
+    client = WeChatClient(Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
+                                 api_key=DEMO["api_key"], notify_url="http://127.0.0.1:1/wechat/pay/notify",
+                                 pay_base_url=base, login_base_url=base, timeout=3))
+    try:
+        if expected is None:
+            with pytest.raises(UpstreamError):
+                await client.refund_query("R1")
+        else:
+            assert await client.refund_query("R1") == expected
+    finally:
+        client.close()
+        await server.close()
+
+
 # -- review findings -----------------------------------------------------------------------
 @GEN
 async def test_a_cancel_arriving_as_the_connect_completes_still_ends_the_request():

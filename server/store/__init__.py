@@ -85,8 +85,10 @@ class Store(Protocol):
         """Store a new PENDING refund of a paid order. Atomic and checked in the same
         transaction: the refunds not released (REFUNDCLOSE, FAILED) never add up to more
         than total_fee nor number more than max_refunds, whatever concurrent callers do.
-        The same out_refund_no with the same order and amount returns (stored refund, False).
-        Raises RefundRefused('not_paid' | 'amount' | 'count' | 'conflict')."""
+        With an idempotency_key already stored (for any order: a key is global), returns
+        (that refund, False) before any check and writes nothing: concurrent callers with one
+        key get one refund. The same out_refund_no with the same order and amount returns
+        (stored refund, False). Raises RefundRefused('not_paid' | 'amount' | 'count' | 'conflict')."""
 
     async def get_refund(self, out_refund_no):
         """The Refund, or None. A read."""

@@ -2,7 +2,8 @@
 
 The guarantees are those of the Store contract (server/store/__init__.py), each one made
 explicit in SQL rather than left to the isolation level (READ COMMITTED, the default):
-- an idempotency key: INSERT ... ON CONFLICT DO NOTHING, then the winner's row;
+- an idempotency key (an order's, a refund's): INSERT ... ON CONFLICT DO NOTHING, then the
+  winner's row;
 - a move: one conditional UPDATE whose FROM clause locks the row (FOR UPDATE) and hands
   the status it really had to RETURNING, the audit row written by the same statement;
 - a refund: the order row locked (FOR UPDATE) while the refunds are summed and the new one
@@ -23,7 +24,7 @@ from server.store import RefundRefused, StoreError, describe_url
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 POOL_SIZE = 10            # connections per process (DATABASE_POOL_SIZE)
 STATEMENT_TIMEOUT = 5.0   # seconds (DATABASE_TIMEOUT): a statement, a pool wait, a connect
 MIGRATION_TIMEOUT = 3600.0   # seconds: a migration step, or waiting for another process's
@@ -100,6 +101,10 @@ _MIGRATIONS = {
     3: """
     CREATE INDEX refunds_status_created ON refunds (status, created_at);
     CREATE INDEX orders_openid_created ON orders (openid, created_at);
+    """,
+    4: """
+    ALTER TABLE refunds ADD COLUMN idempotency_key text COLLATE "C";
+    CREATE UNIQUE INDEX refunds_idempotency ON refunds (idempotency_key) WHERE idempotency_key IS NOT NULL;
     """,
 }
 
@@ -374,15 +379,17 @@ class PostgresStore:
     async def insert_refund(self, refund, max_refunds):
         check_move(REFUND_KIND, (None,), refund.status)
         values = dataclasses.asdict(refund)
+        insert = (_insert_sql("refunds", _REFUND_COLUMNS) + " ON CONFLICT (idempotency_key)"
+                  " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING out_refund_no")
 
         async def op(conn):
             async with conn.transaction():
                 # the order row's lock serialises every refund of this order, across processes
                 order = await conn.fetchrow("SELECT status, total_fee FROM orders WHERE out_trade_no = $1 FOR UPDATE",
                                             refund.out_trade_no)
-                existing = await conn.fetchrow("SELECT * FROM refunds WHERE out_refund_no = $1", refund.out_refund_no)
+                existing = await _stored_refund(conn, refund)
                 if existing:
-                    return _same_refund(existing, refund)
+                    return existing, False
                 if order is None or order["status"] not in PAID:
                     raise RefundRefused("not_paid")
                 committed, count = await conn.fetchrow(
@@ -393,7 +400,10 @@ class PostgresStore:
                     raise RefundRefused("count")
                 if committed + refund.refund_fee > order["total_fee"]:
                     raise RefundRefused("amount")
-                await conn.execute(_insert_sql("refunds", _REFUND_COLUMNS), *[values[c] for c in _REFUND_COLUMNS])
+                if await conn.fetchval(insert, *[values[c] for c in _REFUND_COLUMNS]) is None:
+                    # the key was taken meanwhile by a refund of another order (whose lock we do not
+                    # hold): ON CONFLICT waited for its transaction, so it is committed now
+                    return await _refund_by_key(conn, refund.idempotency_key), False
                 await self._audit(conn, _REFUNDS, refund.out_refund_no, None, refund.status, "create",
                                   refund.created_at)
                 return refund, True
@@ -438,6 +448,24 @@ async def _keep_session(conn):
     """The pool's reset on release, instead of asyncpg's RESET ALL / UNLISTEN / advisory unlock
     (a round trip per operation): this store leaves no session state behind (SET LOCAL and
     transaction-level advisory locks only; asyncpg itself still rolls back an open transaction)."""
+
+
+async def _stored_refund(conn, refund):
+    """The refund stored with refund's idempotency_key, else with its out_refund_no
+    (RefundRefused('conflict') if of another order or amount), else None."""
+    if refund.idempotency_key is not None:
+        row = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", refund.idempotency_key)
+        if row:
+            return _refund(row)
+    row = await conn.fetchrow("SELECT * FROM refunds WHERE out_refund_no = $1", refund.out_refund_no)
+    return _same_refund(row, refund)[0] if row else None
+
+
+async def _refund_by_key(conn, key):
+    row = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", key)
+    if row is None:   # taken, then rolled back: let the caller try again
+        raise StoreError("a refund with this idempotency key is being written")
+    return _refund(row)
 
 
 def _same_refund(existing, refund):

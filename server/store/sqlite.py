@@ -25,7 +25,7 @@ from server.store import RefundRefused, StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT = 10  # seconds a statement waits for another process's write lock
 _MIGRATIONS = {
     1: """
@@ -94,6 +94,10 @@ _MIGRATIONS = {
     3: """
     CREATE INDEX refunds_status_created ON refunds (status, created_at);
     CREATE INDEX orders_openid_created ON orders (openid, created_at);
+    """,
+    4: """
+    ALTER TABLE refunds ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX refunds_idempotency ON refunds (idempotency_key) WHERE idempotency_key IS NOT NULL;
     """,
 }
 
@@ -423,19 +427,18 @@ class SQLiteStore:
     async def insert_refund(self, refund, max_refunds):
         """Record a new refund of a paid order, checking in the same transaction that the
         refunds not released (REFUNDCLOSE, FAILED) never add up to more than total_fee and
-        number at most max_refunds. Returns (refund, created); the same out_refund_no with the
-        same order and amount returns the stored refund. Raises RefundRefused."""
+        number at most max_refunds. Returns (refund, created); a refund stored with the same
+        idempotency_key, or the same out_refund_no with the same order and amount, returns the
+        stored refund. Raises RefundRefused. This process's writes are serialised on the
+        database thread and other processes' by BEGIN IMMEDIATE: the look-up and the insert
+        are one step, so one key is one refund."""
         def op():
             with self._tx():
+                existing = self._stored_refund(refund)
+                if existing:
+                    return existing, False
                 order = self._conn.execute("SELECT status, total_fee FROM orders WHERE out_trade_no = ?",
                                            (refund.out_trade_no,)).fetchone()
-                existing = self._conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?",
-                                              (refund.out_refund_no,)).fetchone()
-                if existing:
-                    same = (existing["out_trade_no"], existing["refund_fee"]) == (refund.out_trade_no, refund.refund_fee)
-                    if not same:
-                        raise RefundRefused("conflict")
-                    return _refund(existing), False
                 if order is None or order["status"] not in PAID:
                     raise RefundRefused("not_paid")
                 marks = ", ".join("?" * len(REFUND_RELEASED))
@@ -455,6 +458,19 @@ class SQLiteStore:
                 self._audit(_REFUNDS, refund.out_refund_no, None, refund.status, "create", refund.created_at)
                 return refund, True
         return await self._run(op)
+
+    def _stored_refund(self, refund):
+        """In the caller's transaction: the refund stored with refund's idempotency_key, else
+        with its out_refund_no (RefundRefused('conflict') if of another order or amount), else None."""
+        if refund.idempotency_key is not None:
+            row = self._conn.execute("SELECT * FROM refunds WHERE idempotency_key = ?",
+                                     (refund.idempotency_key,)).fetchone()
+            if row:
+                return _refund(row)
+        row = self._conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?", (refund.out_refund_no,)).fetchone()
+        if row and (row["out_trade_no"], row["refund_fee"]) != (refund.out_trade_no, refund.refund_fee):
+            raise RefundRefused("conflict")
+        return _refund(row) if row else None
 
     async def get_refund(self, out_refund_no):
         return await self._run(self._get, _REFUNDS, out_refund_no)
