@@ -80,9 +80,10 @@ async def create(http_client, base, merchant, out_trade_no="V3ORDER01", user="al
     return json.loads(text)["prepay_id"], openid
 
 
-def pay_params(merchant, prepay_id, sign_type="RSA", key=None, sign_str=None):
-    """requestPayment's params for a v3 prepay_id, paySign by the SDK's rsa_sign."""
-    params = {"appid": APPID, "timeStamp": str(int(time.time())), "nonceStr": "n0nceN0nce",
+def pay_params(merchant, prepay_id, sign_type="RSA", key=None, sign_str=None, timestamp=None):
+    """requestPayment's params for a v3 prepay_id, paySign by the SDK's rsa_sign. A test that
+    signs a string of its own passes the timeStamp it used (a second may pass meanwhile)."""
+    params = {"appid": APPID, "timeStamp": timestamp or str(int(time.time())), "nonceStr": "n0nceN0nce",
               "package": "prepay_id=" + prepay_id, "signType": sign_type}
     text = sign_str or "%s\n%s\n%s\n%s\n" % (APPID, params["timeStamp"], params["nonceStr"],
                                               params["package"])
@@ -693,10 +694,10 @@ async def test_rsa_pay_sign_checked_and_explained(http_client, base, v3_merchant
         (dict(good, signType="MD5"), "needs signType RSA"),
         (pay_params(v3_merchant, prepay_id, key=stranger), "no common mistake"),
         (dict(good, paySign="0" * 32), "a v2 MD5 sign"),
-        (pay_params(v3_merchant, prepay_id, sign_str="%s\n%s\n%s\n%s" % (
+        (pay_params(v3_merchant, prepay_id, timestamp=good["timeStamp"], sign_str="%s\n%s\n%s\n%s" % (
             APPID, good["timeStamp"], good["nonceStr"], good["package"])),
          "the last \\n is left out"),
-        (pay_params(v3_merchant, prepay_id, sign_str="%s\n%s\n%s\n%s\n" % (
+        (pay_params(v3_merchant, prepay_id, timestamp=good["timeStamp"], sign_str="%s\n%s\n%s\n%s\n" % (
             APPID, good["timeStamp"], good["nonceStr"], prepay_id)),
          "package is signed without prepay_id="),
     ]
