@@ -1,10 +1,13 @@
 """The backend on PostgreSQL during a database failure, in process: whatever the driver raises,
 a request answers 503 STORE_UNAVAILABLE (a 500 is a bug of ours, never an outage)."""
+import asyncio
+
 import asyncpg
 import pytest
 
 from server.store.postgres import PostgresStore
 from tests.support.api import call, login
+from tests.support.store import order
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 UNAVAILABLE = {"error": {"code": "STORE_UNAVAILABLE", "message": "storage unavailable"}}
@@ -44,3 +47,16 @@ async def test_a_bug_of_ours_inside_an_operation_stays_a_500(http_client, base_u
     monkeypatch.setattr(asyncpg.connection.Connection, "fetchval", failing(TypeError("a bug of ours")))
     assert await call(http_client, "POST", base_url + "/api/orders", {"product_id": "coffee"}, auth) == (
         500, {"error": {"code": "INTERNAL", "message": "internal error"}})
+
+
+async def test_a_cancelled_operation_stays_cancelled(postgres_url, monkeypatch):
+    """Cancellation (a client gone, a shutdown) is not a database failure: not turned into StoreError."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetchval", failing(asyncio.CancelledError()))
+        with pytest.raises(asyncio.CancelledError):
+            await store.insert_order(order())
+    finally:
+        monkeypatch.undo()
+        await store.close()

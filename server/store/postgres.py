@@ -150,7 +150,12 @@ class PostgresStore:
     async def open(self, schema_version=SCHEMA_VERSION):
         """Connect and migrate. Raises StoreError naming the database (without its password)."""
         import asyncpg   # only a PostgreSQL deployment needs the driver loaded
-        self._errors = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+        # whatever the driver or the network raises: asyncpg's three roots (InternalClientError,
+        # e.g. "cannot switch to state 12" on a connection PostgreSQL dropped mid-operation, is
+        # neither of the other two) and the socket's errors (OSError: ConnectionError, TimeoutError).
+        # Not Exception: a TypeError or KeyError of our own code is a bug (500), not an outage.
+        self._errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+                        asyncio.TimeoutError)
         self._retryable = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
         self._unique = asyncpg.exceptions.UniqueViolationError
         millis = str(int(self.timeout * 1000))
