@@ -1,15 +1,21 @@
 """The backend on PostgreSQL through database outages, as real processes (run_simulator.py as
 WeChat, run_server.py, a PostgreSQL server of the test's own): PostgreSQL killed or stopped
 under load answers 503 STORE_UNAVAILABLE, never 500, and orders are created again once it is
-back."""
+back; started before its database (a container, a systemd unit), the backend waits for it
+(DATABASE_WAIT), then serves, or gives up in one line."""
 import collections
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import requests
 
+from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ROOT, Proc, free_port
 from tests.support.shop import Shop
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +122,73 @@ def test_postgresql_killed_and_stopped_under_load_is_503_never_500(shop, own_pos
     assert buyers.failures == []
     output = shop.backend.output()
     assert set(answers) <= ALLOWED, (dict(answers), output[output.find("Traceback"):][:3000])
+
+
+def standalone(database_url, **env):
+    """run_server.py's environment without WeChat (these tests never reach it)."""
+    return dict({"WECHAT_APPID": DEMO["appid"], "WECHAT_APP_SECRET": DEMO["app_secret"],
+                 "WECHAT_MCH_ID": DEMO["mch_id"], "WECHAT_API_KEY": DEMO["api_key"],
+                 "WECHAT_NOTIFY_URL": "http://127.0.0.1:8000/wechat/pay/notify",
+                 "DATABASE_URL": database_url, "SWEEP_INTERVAL": "0", "ADMIN_TOKEN": ADMIN_TOKEN}, **env)
+
+
+def wait_output(proc, text, timeout=20):
+    deadline = time.monotonic() + timeout
+    while text not in proc.output():
+        assert proc.proc.poll() is None, "ended with %s:\n%s" % (proc.proc.returncode, proc.output())
+        assert time.monotonic() < deadline, "no %r within %ss:\n%s" % (text, timeout, proc.output())
+        time.sleep(0.05)
+
+
+def wait_healthy(proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.proc.poll() is None, "ended with %s:\n%s" % (proc.proc.returncode, proc.output())
+        try:
+            if requests.get(proc.url + "/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "no /healthz 200 within %ss:\n%s" % (timeout, proc.output())
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("args", [[], ["--processes", "2"]], ids=["one-process", "two-processes"])
+def test_started_before_its_database_the_backend_waits_then_serves(own_postgres, args):
+    """The database comes up after the backend (both started together): the backend (the
+    supervisor, with --processes) says once per attempt that it is waiting, then serves."""
+    url = own_postgres.create_schema("late")
+    own_postgres.pause()
+    port = free_port()
+    backend = Proc("run_server.py", ["--port", str(port), *args], env=standalone(url), port=port, wait_port=False)
+    try:
+        wait_output(backend, "not reachable")
+        own_postgres.resume()
+        wait_healthy(backend)
+        r = requests.get(backend.url + "/admin/refunds", headers={"Authorization": "Bearer " + ADMIN_TOKEN},
+                         timeout=5)
+        assert r.status_code == 200, r.text
+        output = backend.output()
+        waited = [line for line in output.splitlines() if "not reachable" in line]
+        assert waited[0].endswith("retrying in 0.5s (attempt 1, up to 30 s)"), output
+        assert "database postgresql://postgres@127.0.0.1:%d/postgres not reachable (" % own_postgres.port in waited[0]
+        assert "Traceback" not in output, output
+    finally:
+        backend.stop(timeout=15)
+
+
+@pytest.mark.parametrize("args", [[], ["--processes", "2"], ["--migrate"]])
+def test_a_database_that_never_comes_is_one_line_and_exit_2(args):
+    """DATABASE_WAIT=1 and nothing listening: a line per attempt, then one naming the database
+    (never its password), exit code 2, no traceback."""
+    url = "postgresql://shop:pw-0123456789@127.0.0.1:%d/payments" % free_port()
+    done = subprocess.run([sys.executable, "run_server.py", "--port", str(free_port()), *args], cwd=ROOT,
+                          env=dict(os.environ, **standalone(url, DATABASE_WAIT="1")),
+                          capture_output=True, text=True, timeout=30)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2, lines
+    waits, last = lines[:-1], lines[-1]
+    assert waits and all(" not reachable (" in line and "; retrying in " in line for line in waits), lines
+    assert last.startswith("run_server.py: cannot open the database postgresql://shop@127.0.0.1:"), lines
+    assert last.endswith("(still not reachable after 1 s)"), lines
+    assert "pw-0123456789" not in done.stdout + done.stderr
