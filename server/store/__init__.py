@@ -9,12 +9,26 @@ raises domain.MoveRefused and writes nothing. Times are the store's injected clo
 Engines: sqlite.SQLiteStore (the embedded default, one process) and postgres.PostgresStore
 (several processes and hosts on one database). open_store(url) picks one by URL.
 """
+import asyncio
+import logging
+import time
 from typing import Protocol
 from urllib.parse import urlsplit
+
+log = logging.getLogger("server.store")
 
 
 class StoreError(RuntimeError):
     """The database failed or is unusable."""
+
+
+class StoreUnreachable(StoreError):
+    """open() could not reach the database (refused, timed out, starting up or shutting down):
+    unlike a refused login or a schema newer than the code, it may be there a moment later."""
+
+    def __init__(self, database, reason):
+        super().__init__("cannot open the database %s: %s" % (database, reason))
+        self.database, self.reason = database, reason
 
 
 class RefundRefused(ValueError):
@@ -145,3 +159,27 @@ def open_store(database_url, clock=None, pool_size=None, timeout=None):
     if not database_url.startswith(prefix):
         raise StoreError("unsupported DATABASE_URL (expected sqlite:///path or postgresql://...)")
     return SQLiteStore(database_url[len(prefix):], **kwargs)
+
+
+WAIT_DELAYS = 0.5, 5.0   # seconds between attempts to reach the database: from 0.5, doubled up to 5
+
+
+async def open_waiting(store, wait, sleep=asyncio.sleep, clock=time.monotonic):
+    """store.open(), tried again while the database is unreachable, for up to `wait` seconds
+    (0: once), as when the database and the backend start together: a log line per failed
+    attempt, then StoreError naming the database (never its password)."""
+    deadline, delay, attempt = clock() + wait, WAIT_DELAYS[0], 1
+    while True:
+        try:
+            return await store.open()
+        except StoreUnreachable as exc:
+            left = deadline - clock()
+            if wait <= 0:
+                raise
+            if left <= 0:
+                raise StoreError("%s (still not reachable after %g s)" % (exc, wait)) from None
+            pause = min(delay, left)
+            log.warning("database %s not reachable (%s); retrying in %gs (attempt %d, up to %g s)",
+                        exc.database, exc.reason, round(pause, 1), attempt, wait)
+            await sleep(pause)
+            delay, attempt = min(delay * 2, WAIT_DELAYS[1]), attempt + 1

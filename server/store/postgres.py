@@ -19,7 +19,7 @@ import time
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
                            Order, Refund, Session, check_move)
-from server.store import RefundRefused, StoreError, describe_url
+from server.store import RefundRefused, StoreError, StoreUnreachable, describe_url
 
 log = logging.getLogger("server.store")
 
@@ -157,6 +157,11 @@ class PostgresStore:
         self._errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
                         asyncio.TimeoutError)
         self._retryable = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+        # no answer from a database (yet): a network or connection failure, or a server starting
+        # up, shutting down or full, as opposed to a refused login, a missing database, a newer schema
+        self._unreachable = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError,
+                             asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
+                             asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.TooManyConnectionsError)
         self._unique = asyncpg.exceptions.UniqueViolationError
         millis = str(int(self.timeout * 1000))
         try:
@@ -171,6 +176,8 @@ class PostgresStore:
         except (StoreError, *self._errors, ValueError) as exc:
             await self.close()
             reason = exc if isinstance(exc, StoreError) else (str(exc).strip() or type(exc).__name__)
+            if isinstance(exc, self._unreachable):
+                raise StoreUnreachable(describe_url(self.url), reason) from None
             raise StoreError("cannot open the database %s: %s" % (describe_url(self.url), reason)) from None
 
     async def close(self):
