@@ -1,14 +1,19 @@
 """The backend on PostgreSQL during a database failure, in process: whatever the driver raises,
 a request answers 503 STORE_UNAVAILABLE (a 500 is a bug of ours, never an outage); start-up
-waits for an unreachable database (DATABASE_WAIT), not for one that refuses it."""
+waits for an unreachable database (DATABASE_WAIT), not for one that refuses it; an outage is
+logged in two lines, when it starts and when it ends, not once per request or sweep."""
 import asyncio
+import logging
 
 import asyncpg
 import pytest
+import tornado.httpserver
+import tornado.testing
 
 from server.store import StoreError, StoreUnreachable, open_waiting
 from server.store.postgres import PostgresStore
-from tests.support.api import call, login
+from tests.support import ADMIN_TOKEN, DEMO
+from tests.support.api import call, login, wait_for
 from tests.support.store import order
 
 pytestmark = pytest.mark.gen_test(timeout=30)
@@ -118,3 +123,96 @@ async def test_a_database_reached_within_the_wait_is_opened(postgres_url):
         assert fake.pauses == [0.5, 1] and await store.ping()
     finally:
         await store.close()
+
+
+class Refused:
+    """Pool.acquire() while PostgreSQL is down: every attempt refused."""
+
+    def __init__(self, timeout=None):
+        pass
+
+    async def __aenter__(self):
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+@pytest.fixture
+def served(postgres_url, io_loop):
+    """An App on PostgreSQL sweeping every 20 ms (WeChat never reached: nothing is due), served
+    on a port of its own; its URL."""
+    from server.app import App
+    from server.config import Config
+    nowhere = "http://127.0.0.1:9"
+    config = Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
+                    api_key=DEMO["api_key"], notify_url="http://127.0.0.1:9/wechat/pay/notify",
+                    login_base_url=nowhere, pay_base_url=nowhere, admin_token=ADMIN_TOKEN, database_url=postgres_url)
+    shop = App(config, sweep_interval=0.02)
+    io_loop.run_sync(shop.start)
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(shop.web)
+    server.add_sockets([sock])
+    shop.url = "http://127.0.0.1:%d" % port
+    yield shop
+    server.stop()
+    io_loop.run_sync(shop.stop)
+
+
+async def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(served, http_client, monkeypatch, caplog):
+    """PostgreSQL refusing every connection for several sweeps and requests, then back: one
+    ERROR line naming the failure, one line when it works again, no traceback, nothing per
+    request or per sweep (each failed request is still a 503 in the access log)."""
+    caplog.set_level(logging.INFO)
+    sweeps = []
+    sweep = served.service.sweep
+
+    async def counted():
+        sweeps.append(1)
+        return await sweep()
+    monkeypatch.setattr(served.service, "sweep", counted)
+    admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
+
+    async def swept(n):
+        return len(sweeps) >= n
+    with monkeypatch.context() as down:
+        down.setattr(asyncpg.pool.Pool, "acquire", Refused)
+        for _ in range(5):
+            assert (await call(http_client, "GET", served.url + "/healthz"))[0] == 503
+            assert await call(http_client, "GET", served.url + "/admin/refunds", headers=admin) == (503, UNAVAILABLE)
+        failed = len(sweeps)
+        await wait_for(lambda: swept(failed + 5))
+    assert await call(http_client, "GET", served.url + "/healthz") == (200, {"status": "ok"})
+    recovered = len(sweeps)
+    await wait_for(lambda: swept(recovered + 3))
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records
+              if r.name.startswith("server") and r.levelno >= logging.WARNING]
+    assert logged[0] == (
+        "ERROR", "database unavailable: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)")
+    assert logged[1][0] == "WARNING" and logged[1][1].startswith("database available again after ")
+    assert len(logged) == 2, logged
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+async def test_an_outage_of_sqlite_logs_once_too(tmp_path, monkeypatch, caplog):
+    """Every COMMIT failing (a full or failing disk) for five operations, then working."""
+    import sqlite3
+    from server.store.sqlite import SQLiteStore
+
+    def disk_error(self):
+        raise sqlite3.OperationalError("disk I/O error")
+    store = SQLiteStore(str(tmp_path / "p.db"))
+    await store.open()
+    try:
+        with monkeypatch.context() as broken:
+            broken.setattr(SQLiteStore, "_commit", disk_error)
+            for _ in range(5):
+                with pytest.raises(StoreError):
+                    await store.ping()
+        assert await store.ping()
+    finally:
+        await store.close()
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("server")]
+    assert logged[0] == ("ERROR", "database unavailable: OperationalError: disk I/O error")
+    assert logged[1][0] == "WARNING" and logged[1][1].startswith("database available again after ")
+    assert logged[1][1].endswith(" s (5 operations failed)") and len(logged) == 2

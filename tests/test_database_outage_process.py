@@ -122,6 +122,9 @@ def test_postgresql_killed_and_stopped_under_load_is_503_never_500(shop, own_pos
     assert buyers.failures == []
     output = shop.backend.output()
     assert set(answers) <= ALLOWED, (dict(answers), output[output.find("Traceback"):][:3000])
+    # the outages in the log: a line as each starts and one as it ends, nothing per request
+    assert output.count("database unavailable: ") == output.count("database available again after ") == 3, output
+    assert "Traceback" not in output and "StoreError" not in output, output
 
 
 def standalone(database_url, **env):
