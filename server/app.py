@@ -11,7 +11,7 @@ from server import handlers
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3, V3
 from server.catalog import Catalog
 from server.service import Service
-from server.store import open_store, open_waiting
+from server.store import StoreError, open_store, open_waiting
 from server.wechat import WeChatClient
 from server.wechat3 import WeChatClientV3
 
@@ -63,6 +63,8 @@ class App:
             except asyncio.TimeoutError:
                 try:
                     await self.service.sweep()
+                except StoreError:
+                    pass   # the database is down: the store logs the outage once, the next sweep tries again
                 except Exception:  # a sweep must never end the server; the next one tries again
                     log.exception("sweep failed")
 

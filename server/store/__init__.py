@@ -161,6 +161,37 @@ def open_store(database_url, clock=None, pool_size=None, timeout=None):
     return SQLiteStore(database_url[len(prefix):], **kwargs)
 
 
+class Outage:
+    """A database outage logged as two lines, when operations start failing and when they work
+    again, however many requests and sweeps fail in between (each still gets its StoreError).
+    An operation in flight across a change does not flip it back: a success that began before
+    the latest failure does not end the outage, a failure that began before the recovery does
+    not start another. Times are monotonic; `started` is when the operation began."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.since = None          # when the current outage began; None: the database works
+        self.failures = 0
+        self.last_failure = self.recovered = float("-inf")
+
+    def failed(self, exc, started):
+        now = self.clock()
+        if self.since is None:
+            if started < self.recovered:
+                return
+            self.since, self.failures = now, 0
+            log.error("database unavailable: %s: %s", type(exc).__name__, str(exc).strip())
+        self.failures += 1
+        self.last_failure = now
+
+    def answered(self, started):
+        if self.since is not None and started > self.last_failure:
+            now = self.clock()
+            log.warning("database available again after %.1f s (%d operations failed)",
+                        now - self.since, self.failures)
+            self.since, self.recovered = None, now
+
+
 WAIT_DELAYS = 0.5, 5.0   # seconds between attempts to reach the database: from 0.5, doubled up to 5
 
 

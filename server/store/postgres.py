@@ -19,7 +19,7 @@ import time
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
                            Order, Refund, Session, check_move)
-from server.store import RefundRefused, StoreError, StoreUnreachable, describe_url
+from server.store import Outage, RefundRefused, StoreError, StoreUnreachable, describe_url
 
 log = logging.getLogger("server.store")
 
@@ -145,6 +145,7 @@ class PostgresStore:
         self.pool_size = pool_size
         self.timeout = timeout
         self._pool = None
+        self._outage = Outage()
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self, schema_version=SCHEMA_VERSION):
@@ -165,8 +166,10 @@ class PostgresStore:
         self._unique = asyncpg.exceptions.UniqueViolationError
         millis = str(int(self.timeout * 1000))
         try:
+            # min_size=0: a pool keeping a floor of connections reconnects in the background
+            # during an outage and logs a traceback each time (the store logs the outage once)
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout,
+                self.url, min_size=0, max_size=self.pool_size, timeout=self.timeout,
                 command_timeout=self.timeout + 1,
                 server_settings={"statement_timeout": millis, "lock_timeout": millis,
                                  "idle_in_transaction_session_timeout": str(int(self.timeout * 4000)),
@@ -226,21 +229,25 @@ class PostgresStore:
         return await self._run(lambda conn: conn.fetchval("SELECT max(version) FROM schema_version"))
 
     async def _run(self, op):
-        """op(connection) with a pooled connection; database errors become StoreError, and an
-        operation that lost a deadlock or a serialization conflict runs again."""
+        """op(connection) with a pooled connection; database errors become StoreError (an
+        outage logged once, see Outage), and an operation that lost a deadlock or a
+        serialization conflict runs again."""
         if self._pool is None:
             raise StoreError("the database is not open")
+        started = time.monotonic()
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire(timeout=self.timeout) as conn:
-                    return await op(conn)
+                    result = await op(conn)
+                self._outage.answered(started)
+                return result
             except self._retryable as exc:
                 if attempt == RETRIES - 1:
-                    log.error("database error after %d attempts: %s", RETRIES, exc)
+                    self._outage.failed(exc, started)
                     raise StoreError("database error") from exc
                 await asyncio.sleep(0.01 * (attempt + 1))
             except self._errors as exc:
-                log.error("database error: %s: %s", type(exc).__name__, exc)
+                self._outage.failed(exc, started)
                 raise StoreError("database error") from exc
 
     # -- sessions ----------------------------------------------------------------
