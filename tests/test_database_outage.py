@@ -216,3 +216,22 @@ async def test_an_outage_of_sqlite_logs_once_too(tmp_path, monkeypatch, caplog):
     assert logged[0] == ("ERROR", "database unavailable: OperationalError: disk I/O error")
     assert logged[1][0] == "WARNING" and logged[1][1].startswith("database available again after ")
     assert logged[1][1].endswith(" s (5 operations failed)") and len(logged) == 2
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_a_statement_the_database_refuses_is_not_an_outage(engine, tmp_path, request, caplog):
+    """A unique key taken (a session token stored twice): a StoreError logged as it happens,
+    not 'database unavailable' (the database answered)."""
+    from tests.support.store import make_store
+    where = str(tmp_path / "p.db") if engine == "sqlite" else request.getfixturevalue("postgres_url")
+    store = make_store(engine, where)
+    await store.open()
+    try:
+        await store.create_session("h" * 64, "o" * 28, "k", 2e9)
+        with pytest.raises(StoreError):
+            await store.create_session("h" * 64, "o" * 28, "k", 2e9)
+        assert await store.get_session("h" * 64, 0) is not None
+    finally:
+        await store.close()
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("server") and r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and logged[0].startswith("database error: ") and "UNIQUE" in logged[0].upper(), logged
