@@ -180,7 +180,7 @@ class Outage:
             if started < self.recovered:
                 return
             self.since, self.failures = now, 0
-            log.error("database unavailable: %s: %s", type(exc).__name__, str(exc).strip())
+            log.error("database unavailable: %s", ": ".join(filter(None, [type(exc).__name__, str(exc).strip()])))
         self.failures += 1
         self.last_failure = now
 
@@ -204,9 +204,9 @@ async def open_waiting(store, wait, sleep=asyncio.sleep, clock=time.monotonic):
         try:
             return await store.open()
         except StoreUnreachable as exc:
-            left = deadline - clock()
             if wait <= 0:
                 raise
+            left = deadline - clock()
             if left <= 0:
                 raise StoreError("%s (still not reachable after %g s)" % (exc, wait)) from None
             pause = min(delay, left)

@@ -158,6 +158,10 @@ class PostgresStore:
         self._errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
                         asyncio.TimeoutError)
         self._retryable = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+        # the database answered and refused the statement (bad data, a constraint, the SQL or a
+        # privilege): an error of its own, not an outage
+        self._refused = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError,
+                         asyncpg.exceptions.SyntaxOrAccessError)
         # no answer from a database (yet): a network or connection failure, or a server starting
         # up, shutting down or full, as opposed to a refused login, a missing database, a newer schema
         self._unreachable = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError,
@@ -246,6 +250,9 @@ class PostgresStore:
                     self._outage.failed(exc, started)
                     raise StoreError("database error") from exc
                 await asyncio.sleep(0.01 * (attempt + 1))
+            except self._refused as exc:
+                log.error("database error: %s: %s", type(exc).__name__, exc)
+                raise StoreError("database error") from exc
             except self._errors as exc:
                 self._outage.failed(exc, started)
                 raise StoreError("database error") from exc

@@ -158,9 +158,12 @@ class SQLiteStore:
 
     async def _wait(self, future, started):
         """The operation's result; a driver error (sqlite3.Error, the whole of the module's)
-        becomes StoreError, an outage logged once (see Outage)."""
+        becomes StoreError, an outage (not a refused statement) logged once (see Outage)."""
         try:
             result = await future
+        except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError) as exc:
+            log.error("database error: %s", exc)   # the statement refused: not an outage
+            raise StoreError("database error") from exc
         except sqlite3.Error as exc:
             self._outage.failed(exc, started)
             raise StoreError("database error") from exc
