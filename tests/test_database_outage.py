@@ -10,7 +10,7 @@ import pytest
 import tornado.httpserver
 import tornado.testing
 
-from server.store import StoreError, StoreUnreachable, open_waiting
+from server.store import Outage, StoreError, StoreUnreachable, open_waiting
 from server.store.postgres import PostgresStore
 from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.api import call, login, wait_for
@@ -235,3 +235,24 @@ async def test_a_statement_the_database_refuses_is_not_an_outage(engine, tmp_pat
         await store.close()
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("server") and r.levelno >= logging.WARNING]
     assert len(logged) == 1 and logged[0].startswith("database error: ") and "UNIQUE" in logged[0].upper(), logged
+
+
+def test_operations_in_flight_across_a_change_do_not_flip_the_outage(caplog):
+    """The moment PostgreSQL dies, operations begun before still succeed; the moment it is
+    back, operations begun during the outage still fail: neither is a new line."""
+    fake = FakeTime()
+    outage = Outage(clock=fake.clock)
+    fake.now = 10.0
+    outage.failed(ConnectionResetError(104, "Connection reset by peer"), started=9.5)
+    outage.answered(started=9.0)                   # in flight before the failure: still down
+    fake.now = 12.0
+    outage.failed(ConnectionRefusedError(111, "refused"), started=11.0)
+    outage.answered(started=12.5)                  # begun after the last failure: back
+    fake.now = 13.0
+    outage.failed(TimeoutError(), started=11.5)    # begun during the outage: not a new one
+    outage.answered(started=13.5)
+    outage.failed(TimeoutError(), started=14.0)    # a new outage
+    assert [r.getMessage() for r in caplog.records] == [
+        "database unavailable: ConnectionResetError: [Errno 104] Connection reset by peer",
+        "database available again after 2.0 s (2 operations failed)",
+        "database unavailable: TimeoutError"]
