@@ -17,7 +17,7 @@ from server import config as server_config
 from server.app import App
 from server.catalog import Catalog, CatalogError
 from server.httpserver import GuardedHTTPServer, default_max_connections, descriptor_limit
-from server.store import StoreError, describe_url, is_postgres, open_store
+from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
 log = logging.getLogger("run_server")
 LISTEN_BACKLOG = 1024  # flash sales open many connections at once
@@ -314,9 +314,10 @@ def print_banner(args, options, config, max_connections, processes=1):
 
 
 async def migrate(config):
-    """Open the database (creating or upgrading its schema) and close it again."""
+    """Open the database (creating or upgrading its schema; waiting up to DATABASE_WAIT for it
+    to be reachable) and close it again."""
     store = open_store(config.database_url, pool_size=1, timeout=config.database_timeout)
-    await store.open()
+    await open_waiting(store, config.database_wait)
     await store.close()
 
 

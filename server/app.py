@@ -11,7 +11,7 @@ from server import handlers
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3, V3
 from server.catalog import Catalog
 from server.service import Service
-from server.store import open_store
+from server.store import StoreError, open_store, open_waiting
 from server.wechat import WeChatClient
 from server.wechat3 import WeChatClientV3
 
@@ -22,9 +22,10 @@ DRAIN_SECONDS = 10.0
 
 
 class App:
-    """config -> the object graph. `await start()` opens the store and starts the sweep (every
-    `sweep_interval` seconds, 0: never); `await stop()` ends the sweep, waits for requests in
-    flight, closes the WeChat client and the store."""
+    """config -> the object graph. `await start()` opens the store (waiting up to DATABASE_WAIT
+    for a database not reachable yet) and starts the sweep (every `sweep_interval` seconds, 0:
+    never); `await stop()` ends the sweep, waits for requests in flight, closes the WeChat
+    client and the store."""
 
     def __init__(self, config, store=None, wechat=None, catalog=None, clock=time.time, sweep_interval=0):
         if catalog is None:
@@ -35,12 +36,13 @@ class App:
         self.wechat = wechat or (WeChatClientV3(config) if config.pay_version == V3 else WeChatClient(config))
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval
+        self.database_wait = config.database_wait
         self.web = _web_application(self)
         self._stopping = asyncio.Event()
         self._sweeper = None
 
     async def start(self):
-        await self.store.open()
+        await open_waiting(self.store, self.database_wait)
         await self.wechat.start()
         if self.sweep_interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -61,6 +63,8 @@ class App:
             except asyncio.TimeoutError:
                 try:
                     await self.service.sweep()
+                except StoreError:
+                    pass   # the database is down: the store logs the outage once, the next sweep tries again
                 except Exception:  # a sweep must never end the server; the next one tries again
                     log.exception("sweep failed")
 

@@ -33,6 +33,7 @@ ENV = {
     "WECHAT_CONNECTIONS_PER_HOST": ("connections_per_host", "0"),
     "DATABASE_POOL_SIZE": ("database_pool_size", "10"),
     "DATABASE_TIMEOUT": ("database_timeout", "5"),
+    "DATABASE_WAIT": ("database_wait", "30"),
     # WeChat Pay API v3 (WECHAT_PAY_VERSION=v3): see _v3_problems for what it needs
     "WECHAT_PAY_VERSION": ("pay_version", "v2"),
     "WECHAT_APIV3_KEY": ("apiv3_key", ""),
@@ -84,6 +85,7 @@ class Config:
     connections_per_host: int = 0      # 0: httpserver.default_connections_per_host()
     database_pool_size: int = 10       # PostgreSQL: connections per process
     database_timeout: float = 5.0      # PostgreSQL: seconds for a statement, a lock, a pool wait
+    database_wait: float = 30.0        # PostgreSQL: seconds start-up waits for an unreachable database
     pay_version: str = V2
     apiv3_key: str = dataclasses.field(default="", repr=False)
     mch_private_key_file: str = ""     # the merchant's apiclient_key.pem (v3 request signatures, paySign)
@@ -116,6 +118,7 @@ class Config:
         values["connections_per_host"] = int(raw.get("connections_per_host", 0))
         values["database_pool_size"] = int(raw.get("database_pool_size", 10))
         values["database_timeout"] = float(raw.get("database_timeout", 5))
+        values["database_wait"] = float(raw.get("database_wait", 30))
         for pay_path, refund_path in ((PAY_NOTIFY_PATH, REFUND_NOTIFY_PATH), (PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3)):
             if not values.get("refund_notify_url") and values["notify_url"].endswith(pay_path):
                 values["refund_notify_url"] = values["notify_url"][:-len(pay_path)] + refund_path
@@ -154,6 +157,8 @@ def _problems(raw):
         ("database_pool_size", lambda v: _whole_in(v, 1, 1000),
          "DATABASE_POOL_SIZE must be a whole number of connections from 1 to 1000"),
         ("database_timeout", _positive_number, "DATABASE_TIMEOUT must be a number of seconds from 0.1 to 3600"),
+        ("database_wait", lambda v: _number_from(v, 0, 3600),
+         "DATABASE_WAIT must be a number of seconds from 0 (no waiting) to 3600"),
         ("session_ttl", lambda v: _whole_in(v, 1, numbers.MAX_WHOLE),
          "SESSION_TTL must be a positive integer (seconds, at most %d digits)" % numbers.MAX_DIGITS),
         ("cert_file", _readable, "WECHAT_CERT_FILE must be a readable PEM file"),
@@ -350,6 +355,13 @@ def _whole_in(text, minimum, maximum):
 def _positive_number(value):
     try:
         return 0.1 <= float(value) < 3600
+    except ValueError:
+        return False
+
+
+def _number_from(value, low, high):
+    try:
+        return low <= float(value) <= high
     except ValueError:
         return False
 

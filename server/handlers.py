@@ -124,6 +124,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb):
         if isinstance(value, ServiceError):
             return
+        if isinstance(value, StoreError) and value.__cause__ is not None:
+            return   # the database failed: the store logs the outage once, not once per request
         if isinstance(value, (WeChatError, StoreError)):
             log.warning("%s %s: %s: %s", self.request.method, self.request.path, type(value).__name__, value)
             return

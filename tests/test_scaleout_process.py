@@ -254,10 +254,11 @@ def test_several_processes_refused_on_sqlite_and_with_the_bundled_simulator(tmp_
 
 
 def test_an_unreachable_database_stops_start_up_in_one_line_without_its_password():
+    """DATABASE_WAIT=0: no waiting for the database (tests/test_database_outage_process.py waits)."""
     from tests.support.processes import free_port
     url = "postgresql://shop:pw-0123456789@127.0.0.1:%d/payments" % free_port()
     for args in (["--processes", "2"], ["--migrate"], []):
-        code, out = run_server(*args, DATABASE_URL=url, DATABASE_TIMEOUT="2")
+        code, out = run_server(*args, DATABASE_URL=url, DATABASE_TIMEOUT="2", DATABASE_WAIT="0")
         assert code == 2, (args, out)
         lines = out.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(

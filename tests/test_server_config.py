@@ -198,3 +198,12 @@ def test_database_password_with_a_slash_never_shown(password):
         assert "Summer" not in str(exc)
         return
     assert "Summer" not in c.describe()["database_url"]
+
+
+def test_database_wait_default_and_bounds():
+    assert Config.from_env(GOOD).database_wait == 30.0
+    assert Config.from_env(dict(GOOD, DATABASE_WAIT="0")).database_wait == 0.0
+    for value in ("-1", "abc", "3601", "nan"):
+        with pytest.raises(ConfigError) as info:
+            Config.from_env(dict(GOOD, DATABASE_WAIT=value))
+        assert "DATABASE_WAIT must be a number of seconds from 0 (no waiting) to 3600" in str(info.value), value

@@ -9,12 +9,26 @@ raises domain.MoveRefused and writes nothing. Times are the store's injected clo
 Engines: sqlite.SQLiteStore (the embedded default, one process) and postgres.PostgresStore
 (several processes and hosts on one database). open_store(url) picks one by URL.
 """
+import asyncio
+import logging
+import time
 from typing import Protocol
 from urllib.parse import urlsplit
+
+log = logging.getLogger("server.store")
 
 
 class StoreError(RuntimeError):
     """The database failed or is unusable."""
+
+
+class StoreUnreachable(StoreError):
+    """open() could not reach the database (refused, timed out, starting up or shutting down):
+    unlike a refused login or a schema newer than the code, it may be there a moment later."""
+
+    def __init__(self, database, reason):
+        super().__init__("cannot open the database %s: %s" % (database, reason))
+        self.database, self.reason = database, reason
 
 
 class RefundRefused(ValueError):
@@ -147,3 +161,58 @@ def open_store(database_url, clock=None, pool_size=None, timeout=None):
     if not database_url.startswith(prefix):
         raise StoreError("unsupported DATABASE_URL (expected sqlite:///path or postgresql://...)")
     return SQLiteStore(database_url[len(prefix):], **kwargs)
+
+
+class Outage:
+    """A database outage logged as two lines, when operations start failing and when they work
+    again, however many requests and sweeps fail in between (each still gets its StoreError).
+    An operation in flight across a change does not flip it back: a success that began before
+    the latest failure does not end the outage, a failure that began before the recovery does
+    not start another. Times are monotonic; `started` is when the operation began."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.since = None          # when the current outage began; None: the database works
+        self.failures = 0
+        self.last_failure = self.recovered = float("-inf")
+
+    def failed(self, exc, started):
+        now = self.clock()
+        if self.since is None:
+            if started < self.recovered:
+                return
+            self.since, self.failures = now, 0
+            log.error("database unavailable: %s", ": ".join(filter(None, [type(exc).__name__, str(exc).strip()])))
+        self.failures += 1
+        self.last_failure = now
+
+    def answered(self, started):
+        if self.since is not None and started > self.last_failure:
+            now = self.clock()
+            log.warning("database available again after %.1f s (%d operations failed)",
+                        now - self.since, self.failures)
+            self.since, self.recovered = None, now
+
+
+WAIT_DELAYS = 0.5, 5.0   # seconds between attempts to reach the database: from 0.5, doubled up to 5
+
+
+async def open_waiting(store, wait, sleep=asyncio.sleep, clock=time.monotonic):
+    """store.open(), tried again while the database is unreachable, for up to `wait` seconds
+    (0: once), as when the database and the backend start together: a log line per failed
+    attempt, then StoreError naming the database (never its password)."""
+    deadline, delay, attempt = clock() + wait, WAIT_DELAYS[0], 1
+    while True:
+        try:
+            return await store.open()
+        except StoreUnreachable as exc:
+            if wait <= 0:
+                raise
+            left = deadline - clock()
+            if left <= 0:
+                raise StoreError("%s (still not reachable after %g s)" % (exc, wait)) from None
+            pause = min(delay, left)
+            log.warning("database %s not reachable (%s); retrying in %gs (attempt %d, up to %g s)",
+                        exc.database, exc.reason, round(pause, 1), attempt, wait)
+            await sleep(pause)
+            delay, attempt = min(delay * 2, WAIT_DELAYS[1]), attempt + 1

@@ -21,7 +21,7 @@ import time
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
                            Order, Refund, Session, check_move)
-from server.store import RefundRefused, StoreError
+from server.store import Outage, RefundRefused, StoreError
 
 log = logging.getLogger("server.store")
 
@@ -130,6 +130,7 @@ class SQLiteStore:
         self._queue = queue.SimpleQueue()
         self._thread = None
         self._loop = None
+        self._outage = Outage()
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self):
@@ -157,14 +158,21 @@ class SQLiteStore:
     async def _run(self, fn, *args):
         future = self._loop.create_future()
         self._queue.put((fn, args, future))
-        return await self._wait(future)
+        return await self._wait(future, time.monotonic())
 
-    async def _wait(self, future):
+    async def _wait(self, future, started):
+        """The operation's result; a driver error (sqlite3.Error, the whole of the module's)
+        becomes StoreError, an outage (not a refused statement) logged once (see Outage)."""
         try:
-            return await future
-        except sqlite3.Error as exc:
-            log.error("database error: %s", exc)
+            result = await future
+        except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError) as exc:
+            log.error("database error: %s", exc)   # the statement refused: not an outage
             raise StoreError("database error") from exc
+        except sqlite3.Error as exc:
+            self._outage.failed(exc, started)
+            raise StoreError("database error") from exc
+        self._outage.answered(started)
+        return result
 
     def _work(self, opened):
         """The database thread: open, then take what is queued and run it as one batch,

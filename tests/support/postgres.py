@@ -8,8 +8,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 
 from tests.support.processes import free_port
 
@@ -26,6 +28,15 @@ def bin_dir():
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
                         key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
     return os.path.dirname(candidates[-1]) if candidates else None
+
+
+def _running(pid):
+    """True while a process runs (a zombie nobody reaped yet does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
 class PostgresServer:
@@ -63,9 +74,30 @@ class PostgresServer:
         self.resume()
         return self
 
-    def pause(self):
-        """Shut the server down (an outage), keeping its data for resume()."""
-        self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", "fast", "-w", "stop")
+    def pause(self, mode="fast"):
+        """Shut the server down (an outage), keeping its data for resume(): `mode` "fast"
+        (sessions ended, a checkpoint) or "immediate" (every process quits at once, recovery
+        at the next start)."""
+        self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", mode, "-w", "stop")
+
+    def kill(self, timeout=10):
+        """SIGKILL the postmaster (a crash), then wait for its orphaned backends to notice and
+        exit: until they have, a new postmaster refuses to start on their shared memory. Its
+        lock files go too: the dead postmaster may stay a zombie (its parent is whatever
+        adopted it), and a zombie's PID in them looks like a postmaster still running."""
+        lock = os.path.join(self.folder, "data", "postmaster.pid")
+        with open(lock) as f:
+            postmaster = int(f.readline())
+        with open("/proc/%d/task/%d/children" % (postmaster, postmaster)) as f:
+            backends = [int(p) for p in f.read().split()]
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while any(_running(pid) for pid in [postmaster] + backends):
+            if time.monotonic() > deadline:
+                raise Unavailable("the backends of a killed postmaster did not exit within %ss" % timeout)
+            time.sleep(0.02)
+        for path in (lock, os.path.join(self.folder, ".s.PGSQL.%d.lock" % self.port)):
+            os.unlink(path)
 
     def resume(self):
         self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-o", self._options,
