@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import requests  # noqa: E402  (in requirements.txt)
 
-from bench import wrkdriver  # noqa: E402
+from bench import report, wrkdriver  # noqa: E402
 from bench.common import (DEMO, ROOT, BenchError, Child, children_of, cpu_seconds,  # noqa: E402
                           free_port, machine_cpu_seconds, notification_xml, order_request,
                           pay_sign_params, python_argv, raw_request, sign_md5, to_xml,
@@ -76,38 +76,6 @@ PHASES = ("minimal", "token", "simdirect", "onecall", "notify", "simpay", "burst
 QUICK_SKIPS = ("pg", "scale", "uvloop")
 PG_SCHEMA = "bench"
 
-ROWS = [
-    # id, measurement, goal text, check(figure) -> bool
-    ("token_cpu_ratio", "backend CPU per created order (token flow) / minimal handler",
-     "<= 2.0", lambda x: x <= 2.0),
-    ("onecall_cpu_ratio", "backend CPU per created order (one-call flow: code in body) / minimal",
-     "<= 3.0", lambda x: x <= 3.0),
-    ("notify_cpu_ratio", "backend CPU per processed notification / minimal handler",
-     "<= 1.5", lambda x: x <= 1.5),
-    ("sim_cpu_ratio", "simulator CPU per unifiedorder / minimal handler (both direct)",
-     "<= 1.5", lambda x: x <= 1.5),
-    ("burst_wall", "500 concurrent orders, 250 ms WeChat latency: wall time (s)",
-     "<= 0.75 s", lambda x: x <= 0.75),
-    ("new_conns_per_1000", "new upstream TCP connections per 1000 upstream calls (steady)",
-     "<= 10", lambda x: x <= 10),
-    ("memory_rss", "backend RSS after 100,000 orders (MB), flat over the run",
-     "<= 100 MB, flat", None),
-    ("wechatpy_speedup", "same burst via wechatpy sync client, 16 threads: theirs / ours",
-     ">= 20x", lambda x: x >= 20),
-    # issue 14; goal "info": reported, not judged
-    ("pg_cpu_ratio", "backend CPU per order, PostgreSQL / SQLite (token flow)",
-     "<= 1.25", lambda x: x <= 1.25),
-    ("pg_total_cpu_ratio", "backend + PostgreSQL server CPU per order / SQLite backend",
-     "info", None),
-    ("scale_ratio", "orders/s on PostgreSQL, 2 processes / 1 process (saturated)",
-     "info", None),
-    ("uvloop_minimal_ratio", "minimal handler CPU per request, uvloop / asyncio",
-     "info", None),
-    ("uvloop_backend_ratio", "backend CPU per order (token flow, SQLite), uvloop / asyncio",
-     "info", None),
-    ("uvloop_pg_backend_ratio", "backend CPU per order (token flow, PostgreSQL), uvloop / asyncio",
-     "info", None),
-]
 MEMORY_FLAT_TOLERANCE = 0.05   # RSS may grow at most 5% from 50% to 100% of the run
 
 T0 = time.monotonic()
@@ -1115,21 +1083,6 @@ class Bench:
                 fn()
                 self.check_alive()
 
-    def rows(self):
-        out = []
-        for rid, text, goal, check in ROWS:
-            fig = self.figures.get(rid)
-            if fig is None:
-                ok = None
-            elif rid == "memory_rss":
-                ok = fig <= 100.0 and self.memory_flat
-            elif check is None:
-                ok = None       # informational
-            else:
-                ok = bool(check(fig))
-            out.append({"id": rid, "measurement": text, "figure": fig, "goal": goal, "pass": ok})
-        return out
-
     def meta(self):
         return {"profile": "quick" if self.args.quick else "full", "counts": self.p,
                 "loadgen": (wrkdriver.wrk_version() if self.use_wrk else "bench/loadgen.py (asyncio)"),
@@ -1193,80 +1146,6 @@ def done_when(counter, target, threads=2):
     return check
 
 
-def fmt(rid, fig):
-    if fig is None:
-        return "not run"
-    if rid == "burst_wall":
-        return "%.3f s" % fig
-    if rid == "memory_rss":
-        return "%.1f MB" % fig
-    if rid == "new_conns_per_1000":
-        return "%.2f" % fig
-    return "%.2fx" % fig
-
-
-def print_table(rows, bench):
-    extra = {
-        "token_cpu_ratio": lambda: "%.0f/%.0f us" % (bench.phases["token"]["backend_cpu_us_per_order"], bench.baseline * 1e6),
-        "onecall_cpu_ratio": lambda: "%.0f/%.0f us" % (bench.phases["onecall"]["backend_cpu_us_per_order"], bench.baseline * 1e6),
-        "notify_cpu_ratio": lambda: "%.0f/%.0f us" % (bench.phases["notify"]["backend_cpu_us_per_notification"], bench.baseline * 1e6),
-        "sim_cpu_ratio": lambda: "%.0f/%.0f us direct (in flow: %.0f us)" % (
-            bench.phases["simdirect"]["simulator_cpu_us_per_unifiedorder"],
-            bench.phases["simdirect"]["minimal_cpu_us_per_request"],
-            bench.phases.get("token", {}).get("simulator_cpu_us_per_unifiedorder", float("nan"))),
-        "burst_wall": lambda: "%d orders, runs %s" % (bench.phases["burst"]["orders"], ", ".join("%.3f" % w for w in bench.phases["burst"]["wall_s_all"])),
-        "new_conns_per_1000": lambda: "%d conns / %d calls" % (bench.phases["token"]["new_upstream_connections"], bench.phases["token"]["upstream_calls"]),
-        "memory_rss": lambda: "%d orders; %.1f MB at 50%%, %+.1f%% to 100%%" % (bench.phases["memory"]["orders"], bench.phases["memory"]["rss_half_mb"], 100 * bench.phases["memory"]["growth_second_half"]),
-        "wechatpy_speedup": lambda: "%d orders: %.2f s vs %.3f s" % (bench.phases["wechatpy"]["count"], bench.phases["wechatpy"]["wall"], bench.phases["wechatpy"]["ours_wall_s"]),
-        "pg_cpu_ratio": lambda: "%.0f/%.0f us, rounds %s" % (
-            bench.phases["pg"]["postgresql_backend_cpu_us_per_order"]["median"],
-            bench.phases["pg"]["sqlite_backend_cpu_us_per_order"]["median"],
-            "/".join("%.2f" % x for x in bench.phases["pg"]["ratio_per_round"])),
-        "pg_total_cpu_ratio": lambda: "PostgreSQL server +%.0f us/order (%.0f-%.0f)" % (
-            bench.phases["pg"]["postgresql_server_cpu_us_per_order"]["median"],
-            bench.phases["pg"]["postgresql_server_cpu_us_per_order"]["min"],
-            bench.phases["pg"]["postgresql_server_cpu_us_per_order"]["max"]),
-        "scale_ratio": lambda: "%.0f vs %.0f orders/s, rounds %s; machine busy %.2f/%.2f of %d cores" % (
-            bench.phases["scale"]["orders_per_s_2_processes"]["median"],
-            bench.phases["scale"]["orders_per_s_1_process"]["median"],
-            "/".join("%.2f" % x for x in bench.phases["scale"]["ratio_per_round"]),
-            bench.phases["scale"]["cores_median"]["2 processes"]["machine_busy"],
-            bench.phases["scale"]["cores_median"]["1 process"]["machine_busy"], os.cpu_count()),
-        "uvloop_minimal_ratio": lambda: "%.1f/%.1f us, rounds %s" % (
-            bench.phases["uvloop"]["minimal_cpu_us_per_request"]["uvloop"]["median"],
-            bench.phases["uvloop"]["minimal_cpu_us_per_request"]["asyncio"]["median"],
-            "/".join("%.2f" % x for x in bench.phases["uvloop"]["minimal_ratio_per_round"])),
-        "uvloop_backend_ratio": lambda: "%.0f/%.0f us, rounds %s" % (
-            bench.phases["uvloop"]["backend_cpu_us_per_order"]["uvloop"]["median"],
-            bench.phases["uvloop"]["backend_cpu_us_per_order"]["asyncio"]["median"],
-            "/".join("%.2f" % x for x in bench.phases["uvloop"]["backend_ratio_per_round"])),
-        "uvloop_pg_backend_ratio": lambda: "%.0f/%.0f us, rounds %s" % (
-            bench.phases["uvloop"]["postgresql"]["backend_cpu_us_per_order"]["uvloop"]["median"],
-            bench.phases["uvloop"]["postgresql"]["backend_cpu_us_per_order"]["asyncio"]["median"],
-            "/".join("%.2f" % x for x in bench.phases["uvloop"]["postgresql"]["backend_ratio_per_round"])),
-    }
-    lines = []
-    header = ("measurement", "figure", "detail", "goal", "result")
-    table = []
-    for r in rows:
-        try:
-            detail = extra[r["id"]]() if r["figure"] is not None else ""
-        except KeyError:
-            detail = ""
-        if r["figure"] is None and ("skipped" in bench.phases.get(r["id"].split("_")[0], {}) or (
-                r["id"] == "uvloop_pg_backend_ratio" and "uvloop" in bench.phases)):
-            detail = "skipped: no PostgreSQL server here"
-        result = "-" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
-        table.append((r["measurement"], fmt(r["id"], r["figure"]), detail, r["goal"], result))
-    widths = [max(len(str(row[i])) for row in table + [header]) for i in range(5)]
-    sep = "-+-".join("-" * w for w in widths)
-    lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    lines.append(sep)
-    for row in table:
-        lines.append(" | ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    print("\n" + "\n".join(lines), flush=True)
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description="wxpay-tornado benchmark suite (issue 5)")
     p.add_argument("--quick", action="store_true", help="small counts (the smoke test)")
@@ -1311,11 +1190,11 @@ def main(argv=None):
         print("bench: error: unexpected exception (above)", file=sys.stderr)
     finally:
         bench.stop()
-    rows = bench.rows()
+    rows = report.rows(bench)
     result = {"bench": "wxpay-tornado issue 5", "complete": ok, "meta": bench.meta(), "rows": rows,
               "phases": bench.phases, "notes": bench.notes}
     if bench.figures:
-        print_table(rows, bench)
+        report.print_table(rows, bench)
     for note in bench.notes:
         print("note: " + note)
     out_dir = os.path.dirname(os.path.abspath(args.out))
