@@ -16,7 +16,8 @@ def phase_minimal(bench):
                 p["concurrency"], "wrk" if bench.use_wrk else "asyncio loadgen"))
     reqs = bench.token_requests(bench.minimal_port)   # same headers and body as an order call
     before = bench.minimal_count()
-    res, cpu = bench.measure([bench.minimal], lambda: bench.drive(bench.minimal_port, reqs, "rotate", p["minimal"], p["minimal_s"]))
+    res, cpu = bench.measure([bench.minimal],
+                             lambda: bench.drive(bench.minimal_port, reqs, "rotate", p["minimal"], p["minimal_s"]))
     handled = need(bench.minimal_count() - before, "request handled", bench.minimal)
     bench.check_load("minimal", res)
     per = cpu["minimal"] / handled
@@ -61,17 +62,7 @@ def phase_simdirect(bench):
     are driven by bench/loadgen.py at the same concurrency, as fast as they go, and the
     ratio compares like with like (the token phase's in-flow figure stays in the JSON)."""
     n = bench.p["token"]
-    prefix = "D" + secrets.token_hex(4)
-    notify_url = "http://127.0.0.1:%d/wechat/pay/notify" % bench.backend_port
-    reqs = []
-    for i in range(n):
-        fields = {"appid": DEMO["appid"], "mch_id": DEMO["mch_id"], "nonce_str": secrets.token_hex(16),
-                  "body": "Americano", "out_trade_no": "%s%08d" % (prefix, i), "total_fee": "1200",
-                  "spbill_create_ip": "127.0.0.1", "notify_url": notify_url, "trade_type": "JSAPI",
-                  "openid": bench.openids[i % len(bench.openids)]}
-        fields["sign"] = sign_md5(fields, DEMO["api_key"])
-        reqs.append(raw_request("POST", "/pay/unifiedorder", bench.sim_port, to_xml(fields),
-                                content_type="text/xml"))
+    reqs = unifiedorder_requests(bench, n)
     progress("simulator: %d signed unifiedorder calls straight at the simulator, and "
              "the minimal handler again, both with bench/loadgen.py at concurrency %d" % (n, bench.p["concurrency"]))
     res, cpu = bench.measure([bench.sim], lambda: bench.loadgen(bench.sim_port, reqs))
@@ -92,6 +83,22 @@ def phase_simdirect(bench):
              % (sim_per * 1e6, res["rps"], min_per * 1e6, mres["rps"], sim_per / min_per))
 
 
+def unifiedorder_requests(bench, n):
+    """n signed unifiedorder calls for the simulator, each with its own out_trade_no."""
+    prefix = "D" + secrets.token_hex(4)
+    notify_url = "http://127.0.0.1:%d/wechat/pay/notify" % bench.backend_port
+    reqs = []
+    for i in range(n):
+        fields = {"appid": DEMO["appid"], "mch_id": DEMO["mch_id"], "nonce_str": secrets.token_hex(16),
+                  "body": "Americano", "out_trade_no": "%s%08d" % (prefix, i), "total_fee": "1200",
+                  "spbill_create_ip": "127.0.0.1", "notify_url": notify_url, "trade_type": "JSAPI",
+                  "openid": bench.openids[i % len(bench.openids)]}
+        fields["sign"] = sign_md5(fields, DEMO["api_key"])
+        reqs.append(raw_request("POST", "/pay/unifiedorder", bench.sim_port, to_xml(fields),
+                                content_type="text/xml"))
+    return reqs
+
+
 def phase_onecall(bench):
     p = bench.p
     n = p["onecall"]
@@ -107,7 +114,8 @@ def phase_onecall(bench):
     progress("one-call flow: %d POST /api/orders with the code in the body (jscode2session + "
              "unifiedorder), concurrency %d" % (n, p["concurrency"]))
     o0, s0 = bench.orders_done(), bench.upstream_stats()
-    res, cpu = bench.measure([bench.backend, bench.sim], lambda: bench.drive(bench.backend_port, reqs, "once", n, None, bench.orders_done))
+    res, cpu = bench.measure([bench.backend, bench.sim],
+                             lambda: bench.drive(bench.backend_port, reqs, "once", n, None, bench.orders_done))
     orders, s1 = need(bench.orders_done() - o0, "order created", bench.backend), bench.upstream_stats()
     bench.check_load("onecall", res)
     calls = s1["requests"] - s0["requests"]

@@ -1,4 +1,5 @@
 """The phases of issue 14: PostgreSQL against SQLite, one process against two, uvloop against asyncio."""
+import functools
 import json
 import os
 import resource
@@ -101,18 +102,7 @@ def phase_scale(bench):
     progress("scaling: token-flow orders at concurrency %d for %d s per run (bench/loadgen.py), run_server.py "
              "on PostgreSQL with 1 and with --processes 2, alternated, %d rounds each"
              % (p["scale_concurrency"], p["scale_s"], p["scale_rounds"]))
-
-    def run(name, target, rnd):
-        r = saturate(bench, target)
-        c = r["cores"]
-        progress("  round %d %-11s %4.0f orders/s; cores: backend %.2f (%s), simulator %.2f, PostgreSQL %.2f, "
-                 "load generator %.2f, rest of the bench %.2f; machine busy %.2f of %d (not ours %.2f)"
-                 % (rnd + 1, name, r["orders_per_s"], c["backend"],
-                    " + ".join("%.2f" % v for v in c["backend_processes"]), c["simulator"], c["postgres"],
-                    c["loadgen"], c["bench_and_idle_servers"], c["machine_busy"], os.cpu_count(),
-                    c["not_ours"]))
-        return r
-    runs = alternate(p["scale_rounds"], configs, run)
+    runs = alternate(p["scale_rounds"], configs, functools.partial(scale_round, bench))
     one = [r["orders_per_s"] for r in runs["1 process"]]
     two = [r["orders_per_s"] for r in runs["2 processes"]]
     bench.phases["scale"] = {
@@ -134,26 +124,29 @@ def phase_scale(bench):
              % (statistics.median(one), statistics.median(two), bench.figures["scale_ratio"]))
 
 
+def scale_round(bench, name, target, rnd):
+    r = saturate(bench, target)
+    c = r["cores"]
+    progress("  round %d %-11s %4.0f orders/s; cores: backend %.2f (%s), simulator %.2f, PostgreSQL %.2f, "
+             "load generator %.2f, rest of the bench %.2f; machine busy %.2f of %d (not ours %.2f)"
+             % (rnd + 1, name, r["orders_per_s"], c["backend"],
+                " + ".join("%.2f" % v for v in c["backend_processes"]), c["simulator"], c["postgres"],
+                c["loadgen"], c["bench_and_idle_servers"], c["machine_busy"], os.cpu_count(),
+                c["not_ours"]))
+    return r
+
+
 def saturate(bench, target):
     """One saturated run at a backend: orders/s and where the CPU went, in the run's
     steady middle (load generator started, connections and pools warm)."""
-    p = bench.p
-    settle, tail, span = scale_window(p["scale_s"])
-    spec = {"port": target.port, "requests": [order_request(target.port, token=t).decode("latin-1")
-                                              for t in target.tokens],
-            "mode": "closed", "concurrency": p["scale_concurrency"], "count": 10 ** 9,
-            "duration": p["scale_s"], "timeout": 30.0}
-    path = os.path.join(bench.workdir, "loadgen-scale.json")
-    with open(path, "w") as f:
-        json.dump(spec, f)
-    proc = subprocess.Popen(python_argv("bench/loadgen.py", path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    settle, tail, span = scale_window(bench.p["scale_s"])
+    proc = saturating_load(bench, target)
     try:
         time.sleep(settle)
         a = snapshot(bench, target, proc.pid)
         time.sleep(span)
         b = snapshot(bench, target, proc.pid)
-        out, err = proc.communicate(timeout=p["scale_s"] + 60)
+        out, err = proc.communicate(timeout=bench.p["scale_s"] + 60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -163,10 +156,30 @@ def saturate(bench, target):
     res = json.loads(out)
     bench.check_load(target.name, res)
     target.child.check_alive()
-    dt = b["t"] - a["t"]
     if set(a["workers"]) != set(b["workers"]):
         bench.notes.append("%s: serving processes changed during a run: %s -> %s"
                            % (target.name, sorted(a["workers"]), sorted(b["workers"])))
+    return saturated_figures(a, b, res)
+
+
+def saturating_load(bench, target):
+    """bench/loadgen.py started on the token-flow orders at the target for scale_s seconds."""
+    p = bench.p
+    spec = {"port": target.port, "requests": [order_request(target.port, token=t).decode("latin-1")
+                                              for t in target.tokens],
+            "mode": "closed", "concurrency": p["scale_concurrency"], "count": 10 ** 9,
+            "duration": p["scale_s"], "timeout": 30.0}
+    path = os.path.join(bench.workdir, "loadgen-scale.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return subprocess.Popen(python_argv("bench/loadgen.py", path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def saturated_figures(a, b, res):
+    """Orders/s and cores used (CPU seconds a second) of each part between two snapshots; with
+    res, the load generator's own result."""
+    dt = b["t"] - a["t"]
     procs = [(b["workers"][pid] - a["workers"].get(pid, 0.0)) / dt for pid in sorted(b["workers"])]
     cores = {key: (b[key] - a[key]) / dt for key in ("supervisor", "simulator", "postgres", "loadgen",
                                                      "bench_and_idle_servers", "machine_busy")}
@@ -221,46 +234,43 @@ def phase_uvloop(bench):
     p = bench.p
     min_uv, back_uv = uvloop_targets(bench)
     min_as, back_as = minimal_target(bench), sqlite_target(bench)
-    loops = {t.name: event_loop_of(t.child.pid) for t in (min_as, min_uv, back_as, back_uv)}
-    if loops != {"minimal": "asyncio", "minimal-uvloop": "uvloop", "backend": "asyncio", "backend-uvloop": "uvloop"}:
-        raise BenchError("uvloop phase: the servers run on other event loops than asked: %s" % loops)
+    loops = event_loops((min_as, min_uv, back_as, back_uv), {"minimal": "asyncio", "minimal-uvloop": "uvloop",
+                                                             "backend": "asyncio", "backend-uvloop": "uvloop"})
     progress("uvloop: the minimal phase's load at the minimal server on asyncio and on uvloop, then the "
              "token phase's load at the backend on asyncio and on uvloop (one SQLite file), alternated, "
              "%d rounds each" % p["uvloop_rounds"])
-
-    def minimal(name, target, rnd):
-        r = request_run(bench, target)
-        progress("  round %d minimal %-8s %6d requests, %5.0f req/s, %5.1f us CPU per request"
-                 % (rnd + 1, name, r["requests"], r["requests_per_s"], r["cpu_us_per_request"]))
-        return r
-    mruns = alternate(p["uvloop_rounds"], [("asyncio", min_as), ("uvloop", min_uv)], minimal)
+    mruns = alternate(p["uvloop_rounds"], [("asyncio", min_as), ("uvloop", min_uv)],
+                      functools.partial(minimal_round, bench))
     bruns = token_rounds(bench, p["uvloop_rounds"], [("asyncio", back_as), ("uvloop", back_uv)],
                          "  round %d backend %-8s %5d orders, %4.0f orders/s, %4.0f us CPU per order")
     pg_part = uvloop_on_postgres(bench)
-    m = {k: [r["cpu_us_per_request"] for r in v] for k, v in mruns.items()}
-    b = {k: [r["backend_cpu_us_per_order"] for r in v] for k, v in bruns.items()}
+    m, b = by_config(mruns, "cpu_us_per_request"), by_config(bruns, "backend_cpu_us_per_order")
     bench.phases["uvloop"] = {
         "uvloop_version": module_version("uvloop"), "event_loops_seen": loops,
         "minimal_runs": mruns, "backend_runs": bruns,
-        "minimal_cpu_us_per_request": {k: spread(v) for k, v in m.items()},
-        "backend_cpu_us_per_order": {k: spread(v) for k, v in b.items()},
-        "simulator_cpu_us_per_order": {k: spread([r["simulator_cpu_us_per_order"] for r in v])
-                                       for k, v in bruns.items()},
-        "minimal_ratio_per_round": [u / a for a, u in zip(m["asyncio"], m["uvloop"])],
-        "backend_ratio_per_round": [u / a for a, u in zip(b["asyncio"], b["uvloop"])],
-        "minimal_requests_per_s": {k: spread([r["requests_per_s"] for r in v]) for k, v in mruns.items()},
-        "backend_orders_per_s": {k: spread([r["orders_per_s"] for r in v]) for k, v in bruns.items()},
+        "minimal_cpu_us_per_request": m, "backend_cpu_us_per_order": b,
+        "simulator_cpu_us_per_order": by_config(bruns, "simulator_cpu_us_per_order"),
+        "minimal_ratio_per_round": per_round(mruns, "cpu_us_per_request"),
+        "backend_ratio_per_round": per_round(bruns, "backend_cpu_us_per_order"),
+        "minimal_requests_per_s": by_config(mruns, "requests_per_s"),
+        "backend_orders_per_s": by_config(bruns, "orders_per_s"),
         "note": "backend on SQLite (its default engine; both processes on one database file, loaded in "
                 "turn); the simulator stays on asyncio",
         "postgresql": pg_part}
-    bench.figures["uvloop_minimal_ratio"] = statistics.median(m["uvloop"]) / statistics.median(m["asyncio"])
-    bench.figures["uvloop_backend_ratio"] = statistics.median(b["uvloop"]) / statistics.median(b["asyncio"])
+    bench.figures["uvloop_minimal_ratio"] = uvloop_ratio(m)
+    bench.figures["uvloop_backend_ratio"] = uvloop_ratio(b)
     if pg_part and "skipped" not in pg_part:
-        bench.figures["uvloop_pg_backend_ratio"] = (pg_part["backend_cpu_us_per_order"]["uvloop"]["median"] /
-                                                    pg_part["backend_cpu_us_per_order"]["asyncio"]["median"])
+        bench.figures["uvloop_pg_backend_ratio"] = uvloop_ratio(pg_part["backend_cpu_us_per_order"])
     progress("  medians: minimal %.1f us (uvloop) / %.1f us (asyncio) = %.2fx; backend %.0f / %.0f us = %.2fx"
-             % (statistics.median(m["uvloop"]), statistics.median(m["asyncio"]), bench.figures["uvloop_minimal_ratio"],
-                statistics.median(b["uvloop"]), statistics.median(b["asyncio"]), bench.figures["uvloop_backend_ratio"]))
+             % (m["uvloop"]["median"], m["asyncio"]["median"], bench.figures["uvloop_minimal_ratio"],
+                b["uvloop"]["median"], b["asyncio"]["median"], bench.figures["uvloop_backend_ratio"]))
+
+
+def minimal_round(bench, name, target, rnd):
+    r = request_run(bench, target)
+    progress("  round %d minimal %-8s %6d requests, %5.0f req/s, %5.1f us CPU per request"
+             % (rnd + 1, name, r["requests"], r["requests_per_s"], r["cpu_us_per_request"]))
+    return r
 
 
 def uvloop_on_postgres(bench):
@@ -270,21 +280,39 @@ def uvloop_on_postgres(bench):
         return {"skipped": bench.pg_unavailable}
     p = bench.p
     configs = [("asyncio", pg_target(bench, 1)), ("uvloop", pg_target(bench, 1, "uvloop"))]
-    loops = {t.name: event_loop_of(t.child.pid) for _, t in configs}
-    if loops != {"backend-pg": "asyncio", "backend-pg-uvloop": "uvloop"}:
-        raise BenchError("uvloop phase: the servers run on other event loops than asked: %s" % loops)
+    loops = event_loops([t for _, t in configs], {"backend-pg": "asyncio", "backend-pg-uvloop": "uvloop"})
     progress("uvloop on PostgreSQL: the token phase's load at backend-pg (asyncio) and backend-pg-uvloop, "
              "alternated, %d rounds each" % p["uvloop_rounds"])
     runs = token_rounds(bench, p["uvloop_rounds"], configs, "  round %d backend on PostgreSQL %-8s %5d orders, "
                         "%4.0f orders/s, %4.0f us CPU per order (PostgreSQL server %4.0f us)", with_pg=True)
-    b = {k: [r["backend_cpu_us_per_order"] for r in v] for k, v in runs.items()}
-    out = {"runs": runs, "event_loops_seen": loops,
-           "backend_cpu_us_per_order": {k: spread(v) for k, v in b.items()},
-           "postgresql_server_cpu_us_per_order": {k: spread([r["postgres_cpu_us_per_order"] for r in v])
-                                                  for k, v in runs.items()},
-           "backend_ratio_per_round": [u / a for a, u in zip(b["asyncio"], b["uvloop"])],
-           "backend_orders_per_s": {k: spread([r["orders_per_s"] for r in v]) for k, v in runs.items()}}
+    b = by_config(runs, "backend_cpu_us_per_order")
+    out = {"runs": runs, "event_loops_seen": loops, "backend_cpu_us_per_order": b,
+           "postgresql_server_cpu_us_per_order": by_config(runs, "postgres_cpu_us_per_order"),
+           "backend_ratio_per_round": per_round(runs, "backend_cpu_us_per_order"),
+           "backend_orders_per_s": by_config(runs, "orders_per_s")}
     progress("  medians on PostgreSQL: backend %.0f us (uvloop) / %.0f us (asyncio) = %.2fx"
-             % (statistics.median(b["uvloop"]), statistics.median(b["asyncio"]),
-                statistics.median(b["uvloop"]) / statistics.median(b["asyncio"])))
+             % (b["uvloop"]["median"], b["asyncio"]["median"], uvloop_ratio(b)))
     return out
+
+
+def event_loops(targets, expected):
+    """{server: event loop} of the targets, which must be the expected ones."""
+    loops = {t.name: event_loop_of(t.child.pid) for t in targets}
+    if loops != expected:
+        raise BenchError("uvloop phase: the servers run on other event loops than asked: %s" % loops)
+    return loops
+
+
+def by_config(runs, key):
+    """{configuration: spread of a round's figure `key` over its rounds}."""
+    return {k: spread([r[key] for r in v]) for k, v in runs.items()}
+
+
+def per_round(runs, key):
+    """uvloop / asyncio of a round's figure `key`, round by round."""
+    return [u[key] / a[key] for a, u in zip(runs["asyncio"], runs["uvloop"])]
+
+
+def uvloop_ratio(spreads):
+    """uvloop / asyncio of the medians."""
+    return spreads["uvloop"]["median"] / spreads["asyncio"]["median"]
