@@ -315,7 +315,7 @@ class Service:
         order = await self._any_order(out_trade_no)
         wanted = self._new_refund(order, refund_fee, reason, out_refund_no, idempotency_key)
         try:
-            refund = await self._store_refund(order, wanted)
+            refund = await self._store_refund(order, wanted, out_refund_no is not None)
         except StoreError as exc:
             # it may be stored all the same (a commit whose answer was lost): without a key,
             # its number is the caller's one handle on it
@@ -333,9 +333,10 @@ class Service:
                       refund_fee=refund_fee, reason=reason or "", status=PENDING, idempotency_key=idempotency_key,
                       created_at=now, updated_at=now)
 
-    async def _store_refund(self, order, wanted):
+    async def _store_refund(self, order, wanted, named):
         """The refund as stored: `wanted`, or the one its Idempotency-Key or out_refund_no
-        already names. 409 when the store refuses it or the key was used for another refund."""
+        already names. 409 when the store refuses it or the key was used for another refund
+        (another order or amount, or another out_refund_no when the caller `named` one)."""
         try:
             refund, created = await self.store.insert_refund(wanted, MAX_REFUNDS)
         except RefundRefused as exc:
@@ -344,9 +345,10 @@ class Service:
                 left = domain.refundable_fee(order, await self.store.refunds_of(order.out_trade_no))
                 message = "%s: %d fen is left to refund" % (message, left)
             raise ServiceError(status, code, message) from None
-        if not created and (refund.out_trade_no, refund.refund_fee) != (wanted.out_trade_no, wanted.refund_fee):
+        if not created and ((refund.out_trade_no, refund.refund_fee) != (wanted.out_trade_no, wanted.refund_fee)
+                            or (named and refund.out_refund_no != wanted.out_refund_no)):
             raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a refund of "
-                               "another order or amount")
+                               "another order, amount or out_refund_no")
         return refund
 
     async def _submit_refund(self, order, refund):

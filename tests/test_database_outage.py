@@ -256,3 +256,22 @@ def test_operations_in_flight_across_a_change_do_not_flip_the_outage(caplog):
         "database unavailable: ConnectionResetError: [Errno 104] Connection reset by peer",
         "database available again after 2.0 s (2 operations failed)",
         "database unavailable: TimeoutError"]
+
+
+async def test_a_deadlock_lost_every_time_is_not_an_outage(postgres_url, caplog):
+    """A statement that loses a deadlock on each attempt: the database answered every time,
+    so a StoreError logged as it happens, not 'database unavailable' (and no 'available
+    again' later)."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+
+    async def deadlocked(conn):
+        raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+    try:
+        with pytest.raises(StoreError):
+            await store._run(deadlocked)
+        assert await store.ping()
+    finally:
+        await store.close()
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("server") and r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and logged[0].startswith("database error") and "deadlock" in logged[0], logged

@@ -408,3 +408,19 @@ async def test_a_refund_fee_over_wechats_limit_is_400(http_client, base_url, sim
     assert (status, data["error"]["code"]) == (409, "REFUND_EXCEEDS_PAID")
     assert (await admin_view(http_client, base_url, no))["refunds"] == []
     assert await sim_refunds_of(http_client, sim, no) == []
+
+
+async def test_a_key_with_another_out_refund_no_is_409(http_client, base_url, sim, app):
+    """The caller names a refund (out_refund_no RF-B) that is not the one its key stands for
+    (RF-A): that is another refund, not a retry; answering RF-A's 202 would tell the caller
+    RF-B was made."""
+    _, no = await paid_order(http_client, base_url, sim, app)
+    status, _ = await refund(http_client, base_url, no, {"refund_fee": 300, "out_refund_no": "RF-A"}, with_key("k-2"))
+    assert status == 202
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 300, "out_refund_no": "RF-B"},
+                                with_key("k-2"))
+    assert status == 409 and data["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    status, data = await refund(http_client, base_url, no, {"refund_fee": 300, "out_refund_no": "RF-A"},
+                                with_key("k-2"))
+    assert status == 202 and data["out_refund_no"] == "RF-A"
+    assert await app.service.store.get_refund("RF-B") is None

@@ -251,8 +251,8 @@ class PostgresStore:
                 self._outage.answered(started)
                 return result
             except self._retryable as exc:
-                if attempt == RETRIES - 1:
-                    self._outage.failed(exc, started)
+                if attempt == RETRIES - 1:   # the database answered each time: not an outage
+                    log.error("database error after %d attempts: %s: %s", RETRIES, type(exc).__name__, exc)
                     raise StoreError("database error") from exc
                 await asyncio.sleep(0.01 * (attempt + 1))
             except self._refused as exc:
