@@ -11,12 +11,15 @@ import random
 import secrets
 import time
 
-from simulator import models, protocol, rules, rules3
+from simulator import models, rules
 from simulator.config import REFUND_DELAY, check_refund_delay
 from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Order, Refund, beijing,
                               check_outcome, openid_for)
-from simulator.rules import LoginError, PayError
-from simulator.rules3 import V3Error
+from simulator.rules import LoginError
+from simulator.v2 import rules as v2rules, wire as v2wire
+from simulator.v2.rules import PayError
+from simulator.v3 import rules as v3rules
+from simulator.v3.rules import V3Error
 
 REQUEST_LOG_SIZE = 1000
 NOTIFICATION_LOG_SIZE = 5000
@@ -36,7 +39,7 @@ class State:
     so the same seed fires the same faults for the same requests after every reset.
     notify_sign_type_probability: the chance (0..1, default 0) that an ordinary payment
     notification carries a signed sign_type field, drawn from the same seeded random.
-    v3: the API v3 keys (simulator.v3keys.V3Setup); None serves no /v3/ path.
+    v3: the API v3 keys (simulator.v3.keys.V3Setup); None serves no /v3/ path.
     """
 
     def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY,
@@ -151,14 +154,14 @@ class State:
     # --- orders ------------------------------------------------------------------
     def unified_order(self, merchant, msg, sandbox):
         """Create or repeat an order (protocol.md 4); returns the Order or raises."""
-        rules.check_unifiedorder(msg)
+        v2rules.check_unifiedorder(msg)
         if msg["trade_type"] == "JSAPI" and not self.openid_issued(msg["appid"], msg["openid"]):
             raise PayError("PARAM_ERROR", "appid和openid不匹配")
-        fields = {k: msg.get(k, "") for k in rules.BUSINESS_FIELDS}
-        fields["sign_type"] = msg.get("sign_type") or protocol.MD5
+        fields = {k: msg.get(k, "") for k in v2rules.BUSINESS_FIELDS}
+        fields["sign_type"] = msg.get("sign_type") or v2wire.MD5
         order = self.orders.get((merchant.mch_id, msg["out_trade_no"]))
         if order is not None:
-            rules.check_repeat(order, fields)
+            v2rules.check_repeat(order, fields)
             if self.prepay_expired(order):
                 self._new_prepay(order)
             return order
@@ -189,7 +192,7 @@ class State:
         return [o for (_, no), o in self.orders.items() if no == out_trade_no]
 
     def close_order(self, order):
-        rules.check_open(order)
+        v2rules.check_open(order)
         order.trade_state = "CLOSED"
 
     def mark_paid(self, order, coupon_fee=0, coupon_type="CASH"):
@@ -240,16 +243,16 @@ class State:
         The same out_refund_no refunds once: repeated with the same amounts it answers the
         refund already accepted (whatever its status); with other amounts it fails.
         """
-        total_fee, refund_fee = rules.check_refund(msg)
+        total_fee, refund_fee = v2rules.check_refund(msg)
         order = self.find_order(merchant.mch_id, msg.get("out_trade_no", ""),
                                 msg.get("transaction_id", ""))
         if order is None or order.appid != msg["appid"] or not order.paid:
             raise PayError("ORDERNOTEXIST")
         existing = self.refunds.get((merchant.mch_id, msg["out_refund_no"]))
         if existing is not None:
-            rules.check_refund_repeat(existing, order, total_fee, refund_fee)
+            v2rules.check_refund_repeat(existing, order, total_fee, refund_fee)
             return existing, True
-        rules.check_new_refund(order, total_fee, refund_fee)
+        v2rules.check_new_refund(order, total_fee, refund_fee)
         return self._new_refund(order, msg, refund_fee, sandbox), False
 
     def _new_refund(self, order, msg, refund_fee, sandbox):
@@ -258,7 +261,7 @@ class State:
             mch_id=order.mch_id, appid=order.appid, out_trade_no=order.out_trade_no,
             transaction_id=order.transaction_id, out_refund_no=msg["out_refund_no"],
             refund_id=self._refund_id(now), total_fee=order.total_fee, refund_fee=refund_fee,
-            sandbox=sandbox, sign_type=msg.get("sign_type") or protocol.MD5,
+            sandbox=sandbox, sign_type=msg.get("sign_type") or v2wire.MD5,
             notify_url=msg.get("notify_url", ""), created_at=now,
             due_at=now + self.clock.scaled(self.refund_delay),
             outcome=order.refund_outcome or "SUCCESS", refund_desc=msg.get("refund_desc", ""),
@@ -364,10 +367,10 @@ class State:
         now = time.time()
         while self.v3_nonces:
             key, forget_after = next(iter(self.v3_nonces.items()))
-            if forget_after > now and len(self.v3_nonces) < rules3.MAX_NONCES:
+            if forget_after > now and len(self.v3_nonces) < v3rules.MAX_NONCES:
                 break
             del self.v3_nonces[key]
-        self.v3_nonces[(mchid, nonce_str)] = now + rules3.NONCE_MEMORY
+        self.v3_nonces[(mchid, nonce_str)] = now + v3rules.NONCE_MEMORY
 
     def next_v3_signer(self):
         """Which WeChat key signs the next notification attempt: "public-key" or
@@ -382,7 +385,7 @@ class State:
     def v3_order(self, mchid, appid, body):
         """POST /v3/pay/transactions/jsapi: a new order, or the same open order again with a
         live prepay_id; V3Error otherwise (ORDERPAID, ORDER_CLOSED, OUT_TRADE_NO_USED)."""
-        fields = rules3.check_jsapi(body)
+        fields = v3rules.check_jsapi(body)
         if not self.openid_issued(appid, fields["openid"]):
             raise V3Error("PARAM_ERROR", "appid和openid不匹配",
                           detail="payer.openid %s was not issued for appid %s (POST /sim/login)"
@@ -411,7 +414,7 @@ class State:
         order.trade_state = "CLOSED"
 
     def v3_refund(self, mchid, fields):
-        """POST /v3/refund/domestic/refunds (fields: rules3.check_refund's): (Refund,
+        """POST /v3/refund/domestic/refunds (fields: v3rules.check_refund's): (Refund,
         repeated). The same out_refund_no refunds once: repeated with the same amounts it
         answers the refund already accepted; with others, or for another order, it fails."""
         order = self.find_order(mchid, fields["out_trade_no"], fields["transaction_id"])

@@ -9,11 +9,11 @@ import time
 from cryptography.hazmat.primitives import serialization
 from tornado import httputil
 
-from simulator import notifications3, protocol3, rules3
 from simulator.endpoint import V3_APIS, WeChatEndpoint
-from simulator.pay_api import NEGATIVE_TEST
 from simulator.rules import MAX_BODY
-from simulator.rules3 import V3Error
+from simulator.v2.api import NEGATIVE_TEST
+from simulator.v3 import notifications as v3notifications, rules as v3rules, wire as v3wire
+from simulator.v3.rules import V3Error
 
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_JSON = b'{"code":"SYSTEM_ERROR","message":"\xe7\xb3\xbb'
@@ -91,8 +91,8 @@ class V3Endpoint(WeChatEndpoint):
         the request log's explanation of which check failed and what should be signed."""
         header = self.request.headers.get("Authorization", "")
         try:
-            self.auth = auth = protocol3.parse_authorization(header)
-        except protocol3.AuthorizationError as exc:
+            self.auth = auth = v3wire.parse_authorization(header)
+        except v3wire.AuthorizationError as exc:
             raise self.sign_error("authorization", str(exc))
         self.entry["mchid"] = auth["mchid"]
         self.merchant = self.state.v3.merchant(auth["mchid"])
@@ -100,10 +100,10 @@ class V3Endpoint(WeChatEndpoint):
             raise self.sign_error("mchid", "mchid %s has no v3 API certificate at this "
                                   "simulator (it knows %s)" % (auth["mchid"], ", ".join(
                                       self.state.v3.merchants)))
-        if not protocol3.same_serial(auth["serial_no"], self.merchant.serial_no):
+        if not v3wire.same_serial(auth["serial_no"], self.merchant.serial_no):
             raise self.sign_error("serial_no", self.serial_problem(auth["serial_no"]))
         self.check_timestamp(auth["timestamp"])
-        if not protocol3.verify(self.merchant.public_key, self.signed_message(),
+        if not v3wire.verify(self.merchant.public_key, self.signed_message(),
                                 auth["signature"]):
             raise self.sign_error("signature", "the signature does not verify with the public "
                                   "key of merchant certificate %s" % self.merchant.serial_no)
@@ -111,19 +111,19 @@ class V3Endpoint(WeChatEndpoint):
             raise self.sign_error("nonce", "nonce_str %s was already used by a request of "
                                   "merchant %s within %d minutes: a replay (sign every request "
                                   "with a fresh nonce)" % (auth["nonce_str"], auth["mchid"],
-                                                           rules3.NONCE_MEMORY // 60))
+                                                           v3rules.NONCE_MEMORY // 60))
         self.state.remember_v3_nonce(auth["mchid"], auth["nonce_str"])
         self.entry["signature"] = "ok"
 
     def signed_message(self, method=None, url=None, body=None):
         auth = self.auth
-        return protocol3.request_message(
+        return v3wire.request_message(
             method or self.request.method, self.request.uri if url is None else url,
             auth["timestamp"], auth["nonce_str"], self.request.body if body is None else body)
 
     def serial_problem(self, serial):
         v3 = self.state.v3
-        if protocol3.same_serial(serial, v3.public_key_id) or protocol3.same_serial(
+        if v3wire.same_serial(serial, v3.public_key_id) or v3wire.same_serial(
                 serial, v3.platform_serial):
             return ("serial_no %s is WeChat Pay's (its public key id or platform certificate), "
                     "not the merchant's: send the serial of your merchant API certificate, %s"
@@ -141,11 +141,11 @@ class V3Endpoint(WeChatEndpoint):
         # within 5 minutes of the simulator's clock; while POST /sim/clock has moved it, of
         # real time too (so that expiring a prepay_id does not make every request stale)
         off = min(abs(ts - time.time()), abs(ts - self.state.clock.now()))
-        if off > rules3.SIGNATURE_WINDOW:
+        if off > v3rules.SIGNATURE_WINDOW:
             raise self.sign_error("timestamp", "timestamp %s is %d s away from the simulator's "
                                   "clock (%d); WeChat allows %d s" % (
                                       text, off, int(self.state.clock.now()),
-                                      rules3.SIGNATURE_WINDOW))
+                                      v3rules.SIGNATURE_WINDOW))
 
     def sign_error(self, check, reason):
         self.entry["signature"] = "bad"
@@ -167,15 +167,15 @@ class V3Endpoint(WeChatEndpoint):
         return explanation
 
     def signature_hints(self):
-        raw = protocol3.decode_signature(self.auth["signature"])
+        raw = v3wire.decode_signature(self.auth["signature"])
         if raw is None:
             return ["the signature is not base64"]
-        if len(raw) != protocol3.RSA_SIGNATURE_BYTES:
+        if len(raw) != v3wire.RSA_SIGNATURE_BYTES:
             return ["the signature has %d bytes; a 2048-bit RSA key signs %d" % (
-                len(raw), protocol3.RSA_SIGNATURE_BYTES)]
+                len(raw), v3wire.RSA_SIGNATURE_BYTES)]
         hints = ["the signature matches when " + label
                  for label, message in self.mistakes()
-                 if protocol3.verify(self.merchant.public_key, message, self.auth["signature"])]
+                 if v3wire.verify(self.merchant.public_key, message, self.auth["signature"])]
         return hints or ["no common mistake matched: sign METHOD\\nURL\\ntimestamp\\nnonce\\n"
                          "body\\n (URL = path and query exactly as sent, body = the exact bytes "
                          "sent) with the private key of certificate %s" % self.merchant.serial_no]
@@ -203,7 +203,7 @@ class V3Endpoint(WeChatEndpoint):
                        "over the compact JSON, the body sent differs (sign the exact bytes "
                        "you send)", self.signed_message(body=compact))
         yield "the last \\n is left out", self.signed_message()[:-1]
-        yield ("timestamp and nonce are swapped", protocol3.request_message(
+        yield ("timestamp and nonce are swapped", v3wire.request_message(
             request.method, request.uri, auth["nonce_str"], auth["timestamp"], request.body))
 
     # --- body, scenarios ----------------------------------------------------------------
@@ -265,7 +265,7 @@ class V3Endpoint(WeChatEndpoint):
         self.set_status(status)
         if sign:
             self.sign_answer(body)
-        self.set_header("Request-ID", protocol3.nonce(40).lower())
+        self.set_header("Request-ID", v3wire.nonce(40).lower())
         if status == 204:
             self.empty_json = True
             return self.finish()
@@ -286,7 +286,7 @@ class V3Endpoint(WeChatEndpoint):
         kind = self.state.v3.answer_signer(self.request.headers.get("Wechatpay-Serial"))
         serial, key = self.state.v3.signing_key(kind)
         mode = "bad_sign" if self.bad_sign else "normal"
-        headers, facts = notifications3.signed_headers(body, serial, key, mode)
+        headers, facts = v3notifications.signed_headers(body, serial, key, mode)
         for name, value in headers.items():
             if name != "Content-Type":
                 self.set_header(name, value)
@@ -295,7 +295,7 @@ class V3Endpoint(WeChatEndpoint):
 
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", JSON_TYPE)
-        self.finish({"code": "SYSTEM_ERROR", "message": rules3.MESSAGES["SYSTEM_ERROR"]})
+        self.finish({"code": "SYSTEM_ERROR", "message": v3rules.MESSAGES["SYSTEM_ERROR"]})
 
 
 def _shown(message):
@@ -310,8 +310,8 @@ class JsapiHandler(V3Endpoint):
     api = JSAPI
 
     def rules(self, body):
-        self.same_mchid(rules3.string(body, "mchid"), "the body")
-        appid = rules3.string(body, "appid")
+        self.same_mchid(v3rules.string(body, "mchid"), "the body")
+        appid = v3rules.string(body, "appid")
         if appid not in self.merchant_appids():
             raise V3Error("APPID_MCHID_NOT_MATCH", detail="appid %s is not bound to mchid %s"
                           % (appid, self.auth["mchid"]))
@@ -331,7 +331,7 @@ class QueryHandler(V3Endpoint):
 
     def rules(self, body, out_trade_no):
         mchid = self.query_mchid()
-        return 200, notifications3.transaction(self.order(mchid, out_trade_no=out_trade_no))
+        return 200, v3notifications.transaction(self.order(mchid, out_trade_no=out_trade_no))
 
     def order(self, mchid, out_trade_no="", transaction_id=""):
         order = self.state.find_order(mchid, out_trade_no, transaction_id)
@@ -348,7 +348,7 @@ class QueryByIdHandler(QueryHandler):
 
     def rules(self, body, transaction_id):
         mchid = self.query_mchid()
-        return 200, notifications3.transaction(self.order(mchid, transaction_id=transaction_id))
+        return 200, v3notifications.transaction(self.order(mchid, transaction_id=transaction_id))
 
 
 class CloseHandler(QueryHandler):
@@ -357,7 +357,7 @@ class CloseHandler(QueryHandler):
     method = "POST"
 
     def rules(self, body, out_trade_no):
-        self.same_mchid(rules3.string(body, "mchid"), "the body")
+        self.same_mchid(v3rules.string(body, "mchid"), "the body")
         self.state.v3_close(self.order(self.auth["mchid"], out_trade_no=out_trade_no))
         return 204, None
 
@@ -368,14 +368,14 @@ class RefundHandler(V3Endpoint):
     api = REFUND
 
     def rules(self, body):
-        fields = rules3.check_refund(body)
+        fields = v3rules.check_refund(body)
         refund, repeated = self.state.v3_refund(self.auth["mchid"], fields)
         self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=refund.out_refund_no,
                           repeated=repeated)
         if not repeated:
             self.settlement.schedule(refund)
         order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
-        return 200, notifications3.refund_resource(refund, order)
+        return 200, v3notifications.refund_resource(refund, order)
 
 
 class RefundQueryHandler(V3Endpoint):
@@ -391,7 +391,7 @@ class RefundQueryHandler(V3Endpoint):
                                                                    out_refund_no))
         self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=out_refund_no)
         order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
-        return 200, notifications3.refund_resource(refund, order)
+        return 200, v3notifications.refund_resource(refund, order)
 
 
 class CertificatesHandler(V3Endpoint):
@@ -404,15 +404,15 @@ class CertificatesHandler(V3Endpoint):
     def rules(self, body):
         v3 = self.state.v3
         if not v3.serves_certificates():
-            raise V3Error("RESOURCE_NOT_EXISTS", rules3.NO_CERTIFICATE,
+            raise V3Error("RESOURCE_NOT_EXISTS", v3rules.NO_CERTIFICATE,
                           detail="key mode public-key: there is no platform certificate")
         cert = v3.platform_cert
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         return 200, {"data": [{
             "serial_no": v3.platform_serial,
-            "effective_time": protocol3.rfc3339(cert.not_valid_before_utc.timestamp()),
-            "expire_time": protocol3.rfc3339(cert.not_valid_after_utc.timestamp()),
-            "encrypt_certificate": protocol3.encrypt(self.merchant.apiv3_key, pem,
+            "effective_time": v3wire.rfc3339(cert.not_valid_before_utc.timestamp()),
+            "expire_time": v3wire.rfc3339(cert.not_valid_after_utc.timestamp()),
+            "encrypt_certificate": v3wire.encrypt(self.merchant.apiv3_key, pem,
                                                      "certificate")}]}
 
 

@@ -1,12 +1,13 @@
 """WeChat's API v3 rules as the simulator plays them: the JSON errors (an HTTP status with
 {"code", "message"}), the field formats of a JSAPI order and of a refund, the states a v3
-answer names, and the 5-minute signature window. The state rules themselves (repeats, paid,
-closed, refund limits) are v2's (rules.py), answered with v3's codes."""
+answer names, and the 5-minute signature window. The checks against an order's state (repeats,
+paid, closed, refund limits) are State's (state.py)."""
 import datetime
 import re
 import urllib.parse
 
-from simulator import protocol3, rules
+from simulator import rules
+from simulator.v3 import wire as v3wire
 
 SIGNATURE_WINDOW = 300      # seconds a request's timestamp may be off (not scaled)
 NONCE_MEMORY = 2 * SIGNATURE_WINDOW   # how long a nonce is remembered after its first use
@@ -149,7 +150,7 @@ def check_jsapi(body):
     expire_at = None
     if time_expire:
         try:
-            expire_at = protocol3.parse_rfc3339(time_expire)
+            expire_at = v3wire.parse_rfc3339(time_expire)
             # shown in Beijing time later: a time that falls outside years 1..9999 there is no time
             datetime.datetime.fromtimestamp(expire_at, _BEIJING)
         except (ValueError, OverflowError, OSError):
