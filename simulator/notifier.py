@@ -115,7 +115,7 @@ def _v3_body(state, mch_id, event, mode):
     merchant = state.v3.merchant(mch_id)
     kind = state.next_v3_signer()
     body, headers, facts = v3notifications.build(event, merchant.apiv3_key,
-                                                state.v3.signing_key(kind), mode)
+                                                 state.v3.signing_key(kind), mode)
     facts["signed_with"] = kind
     return body, headers, facts
 

@@ -1,1 +1,1 @@
-"""The simulator's own plane (not WeChat's API): the phone, the /sim/ control endpoints, the console."""
+"""The simulator's own plane, not WeChat's: the phone, the /sim/ control endpoints, the console."""

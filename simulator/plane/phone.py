@@ -136,7 +136,7 @@ class SimPayHandler(SimHandler):
         appId\ntimeStamp\nnonceStr\npackage\n with the merchant's API certificate key."""
         merchant = self.state.v3.merchant(order.mch_id) if self.state.v3 else None
         message = v3wire.paysign_message(appid, data["timeStamp"], data["nonceStr"],
-                                            data["package"])
+                                         data["package"])
         ok = (merchant is not None and data["signType"] == "RSA"
               and v3wire.verify(merchant.public_key, message, data["paySign"]))
         if ok:

@@ -1,1 +1,1 @@
-"""WeChat Pay API v2 as the simulator plays it: the XML wire, the rules, the endpoints, the v2notifications."""
+"""WeChat Pay API v2 as the simulator plays it: XML wire, rules, endpoints, notifications."""

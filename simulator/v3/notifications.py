@@ -118,7 +118,7 @@ def payment_event(order, mode="normal"):
 
 def refund_event(refund, order, mode="normal"):
     event_type, summary = v3rules.REFUND_EVENT.get(refund.refund_status,
-                                                  ("REFUND.SUCCESS", "退款成功"))
+                                                   ("REFUND.SUCCESS", "退款成功"))
     notify_id = refund.notify_id or ("EV-" + random_digits(19))
     return (notify_id, refund.settled_at or time.time(), event_type, summary, "refund",
             refund_notice(refund, order, mode))
@@ -129,7 +129,7 @@ def build(event, apiv3_key, signer, mode="normal"):
     nonce every time. signer: (Wechatpay-Serial, private key) of the key that signs."""
     notify_id, created, event_type, summary, original_type, plaintext = event
     resource = v3wire.encrypt(apiv3_key, json.dumps(plaintext, ensure_ascii=False),
-                                 original_type)
+                              original_type)
     resource = {"original_type": original_type, "algorithm": resource["algorithm"],
                 "ciphertext": resource["ciphertext"],
                 "associated_data": resource["associated_data"], "nonce": resource["nonce"]}
