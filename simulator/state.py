@@ -1,9 +1,9 @@
 """State: everything the simulator remembers, and the only place where it changes.
 
-Handlers and the notifier parse, ask State and answer; every change is a State method (API
-v3's come from V3State, simulator/v3/state.py). Reads (find_order, query_refunds,
-due_refunds, ...) change nothing: time passing settles refunds through the settlement timers,
-not through whoever looks next.
+Handlers and the notifier parse, ask State and answer; every change is a State method (each
+API version's own come from V2State and V3State, in simulator/v2/state.py and v3/state.py).
+Reads (find_order, query_refunds, due_refunds, ...) change nothing: time passing settles
+refunds through the settlement timers, not through whoever looks next.
 """
 import base64
 import collections
@@ -13,11 +13,10 @@ import secrets
 
 from simulator import models, rules
 from simulator.config import REFUND_DELAY, check_refund_delay
-from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Order, Refund, beijing,
+from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Refund, beijing,
                               check_outcome, openid_for)
 from simulator.rules import LoginError
-from simulator.v2 import rules as v2rules, wire as v2wire
-from simulator.v2.rules import PayError
+from simulator.v2.state import V2State
 from simulator.v3.state import V3State
 
 REQUEST_LOG_SIZE = 1000
@@ -31,7 +30,7 @@ def check_probability(value):
     return value
 
 
-class State(V3State):
+class State(V2State, V3State):
     """Everything the simulator remembers; reset() forgets it all.
 
     seed: the seed of the fault rules' random draws (None: unseeded). reset() seeds again,
@@ -151,26 +150,6 @@ class State(V3State):
         return openid in self.openids.get(appid, {})
 
     # --- orders ------------------------------------------------------------------
-    def unified_order(self, merchant, msg, sandbox):
-        """Create or repeat an order (protocol.md 4); returns the Order or raises."""
-        v2rules.check_unifiedorder(msg)
-        if msg["trade_type"] == "JSAPI" and not self.openid_issued(msg["appid"], msg["openid"]):
-            raise PayError("PARAM_ERROR", "appid和openid不匹配")
-        fields = {k: msg.get(k, "") for k in v2rules.BUSINESS_FIELDS}
-        fields["sign_type"] = msg.get("sign_type") or v2wire.MD5
-        order = self.orders.get((merchant.mch_id, msg["out_trade_no"]))
-        if order is not None:
-            v2rules.check_repeat(order, fields)
-            if self.prepay_expired(order):
-                self._new_prepay(order)
-            return order
-        order = Order(merchant.mch_id, msg["out_trade_no"], msg["appid"], sandbox,
-                      fields["sign_type"], fields, self.clock.now(),
-                      device_info=msg.get("device_info", ""))
-        self.orders[(order.mch_id, order.out_trade_no)] = order
-        self._new_prepay(order)
-        return order
-
     def _new_prepay(self, order):
         now = self.clock.now()
         order.prepay_id = models.new_prepay_id(now)
@@ -189,10 +168,6 @@ class State(V3State):
 
     def orders_named(self, out_trade_no):
         return [o for (_, no), o in self.orders.items() if no == out_trade_no]
-
-    def close_order(self, order):
-        v2rules.check_open(order)
-        order.trade_state = "CLOSED"
 
     def mark_paid(self, order, coupon_fee=0, coupon_type="CASH"):
         """Paid, in cash or partly with a coupon (rules.check_coupon has checked it)."""
@@ -236,38 +211,6 @@ class State(V3State):
         record.notify_delivered = True
 
     # --- refunds -----------------------------------------------------------------
-    def refund(self, merchant, msg, sandbox):
-        """POST /secapi/pay/refund (protocol.md 7): (Refund, repeated) or raises.
-
-        The same out_refund_no refunds once: repeated with the same amounts it answers the
-        refund already accepted (whatever its status); with other amounts it fails.
-        """
-        total_fee, refund_fee = v2rules.check_refund(msg)
-        order = self.find_order(merchant.mch_id, msg.get("out_trade_no", ""),
-                                msg.get("transaction_id", ""))
-        if order is None or order.appid != msg["appid"] or not order.paid:
-            raise PayError("ORDERNOTEXIST")
-        existing = self.refunds.get((merchant.mch_id, msg["out_refund_no"]))
-        if existing is not None:
-            v2rules.check_refund_repeat(existing, order, total_fee, refund_fee)
-            return existing, True
-        v2rules.check_new_refund(order, total_fee, refund_fee)
-        return self._new_refund(order, msg, refund_fee, sandbox), False
-
-    def _new_refund(self, order, msg, refund_fee, sandbox):
-        now = self.clock.now()
-        refund = Refund(
-            mch_id=order.mch_id, appid=order.appid, out_trade_no=order.out_trade_no,
-            transaction_id=order.transaction_id, out_refund_no=msg["out_refund_no"],
-            refund_id=self._refund_id(now), total_fee=order.total_fee, refund_fee=refund_fee,
-            sandbox=sandbox, sign_type=msg.get("sign_type") or v2wire.MD5,
-            notify_url=msg.get("notify_url", ""), created_at=now,
-            due_at=now + self.clock.scaled(self.refund_delay),
-            outcome=order.refund_outcome or "SUCCESS", refund_desc=msg.get("refund_desc", ""),
-            refund_account=msg.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS",
-            fee_type=msg.get("refund_fee_type") or "CNY")
-        return self._add_refund(order, refund)
-
     def _add_refund(self, order, refund):
         """The order's new refund (either version): remembered, the order in REFUND."""
         order.refund_outcome = ""
@@ -282,24 +225,6 @@ class State(V3State):
             refund_id = models.new_refund_id(now)
             if refund_id not in self.by_refund_id:
                 return refund_id
-
-    def query_refunds(self, mch_id, appid, msg):
-        """refundquery: (order, refunds); refund_id > out_refund_no > transaction_id >
-        out_trade_no, as WeChat documents. Raises REFUNDNOTEXIST when there is none."""
-        if msg.get("refund_id") or msg.get("out_refund_no"):
-            if msg.get("refund_id"):
-                refund = self.by_refund_id.get(msg["refund_id"])
-            else:
-                refund = self.refunds.get((mch_id, msg["out_refund_no"]))
-            ok = refund is not None and refund.mch_id == mch_id and refund.appid == appid
-            if not ok:
-                raise PayError("REFUNDNOTEXIST")
-            return self.orders[(mch_id, refund.out_trade_no)], [refund]
-        order = self.find_order(mch_id, msg.get("out_trade_no", ""),
-                                msg.get("transaction_id", ""))
-        if order is None or order.appid != appid or not order.refunds:
-            raise PayError("REFUNDNOTEXIST")
-        return order, list(order.refunds)
 
     def settle_refund(self, refund, status):
         """PROCESSING -> SUCCESS, REFUNDCLOSE or CHANGE."""
