@@ -202,7 +202,7 @@ def simulator_v3_setup(args):
     """Have the bundled simulator make (first start) or load its v3 keys in
     --simulator-v3-dir for the demo merchant, in --simulator-v3-key-mode (it writes the
     manifest DIR/v3.json, which the backend then reads like any other configuration)."""
-    from simulator import v3keys
+    from simulator.v3 import keys as v3keys
     from simulator.config import DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID
     try:
         return v3keys.prepare(args.simulator_v3_dir, DEMO_MCH_ID, DEMO_APPID, DEMO_APIV3_KEY,

@@ -12,7 +12,8 @@ import sys
 
 import tornado.netutil
 
-from simulator import hosts, tls, v3keys
+from simulator import hosts, tls
+from simulator.v3 import keys as v3keys
 from simulator.app import make_app, make_server
 from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
                               REFUND_DELAY, ConfigError, SimConfig)

@@ -5,12 +5,15 @@ import tornado.httpserver
 import tornado.routing
 import tornado.web
 
-from simulator import console, control, login_api, pay_api, phone, v3_api
+from simulator import login_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
+from simulator.plane import console, control, phone
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
+from simulator.v2 import api as v2api
+from simulator.v3 import api as v3api
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
@@ -68,18 +71,18 @@ def log_request(handler):
 def routes(state, notifier, settlement):
     deps = {"state": state, "notifier": notifier, "settlement": settlement}
     wechat = [
-        (PREFIX + r"/pay/unifiedorder/?", pay_api.UnifiedOrderHandler),
-        (PREFIX + r"/pay/orderquery/?", pay_api.OrderQueryHandler),
-        (PREFIX + r"/pay/closeorder/?", pay_api.CloseOrderHandler),
-        (PREFIX + r"/secapi/pay/refund/?", pay_api.RefundHandler),
-        (PREFIX + r"/pay/refundquery/?", pay_api.RefundQueryHandler),
-        (r"/sandboxnew/pay/getsignkey/?", pay_api.GetSignKeyHandler),
-        (GETSIGNKEY_XDC + "/?", pay_api.GetSignKeyHandler),
+        (PREFIX + r"/pay/unifiedorder/?", v2api.UnifiedOrderHandler),
+        (PREFIX + r"/pay/orderquery/?", v2api.OrderQueryHandler),
+        (PREFIX + r"/pay/closeorder/?", v2api.CloseOrderHandler),
+        (PREFIX + r"/secapi/pay/refund/?", v2api.RefundHandler),
+        (PREFIX + r"/pay/refundquery/?", v2api.RefundQueryHandler),
+        (r"/sandboxnew/pay/getsignkey/?", v2api.GetSignKeyHandler),
+        (GETSIGNKEY_XDC + "/?", v2api.GetSignKeyHandler),
         (PREFIX + r"/sns/jscode2session/?", login_api.Code2SessionHandler),
         (PREFIX + r"/cgi-bin/token/?", login_api.TokenHandler),
     ]
     if state.v3 is not None:
-        wechat += v3_api.routes()
+        wechat += v3api.routes()
     sim = [
         (r"/sim/login", phone.SimLoginHandler),
         (r"/sim/pay", phone.SimPayHandler),

@@ -8,8 +8,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import IOLoop
 from tornado.simple_httpclient import HTTPTimeoutError
 
-from simulator import notifications, notifications3, protocol
 from simulator.rules import NOTIFY_SCHEDULE
+from simulator.v2 import notifications as v2notifications, wire as v2wire
+from simulator.v3 import notifications as v3notifications
 
 log = logging.getLogger("simulator.notifier")
 
@@ -19,7 +20,7 @@ EXCERPT = 300
 class _Payment:
     """A payment notification: what to send about `subject` (an Order), how it is recorded."""
     kind = "payment"
-    forged = notifications.FORGED
+    forged = v2notifications.FORGED
 
     def __init__(self, order):
         self.subject = order
@@ -31,8 +32,8 @@ class _Payment:
         mode with_sign_type, or else a draw of state's --notify-sign-type-probability."""
         merchant = state.config.merchants[self.mch_id]
         with_type = mode == "with_sign_type" or state.draw_notify_sign_type()
-        fields = notifications.payment_fields(self.subject, merchant, mode, with_type)
-        return protocol.to_xml(fields), XML_HEADERS, {"sign_type_field": with_type}
+        fields = v2notifications.payment_fields(self.subject, merchant, mode, with_type)
+        return v2wire.to_xml(fields), XML_HEADERS, {"sign_type_field": with_type}
 
     @staticmethod
     def judge(response):
@@ -51,7 +52,7 @@ class _Payment:
 class _Refund(_Payment):
     """A refund notification about `subject` (a Refund): req_info encrypted, no sign."""
     kind = "refund"
-    forged = notifications.REFUND_FORGED
+    forged = v2notifications.REFUND_FORGED
 
     def __init__(self, refund):
         self.subject = refund
@@ -60,8 +61,8 @@ class _Refund(_Payment):
 
     def body(self, state, mode):
         merchant = state.config.merchants[self.mch_id]
-        fields = notifications.refund_fields(self.subject, merchant, mode)
-        return protocol.to_xml(fields), XML_HEADERS, {}
+        fields = v2notifications.refund_fields(self.subject, merchant, mode)
+        return v2wire.to_xml(fields), XML_HEADERS, {}
 
     def record(self):
         refund = self.subject
@@ -79,10 +80,10 @@ class _Refund(_Payment):
 class _V3Payment(_Payment):
     """TRANSACTION.SUCCESS of a v3 order: JSON, the transaction encrypted, signed anew on each
     attempt by the key whose turn it is (State.next_v3_signer)."""
-    forged = notifications3.FORGED
+    forged = v3notifications.FORGED
 
     def body(self, state, mode):
-        return _v3_body(state, self.mch_id, notifications3.payment_event(self.subject, mode),
+        return _v3_body(state, self.mch_id, v3notifications.payment_event(self.subject, mode),
                         mode)
 
     def extra(self):
@@ -95,11 +96,11 @@ class _V3Payment(_Payment):
 
 class _V3Refund(_Refund):
     """REFUND.SUCCESS / REFUND.CLOSED / REFUND.ABNORMAL of a v3 refund."""
-    forged = notifications3.FORGED
+    forged = v3notifications.FORGED
 
     def body(self, state, mode):
         order = state.orders.get((self.mch_id, self.subject.out_trade_no))
-        event = notifications3.refund_event(self.subject, order, mode)
+        event = v3notifications.refund_event(self.subject, order, mode)
         return _v3_body(state, self.mch_id, event, mode)
 
     def extra(self):
@@ -113,8 +114,8 @@ class _V3Refund(_Refund):
 def _v3_body(state, mch_id, event, mode):
     merchant = state.v3.merchant(mch_id)
     kind = state.next_v3_signer()
-    body, headers, facts = notifications3.build(event, merchant.apiv3_key,
-                                                state.v3.signing_key(kind), mode)
+    body, headers, facts = v3notifications.build(event, merchant.apiv3_key,
+                                                 state.v3.signing_key(kind), mode)
     facts["signed_with"] = kind
     return body, headers, facts
 
@@ -295,8 +296,8 @@ def _judge(response):
         result.update(status=None, outcome="error", error=str(response.error))
         return result
     try:
-        reply = protocol.parse_xml(response.body or b"")
-    except protocol.XMLError as exc:
+        reply = v2wire.parse_xml(response.body or b"")
+    except v2wire.XMLError as exc:
         result["error"] = "reply is not WeChat XML: %s" % exc.reason
         return result
     if response.code == 200 and reply.get("return_code") == "SUCCESS":

@@ -1,22 +1,23 @@
 """State: everything the simulator remembers, and the only place where it changes.
 
-Handlers and the notifier parse, ask State and answer; every change is a method here. Reads
-(find_order, query_refunds, due_refunds, ...) change nothing: time passing settles refunds
-through the settlement timers, not through whoever looks next.
+Handlers and the notifier parse, ask State and answer; every change is a State method (each
+API version's own come from V2State and V3State, in simulator/v2/state.py and v3/state.py).
+Reads (find_order, query_refunds, due_refunds, ...) change nothing: time passing settles
+refunds through the settlement timers, not through whoever looks next.
 """
 import base64
 import collections
 import itertools
 import random
 import secrets
-import time
 
-from simulator import models, protocol, rules, rules3
+from simulator import models, rules
 from simulator.config import REFUND_DELAY, check_refund_delay
-from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Order, Refund, beijing,
+from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Refund, beijing,
                               check_outcome, openid_for)
-from simulator.rules import LoginError, PayError
-from simulator.rules3 import V3Error
+from simulator.rules import LoginError
+from simulator.v2.state import V2State
+from simulator.v3.state import V3State
 
 REQUEST_LOG_SIZE = 1000
 NOTIFICATION_LOG_SIZE = 5000
@@ -29,14 +30,14 @@ def check_probability(value):
     return value
 
 
-class State:
+class State(V2State, V3State):
     """Everything the simulator remembers; reset() forgets it all.
 
     seed: the seed of the fault rules' random draws (None: unseeded). reset() seeds again,
     so the same seed fires the same faults for the same requests after every reset.
     notify_sign_type_probability: the chance (0..1, default 0) that an ordinary payment
     notification carries a signed sign_type field, drawn from the same seeded random.
-    v3: the API v3 keys (simulator.v3keys.V3Setup); None serves no /v3/ path.
+    v3: the API v3 keys (simulator.v3.keys.V3Setup); None serves no /v3/ path.
     """
 
     def __init__(self, config, time_scale=1.0, refund_delay=REFUND_DELAY,
@@ -149,26 +150,6 @@ class State:
         return openid in self.openids.get(appid, {})
 
     # --- orders ------------------------------------------------------------------
-    def unified_order(self, merchant, msg, sandbox):
-        """Create or repeat an order (protocol.md 4); returns the Order or raises."""
-        rules.check_unifiedorder(msg)
-        if msg["trade_type"] == "JSAPI" and not self.openid_issued(msg["appid"], msg["openid"]):
-            raise PayError("PARAM_ERROR", "appid和openid不匹配")
-        fields = {k: msg.get(k, "") for k in rules.BUSINESS_FIELDS}
-        fields["sign_type"] = msg.get("sign_type") or protocol.MD5
-        order = self.orders.get((merchant.mch_id, msg["out_trade_no"]))
-        if order is not None:
-            rules.check_repeat(order, fields)
-            if self.prepay_expired(order):
-                self._new_prepay(order)
-            return order
-        order = Order(merchant.mch_id, msg["out_trade_no"], msg["appid"], sandbox,
-                      fields["sign_type"], fields, self.clock.now(),
-                      device_info=msg.get("device_info", ""))
-        self.orders[(order.mch_id, order.out_trade_no)] = order
-        self._new_prepay(order)
-        return order
-
     def _new_prepay(self, order):
         now = self.clock.now()
         order.prepay_id = models.new_prepay_id(now)
@@ -187,10 +168,6 @@ class State:
 
     def orders_named(self, out_trade_no):
         return [o for (_, no), o in self.orders.items() if no == out_trade_no]
-
-    def close_order(self, order):
-        rules.check_open(order)
-        order.trade_state = "CLOSED"
 
     def mark_paid(self, order, coupon_fee=0, coupon_type="CASH"):
         """Paid, in cash or partly with a coupon (rules.check_coupon has checked it)."""
@@ -234,36 +211,8 @@ class State:
         record.notify_delivered = True
 
     # --- refunds -----------------------------------------------------------------
-    def refund(self, merchant, msg, sandbox):
-        """POST /secapi/pay/refund (protocol.md 7): (Refund, repeated) or raises.
-
-        The same out_refund_no refunds once: repeated with the same amounts it answers the
-        refund already accepted (whatever its status); with other amounts it fails.
-        """
-        total_fee, refund_fee = rules.check_refund(msg)
-        order = self.find_order(merchant.mch_id, msg.get("out_trade_no", ""),
-                                msg.get("transaction_id", ""))
-        if order is None or order.appid != msg["appid"] or not order.paid:
-            raise PayError("ORDERNOTEXIST")
-        existing = self.refunds.get((merchant.mch_id, msg["out_refund_no"]))
-        if existing is not None:
-            rules.check_refund_repeat(existing, order, total_fee, refund_fee)
-            return existing, True
-        rules.check_new_refund(order, total_fee, refund_fee)
-        return self._new_refund(order, msg, refund_fee, sandbox), False
-
-    def _new_refund(self, order, msg, refund_fee, sandbox):
-        now = self.clock.now()
-        refund = Refund(
-            mch_id=order.mch_id, appid=order.appid, out_trade_no=order.out_trade_no,
-            transaction_id=order.transaction_id, out_refund_no=msg["out_refund_no"],
-            refund_id=self._refund_id(now), total_fee=order.total_fee, refund_fee=refund_fee,
-            sandbox=sandbox, sign_type=msg.get("sign_type") or protocol.MD5,
-            notify_url=msg.get("notify_url", ""), created_at=now,
-            due_at=now + self.clock.scaled(self.refund_delay),
-            outcome=order.refund_outcome or "SUCCESS", refund_desc=msg.get("refund_desc", ""),
-            refund_account=msg.get("refund_account") or "REFUND_SOURCE_UNSETTLED_FUNDS",
-            fee_type=msg.get("refund_fee_type") or "CNY")
+    def _add_refund(self, order, refund):
+        """The order's new refund (either version): remembered, the order in REFUND."""
         order.refund_outcome = ""
         order.refunds.append(refund)
         order.trade_state = "REFUND"
@@ -276,24 +225,6 @@ class State:
             refund_id = models.new_refund_id(now)
             if refund_id not in self.by_refund_id:
                 return refund_id
-
-    def query_refunds(self, mch_id, appid, msg):
-        """refundquery: (order, refunds); refund_id > out_refund_no > transaction_id >
-        out_trade_no, as WeChat documents. Raises REFUNDNOTEXIST when there is none."""
-        if msg.get("refund_id") or msg.get("out_refund_no"):
-            if msg.get("refund_id"):
-                refund = self.by_refund_id.get(msg["refund_id"])
-            else:
-                refund = self.refunds.get((mch_id, msg["out_refund_no"]))
-            ok = refund is not None and refund.mch_id == mch_id and refund.appid == appid
-            if not ok:
-                raise PayError("REFUNDNOTEXIST")
-            return self.orders[(mch_id, refund.out_trade_no)], [refund]
-        order = self.find_order(mch_id, msg.get("out_trade_no", ""),
-                                msg.get("transaction_id", ""))
-        if order is None or order.appid != appid or not order.refunds:
-            raise PayError("REFUNDNOTEXIST")
-        return order, list(order.refunds)
 
     def settle_refund(self, refund, status):
         """PROCESSING -> SUCCESS, REFUNDCLOSE or CHANGE."""
@@ -351,140 +282,3 @@ class State:
         deleted = len(self.faults)
         self.faults = []
         return deleted
-
-    # --- API v3 ------------------------------------------------------------------------
-    def v3_nonce_seen(self, mchid, nonce_str):
-        """Whether this merchant's request nonce was used within the remembered window."""
-        forget_after = self.v3_nonces.get((mchid, nonce_str))
-        return forget_after is not None and forget_after > time.time()
-
-    def remember_v3_nonce(self, mchid, nonce_str):
-        """A verified request's nonce: refused again for NONCE_MEMORY seconds (real time, as
-        the signature window is; the oldest are forgotten first past MAX_NONCES)."""
-        now = time.time()
-        while self.v3_nonces:
-            key, forget_after = next(iter(self.v3_nonces.items()))
-            if forget_after > now and len(self.v3_nonces) < rules3.MAX_NONCES:
-                break
-            del self.v3_nonces[key]
-        self.v3_nonces[(mchid, nonce_str)] = now + rules3.NONCE_MEMORY
-
-    def next_v3_signer(self):
-        """Which WeChat key signs the next notification attempt: "public-key" or
-        "certificate"; in migration mode they alternate, the public key first (API answers:
-        V3Setup.answer_signer)."""
-        mode = self.v3.key_mode
-        self.v3_signatures += 1
-        if mode == "migration":
-            return "public-key" if self.v3_signatures % 2 else "certificate"
-        return "certificate" if mode == "certificate" else "public-key"
-
-    def v3_order(self, mchid, appid, body):
-        """POST /v3/pay/transactions/jsapi: a new order, or the same open order again with a
-        live prepay_id; V3Error otherwise (ORDERPAID, ORDER_CLOSED, OUT_TRADE_NO_USED)."""
-        fields = rules3.check_jsapi(body)
-        if not self.openid_issued(appid, fields["openid"]):
-            raise V3Error("PARAM_ERROR", "appid和openid不匹配",
-                          detail="payer.openid %s was not issued for appid %s (POST /sim/login)"
-                          % (fields["openid"], appid))
-        order = self.orders.get((mchid, fields["out_trade_no"]))
-        if order is not None:
-            check_v3_repeat(order, body)
-            if self.prepay_expired(order):
-                self._new_prepay(order)
-            return order
-        expire = fields["expire_at"]
-        v2_fields = {"appid": appid, "body": fields["description"], "attach": fields["attach"],
-                     "total_fee": str(fields["total"]), "fee_type": "CNY",
-                     "trade_type": "JSAPI", "openid": fields["openid"],
-                     "notify_url": body["notify_url"], "sign_type": "RSA",
-                     "time_expire": beijing(expire) if expire is not None else ""}
-        order = Order(mchid, fields["out_trade_no"], appid, False, "RSA", v2_fields,
-                      self.clock.now(), api="v3", request=dict(body))
-        self.orders[(order.mch_id, order.out_trade_no)] = order
-        self._new_prepay(order)
-        return order
-
-    def v3_close(self, order):
-        """POST .../out-trade-no/{no}/close: CLOSED, unless paid or closed already."""
-        check_v3_open(order)
-        order.trade_state = "CLOSED"
-
-    def v3_refund(self, mchid, fields):
-        """POST /v3/refund/domestic/refunds (fields: rules3.check_refund's): (Refund,
-        repeated). The same out_refund_no refunds once: repeated with the same amounts it
-        answers the refund already accepted; with others, or for another order, it fails."""
-        order = self.find_order(mchid, fields["out_trade_no"], fields["transaction_id"])
-        if order is None or not order.paid:
-            raise V3Error("RESOURCE_NOT_EXISTS", "订单不存在",
-                          detail="no paid order %s of merchant %s"
-                          % (fields["transaction_id"] or fields["out_trade_no"], mchid))
-        existing = self.refunds.get((mchid, fields["out_refund_no"]))
-        if existing is not None:
-            check_v3_refund_repeat(existing, order, fields)
-            return existing, True
-        check_v3_new_refund(order, fields)
-        now = self.clock.now()
-        refund = Refund(
-            mch_id=mchid, appid=order.appid, out_trade_no=order.out_trade_no,
-            transaction_id=order.transaction_id, out_refund_no=fields["out_refund_no"],
-            refund_id=self._refund_id(now), total_fee=order.total_fee,
-            refund_fee=fields["refund"], sandbox=False, sign_type="RSA",
-            notify_url=fields["notify_url"], created_at=now,
-            due_at=now + self.clock.scaled(self.refund_delay),
-            outcome=order.refund_outcome or "SUCCESS", refund_desc=fields["reason"],
-            refund_account="AVAILABLE", api="v3")
-        order.refund_outcome = ""
-        order.refunds.append(refund)
-        order.trade_state = "REFUND"
-        self.refunds[refund.key] = refund
-        self.by_refund_id[refund.refund_id] = refund
-        return refund, False
-
-
-def check_v3_open(order):
-    """An order that may still be repeated, paid or closed."""
-    if order.paid:
-        raise V3Error("ORDERPAID", detail="order %s is %s" % (order.out_trade_no,
-                                                            order.trade_state))
-    if order.trade_state == "CLOSED":
-        raise V3Error("ORDER_CLOSED", detail="order %s is CLOSED" % order.out_trade_no)
-
-
-def check_v3_repeat(order, body):
-    """The same out_trade_no again: only the same open v3 order with the same fields."""
-    check_v3_open(order)
-    if order.api != "v3" or order.request != body:
-        changed = sorted(k for k in set(order.request) | set(body)
-                         if order.request.get(k) != body.get(k))
-        raise V3Error("OUT_TRADE_NO_USED", detail="out_trade_no %s was ordered before with other "
-                      "fields (%s)" % (order.out_trade_no,
-                                       ", ".join(changed) if order.api == "v3"
-                                       else "through API v2"))
-
-
-def check_v3_refund_repeat(existing, order, fields):
-    if existing.out_trade_no != order.out_trade_no:
-        raise V3Error("INVALID_REQUEST", "商户退款单号已被其他订单使用",
-                      detail="out_refund_no %s refunds order %s"
-                      % (existing.out_refund_no, existing.out_trade_no))
-    if (existing.total_fee, existing.refund_fee) != (fields["total"], fields["refund"]):
-        raise V3Error("INVALID_REQUEST", "同一退款单号多次请求，退款金额不一致",
-                      detail="out_refund_no %s was requested for %d of %d fen"
-                      % (existing.out_refund_no, existing.refund_fee, existing.total_fee))
-
-
-def check_v3_new_refund(order, fields):
-    if fields["total"] != order.total_fee:
-        raise V3Error("INVALID_REQUEST", "订单金额与退款请求中的订单金额不一致",
-                      detail="amount.total is %d, the order's total is %d"
-                      % (fields["total"], order.total_fee))
-    if len(order.refunds) >= rules.MAX_REFUNDS:
-        raise V3Error("INVALID_REQUEST", "退款次数超过限制，一笔订单最多退款50次")
-    left = order.total_fee - order.refunded_fee
-    if left <= 0:
-        raise V3Error("INVALID_REQUEST", "订单已全额退款")
-    if fields["refund"] > left:
-        raise V3Error("INVALID_REQUEST", "申请退款金额超过订单可退金额",
-                      detail="amount.refund %d is above what is left to refund, %d"
-                      % (fields["refund"], left))

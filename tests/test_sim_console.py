@@ -11,7 +11,7 @@ import tornado.web
 from tornado.httpclient import HTTPRequest
 
 import run_simulator
-from simulator import console
+from simulator.plane import console
 from simulator.app import make_app, make_server
 from simulator.config import SimConfig
 from simulator.rules import PREPAY_TTL

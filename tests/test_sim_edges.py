@@ -10,7 +10,7 @@ import xmltodict
 from tornado.httpclient import HTTPRequest
 
 import run_simulator
-from simulator import protocol
+from simulator.v2 import wire as protocol
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State

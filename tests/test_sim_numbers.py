@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from simulator import v3keys
+from simulator.v3 import keys as v3keys
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State

@@ -143,7 +143,7 @@ async def test_missing_parameter(http_client, base, missing):
 
 @pytest.mark.gen_test
 async def test_missing_sign_is_missing_parameter(http_client, base):
-    from simulator.protocol import to_xml
+    from simulator.v2.wire import to_xml
     _, data = await post_xml(http_client, base + "/pay/unifiedorder", to_xml(order_fields("o")))
     assert_protocol_fail(data, "缺少参数")
 
@@ -294,7 +294,7 @@ async def test_md5_sign_where_hmac_declared_is_explained(http_client, base, app)
     _, openid = await login(http_client, base)
     fields = order_fields(openid, sign_type="HMAC-SHA256")
     fields["sign"] = ext_sign(fields, DEMO_API_KEY, "MD5")
-    from simulator.protocol import to_xml
+    from simulator.v2.wire import to_xml
     _, data = await post_xml(http_client, base + "/pay/unifiedorder", to_xml(fields))
     assert_protocol_fail(data, "签名错误")
     hints = app.sim_state.requests[-1]["explanation"]["hints"]

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from simulator import protocol
+from simulator.v2 import wire as protocol
 from tests.support import VECTORS_FILE     # the repo's copy of the spec's vectors.json
 
 

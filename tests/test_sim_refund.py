@@ -17,7 +17,7 @@ from Crypto.Util.Padding import pad, unpad
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from wechatpy.pay import WeChatPay
 
-from simulator import protocol
+from simulator.v2 import wire as protocol
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from wechatpayv3.utils import aes_decrypt, rsa_sign
 
-from simulator import v3keys
+from simulator.v3 import keys as v3keys
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State

@@ -1,4 +1,4 @@
-"""simulator/protocol3.py against every known answer of vectors_v3.json, and its parsing of
+"""simulator/v3/wire.py against every known answer of vectors_v3.json, and its parsing of
 what merchants send (the Authorization header, RFC 3339 times, AES-256-GCM resources)."""
 import json
 import os
@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from wechatpayv3.utils import aes_decrypt
 
-from simulator import protocol3
+from simulator.v3 import wire as protocol3
 from tests.support import HERE
 
 VECTORS_V3 = os.path.join(HERE, "data", "vectors_v3.json")

@@ -10,7 +10,7 @@ import tornado.web
 from tornado.httpclient import HTTPRequest
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 
-from simulator import protocol
+from simulator.v2 import wire as protocol
 from simulator.config import DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET
 
 __all__ = ["wait_output", "stop_simulator", "Receiver", "DEMO_API_KEY", "DEMO_APPID", "DEMO_MCH_ID", "DEMO_SECRET", "ext_sign",

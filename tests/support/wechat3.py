@@ -7,7 +7,7 @@ refunds, answers like WeChat (signed with the WeChat Pay key, by PUB_KEY_ID_ or 
 platform certificate's serial, as its key_mode says), serves GET /v3/certificates encrypted
 with the APIv3 key, plays code2Session and the phone (POST /fake/pay checks the RSA paySign
 and sends the signed, encrypted notification), and takes faults for the next answers.
-The real simulator (simulator/v3_api.py) is the end-to-end check; this is the unit one.
+The real simulator (simulator/v3/api.py) is the end-to-end check; this is the unit one.
 """
 import asyncio
 import base64

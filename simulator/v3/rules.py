@@ -1,12 +1,13 @@
 """WeChat's API v3 rules as the simulator plays them: the JSON errors (an HTTP status with
 {"code", "message"}), the field formats of a JSAPI order and of a refund, the states a v3
-answer names, and the 5-minute signature window. The state rules themselves (repeats, paid,
-closed, refund limits) are v2's (rules.py), answered with v3's codes."""
+answer names, the 5-minute signature window, and the checks against an order's state (repeats,
+paid, closed, refund limits) with v3's codes and texts."""
 import datetime
 import re
 import urllib.parse
 
-from simulator import protocol3, rules
+from simulator import rules
+from simulator.v3 import wire as v3wire
 
 SIGNATURE_WINDOW = 300      # seconds a request's timestamp may be off (not scaled)
 NONCE_MEMORY = 2 * SIGNATURE_WINDOW   # how long a nonce is remembered after its first use
@@ -149,7 +150,7 @@ def check_jsapi(body):
     expire_at = None
     if time_expire:
         try:
-            expire_at = protocol3.parse_rfc3339(time_expire)
+            expire_at = v3wire.parse_rfc3339(time_expire)
             # shown in Beijing time later: a time that falls outside years 1..9999 there is no time
             datetime.datetime.fromtimestamp(expire_at, _BEIJING)
         except (ValueError, OverflowError, OSError):
@@ -182,3 +183,54 @@ def check_refund(body):
     return {"transaction_id": transaction_id, "out_trade_no": out_trade_no,
             "out_refund_no": out_refund_no, "reason": reason, "notify_url": url,
             "refund": refund, "total": total}
+
+
+# --- against an order's state ----------------------------------------------------------
+def check_open(order):
+    """An order that may still be repeated, paid or closed."""
+    if order.paid:
+        raise V3Error("ORDERPAID", detail="order %s is %s" % (order.out_trade_no,
+                                                            order.trade_state))
+    if order.trade_state == "CLOSED":
+        raise V3Error("ORDER_CLOSED", detail="order %s is CLOSED" % order.out_trade_no)
+
+
+def check_repeat(order, body):
+    """The same out_trade_no again: only the same open v3 order with the same fields."""
+    check_open(order)
+    if order.api != "v3" or order.request != body:
+        changed = sorted(k for k in set(order.request) | set(body)
+                         if order.request.get(k) != body.get(k))
+        raise V3Error("OUT_TRADE_NO_USED", detail="out_trade_no %s was ordered before with other "
+                      "fields (%s)" % (order.out_trade_no,
+                                       ", ".join(changed) if order.api == "v3"
+                                       else "through API v2"))
+
+
+def check_refund_repeat(existing, order, fields):
+    """The same out_refund_no again: the same order and the same amounts, or V3Error."""
+    if existing.out_trade_no != order.out_trade_no:
+        raise V3Error("INVALID_REQUEST", "商户退款单号已被其他订单使用",
+                      detail="out_refund_no %s refunds order %s"
+                      % (existing.out_refund_no, existing.out_trade_no))
+    if (existing.total_fee, existing.refund_fee) != (fields["total"], fields["refund"]):
+        raise V3Error("INVALID_REQUEST", "同一退款单号多次请求，退款金额不一致",
+                      detail="out_refund_no %s was requested for %d of %d fen"
+                      % (existing.out_refund_no, existing.refund_fee, existing.total_fee))
+
+
+def check_new_refund(order, fields):
+    """A new refund of a paid order: its total, at most MAX_REFUNDS, what is left."""
+    if fields["total"] != order.total_fee:
+        raise V3Error("INVALID_REQUEST", "订单金额与退款请求中的订单金额不一致",
+                      detail="amount.total is %d, the order's total is %d"
+                      % (fields["total"], order.total_fee))
+    if len(order.refunds) >= rules.MAX_REFUNDS:
+        raise V3Error("INVALID_REQUEST", "退款次数超过限制，一笔订单最多退款50次")
+    left = order.total_fee - order.refunded_fee
+    if left <= 0:
+        raise V3Error("INVALID_REQUEST", "订单已全额退款")
+    if fields["refund"] > left:
+        raise V3Error("INVALID_REQUEST", "申请退款金额超过订单可退金额",
+                      detail="amount.refund %d is above what is left to refund, %d"
+                      % (fields["refund"], left))

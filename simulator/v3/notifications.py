@@ -18,8 +18,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulator import protocol3, rules3
 from simulator.models import random_digits
+from simulator.v3 import rules as v3rules, wire as v3wire
 
 MODES = ("normal", "duplicate", "bad_sign", "wrong_amount", "signtest", "stale_timestamp",
          "wrong_serial")
@@ -33,13 +33,13 @@ def transaction(order, mode="normal"):
     out = {"appid": order.appid, "mchid": order.mch_id, "out_trade_no": order.out_trade_no,
            "trade_type": order.fields.get("trade_type") or "JSAPI",
            "trade_state": order.trade_state,
-           "trade_state_desc": rules3.TRADE_STATE_DESC[order.trade_state],
+           "trade_state_desc": v3rules.TRADE_STATE_DESC[order.trade_state],
            "attach": order.fields.get("attach", ""), "payer": {},
            "amount": {"total": order.total_fee, "currency": "CNY"}}
     paid = _payment_facts(order, forged=mode in FORGED)
     if paid:
         if not order.paid:      # a forgery claiming an unpaid order was paid
-            out.update(trade_state="SUCCESS", trade_state_desc=rules3.TRADE_STATE_DESC["SUCCESS"])
+            out.update(trade_state="SUCCESS", trade_state_desc=v3rules.TRADE_STATE_DESC["SUCCESS"])
         out.update(transaction_id=paid["transaction_id"], bank_type=paid["bank_type"],
                    success_time=paid["success_time"], payer={"openid": order.openid})
         out["amount"].update(payer_total=order.cash_fee, payer_currency="CNY")
@@ -59,10 +59,10 @@ def _payment_facts(order, forged=False):
     """The payment, made up for a forgery about an unpaid order; None when unpaid."""
     if order.transaction_id:
         return {"transaction_id": order.transaction_id, "bank_type": order.bank_type,
-                "success_time": protocol3.rfc3339(order.paid_at)}
+                "success_time": v3wire.rfc3339(order.paid_at)}
     if forged:
         return {"transaction_id": "4200" + random_digits(24), "bank_type": "OTHERS",
-                "success_time": protocol3.rfc3339(time.time())}
+                "success_time": v3wire.rfc3339(time.time())}
     return None
 
 
@@ -71,8 +71,8 @@ def refund_resource(refund, order):
     out = {"refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
            "transaction_id": refund.transaction_id, "out_trade_no": refund.out_trade_no,
            "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-           "create_time": protocol3.rfc3339(refund.created_at),
-           "status": rules3.REFUND_STATUS[refund.refund_status],
+           "create_time": v3wire.rfc3339(refund.created_at),
+           "status": v3rules.REFUND_STATUS[refund.refund_status],
            "funds_account": refund.refund_account or "AVAILABLE",
            "amount": {"total": refund.total_fee, "refund": refund.refund_fee,
                       "payer_total": order.cash_fee if order else refund.total_fee,
@@ -82,7 +82,7 @@ def refund_resource(refund, order):
                       "currency": "CNY", "refund_fee": 0},
            "promotion_detail": []}
     if refund.refund_status == "SUCCESS":
-        out["success_time"] = protocol3.rfc3339(refund.settled_at)
+        out["success_time"] = v3wire.rfc3339(refund.settled_at)
     return out
 
 
@@ -91,13 +91,13 @@ def refund_notice(refund, order, mode="normal"):
     out = {"mchid": refund.mch_id, "out_trade_no": refund.out_trade_no,
            "transaction_id": refund.transaction_id, "out_refund_no": refund.out_refund_no,
            "refund_id": refund.refund_id,
-           "refund_status": rules3.REFUND_STATUS[refund.refund_status],
+           "refund_status": v3rules.REFUND_STATUS[refund.refund_status],
            "user_received_account": "支付用户零钱",
            "amount": {"total": refund.total_fee, "refund": refund.refund_fee,
                       "payer_total": order.cash_fee if order else refund.total_fee,
                       "payer_refund": refund.refund_fee}}
     if refund.refund_status == "SUCCESS":
-        out["success_time"] = protocol3.rfc3339(refund.settled_at)
+        out["success_time"] = v3wire.rfc3339(refund.settled_at)
     if mode == "wrong_amount":
         out["amount"]["refund"] += 1
         out["amount"]["payer_refund"] += 1
@@ -112,13 +112,13 @@ def payment_event(order, mode="normal"):
     if order.paid:
         # The event is the payment ("支付成功"): sent again later (a retry, a resend) it still
         # says SUCCESS, not the order's present REFUND that a query answers.
-        resource.update(trade_state="SUCCESS", trade_state_desc=rules3.TRADE_STATE_DESC["SUCCESS"])
+        resource.update(trade_state="SUCCESS", trade_state_desc=v3rules.TRADE_STATE_DESC["SUCCESS"])
     return (notify_id, created, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource)
 
 
 def refund_event(refund, order, mode="normal"):
-    event_type, summary = rules3.REFUND_EVENT.get(refund.refund_status,
-                                                  ("REFUND.SUCCESS", "退款成功"))
+    event_type, summary = v3rules.REFUND_EVENT.get(refund.refund_status,
+                                                   ("REFUND.SUCCESS", "退款成功"))
     notify_id = refund.notify_id or ("EV-" + random_digits(19))
     return (notify_id, refund.settled_at or time.time(), event_type, summary, "refund",
             refund_notice(refund, order, mode))
@@ -128,12 +128,12 @@ def build(event, apiv3_key, signer, mode="normal"):
     """(body bytes, headers, facts) of one attempt: a fresh timestamp, nonce and resource
     nonce every time. signer: (Wechatpay-Serial, private key) of the key that signs."""
     notify_id, created, event_type, summary, original_type, plaintext = event
-    resource = protocol3.encrypt(apiv3_key, json.dumps(plaintext, ensure_ascii=False),
-                                 original_type)
+    resource = v3wire.encrypt(apiv3_key, json.dumps(plaintext, ensure_ascii=False),
+                              original_type)
     resource = {"original_type": original_type, "algorithm": resource["algorithm"],
                 "ciphertext": resource["ciphertext"],
                 "associated_data": resource["associated_data"], "nonce": resource["nonce"]}
-    body = json.dumps({"id": notify_id, "create_time": protocol3.rfc3339(created),
+    body = json.dumps({"id": notify_id, "create_time": v3wire.rfc3339(created),
                        "resource_type": "encrypt-resource", "event_type": event_type,
                        "summary": summary, "resource": resource},
                       ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -148,21 +148,21 @@ def signed_headers(body, serial, key, mode="normal"):
     timestamp = int(time.time())
     if mode == "stale_timestamp":
         timestamp -= STALE_SECONDS
-    nonce = protocol3.nonce()
-    message = protocol3.answer_message(str(timestamp), nonce, body)
+    nonce = v3wire.nonce()
+    message = v3wire.answer_message(str(timestamp), nonce, body)
     if mode == "bad_sign":
-        signature = protocol3.sign(forger_key(), message)
+        signature = v3wire.sign(forger_key(), message)
     elif mode == "signtest":
-        signature = protocol3.SIGNTEST_PREFIX + base64.b64encode(
-            secrets.token_bytes(protocol3.RSA_SIGNATURE_BYTES)).decode("ascii")
+        signature = v3wire.SIGNTEST_PREFIX + base64.b64encode(
+            secrets.token_bytes(v3wire.RSA_SIGNATURE_BYTES)).decode("ascii")
     else:
-        signature = protocol3.sign(key, message)
+        signature = v3wire.sign(key, message)
     if mode == "wrong_serial":
         serial = unknown_serial(serial)
     headers = {"Content-Type": "application/json", "Wechatpay-Timestamp": str(timestamp),
                "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature,
                "Wechatpay-Serial": serial,
-               "Wechatpay-Signature-Type": protocol3.SIGNATURE_TYPE}
+               "Wechatpay-Signature-Type": v3wire.SIGNATURE_TYPE}
     return headers, {"wechatpay_serial": serial, "wechatpay_timestamp": timestamp}
 
 

@@ -9,11 +9,11 @@ import urllib.parse
 
 import tornado.web
 
-from simulator import notifications3
 from simulator.digits import parse_int
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS, canonical_api
 from simulator.models import REFUND_OUTCOMES, REFUND_STATUSES
-from simulator.notifications import FORGED, MODES, REFUND_FORGED, REFUND_MODES
+from simulator.v2.notifications import FORGED, MODES, REFUND_FORGED, REFUND_MODES
+from simulator.v3 import notifications as v3notifications
 
 log = logging.getLogger("simulator")
 MAX_LIMIT = 100000      # ?limit= and the console's ?requests= / ?notifications=
@@ -220,7 +220,7 @@ def notify_modes(record, kind):
     """(modes, forged) of a payment ("payment") or refund ("refund") notification: v3's for
     a v3 order or refund, else v2's."""
     if record.api == "v3":
-        return notifications3.MODES, notifications3.FORGED
+        return v3notifications.MODES, v3notifications.FORGED
     return (MODES, FORGED) if kind == "payment" else (REFUND_MODES, REFUND_FORGED)
 
 

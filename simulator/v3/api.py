@@ -4,31 +4,21 @@ Authorization (merchant, serial, timestamp, signature, nonce) -> JSON body -> sc
 rules (State) -> a JSON answer signed with WeChat's key, or WeChat's {"code", "message"}.
 """
 import json
-import time
 
 from cryptography.hazmat.primitives import serialization
 from tornado import httputil
 
-from simulator import notifications3, protocol3, rules3
 from simulator.endpoint import V3_APIS, WeChatEndpoint
-from simulator.pay_api import NEGATIVE_TEST
 from simulator.rules import MAX_BODY
-from simulator.rules3 import V3Error
+from simulator.v2.api import NEGATIVE_TEST
+from simulator.v3 import notifications as v3notifications, rules as v3rules, wire as v3wire
+from simulator.v3.auth import Authentication
+from simulator.v3.rules import V3Error
 
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_JSON = b'{"code":"SYSTEM_ERROR","message":"\xe7\xb3\xbb'
-EXPLAINED_BODY = 4000       # characters of the body shown in a signature explanation
 JSON_TYPE = "application/json; charset=utf-8"
 JSAPI, QUERY_OUT_TRADE_NO, QUERY_ID, CLOSE, REFUND, REFUND_QUERY, CERTIFICATES = V3_APIS
-# WeChat's SIGN_ERROR messages; what exactly failed goes to the request log.
-SIGN_MESSAGES = {
-    "authorization": "Http头Authorization值格式错误，请参考《微信支付商户REST API签名规则》",
-    "mchid": "商户号与签名所用的商户号不一致",
-    "serial_no": "商户证书序列号有误。请使用签名私钥匹配的证书序列号",
-    "timestamp": "请求头中的时间戳与当前时间相差过大",
-    "signature": "错误的签名，验签失败",
-    "nonce": "请求的随机串已使用过（重放请求）",
-}
 
 
 class WireHeaders(httputil.HTTPHeaders):
@@ -42,7 +32,7 @@ class WireHeaders(httputil.HTTPHeaders):
             yield self.SPELLING.get(name, name), value
 
 
-class V3Endpoint(WeChatEndpoint):
+class V3Endpoint(Authentication, WeChatEndpoint):
     """faults -> Authorization -> body -> scenarios -> rules -> signed JSON answer."""
     method = "POST"
     malformed = MALFORMED_JSON
@@ -76,136 +66,6 @@ class V3Endpoint(WeChatEndpoint):
     async def post(self, *args):
         await self.serve(*args)
 
-    # --- Authorization ------------------------------------------------------------------
-    def check_headers(self):
-        """WeChat's gateway refuses a request without Accept or User-Agent before anything else
-        (a common first error of hand-written clients)."""
-        if not self.request.headers.get("Accept") or not self.request.headers.get("User-Agent"):
-            raise V3Error("INVALID_REQUEST", "Http头缺少Accept或User-Agent", status=400,
-                          detail="the request has no %s header; WeChat requires Accept (application/json) "
-                                 "and User-Agent" % " or ".join(
-                                     h for h in ("Accept", "User-Agent") if not self.request.headers.get(h)))
-
-    def authenticate(self):
-        """The merchant's signature, checked as WeChat checks it, else 401 SIGN_ERROR with
-        the request log's explanation of which check failed and what should be signed."""
-        header = self.request.headers.get("Authorization", "")
-        try:
-            self.auth = auth = protocol3.parse_authorization(header)
-        except protocol3.AuthorizationError as exc:
-            raise self.sign_error("authorization", str(exc))
-        self.entry["mchid"] = auth["mchid"]
-        self.merchant = self.state.v3.merchant(auth["mchid"])
-        if self.merchant is None:
-            raise self.sign_error("mchid", "mchid %s has no v3 API certificate at this "
-                                  "simulator (it knows %s)" % (auth["mchid"], ", ".join(
-                                      self.state.v3.merchants)))
-        if not protocol3.same_serial(auth["serial_no"], self.merchant.serial_no):
-            raise self.sign_error("serial_no", self.serial_problem(auth["serial_no"]))
-        self.check_timestamp(auth["timestamp"])
-        if not protocol3.verify(self.merchant.public_key, self.signed_message(),
-                                auth["signature"]):
-            raise self.sign_error("signature", "the signature does not verify with the public "
-                                  "key of merchant certificate %s" % self.merchant.serial_no)
-        if self.state.v3_nonce_seen(auth["mchid"], auth["nonce_str"]):
-            raise self.sign_error("nonce", "nonce_str %s was already used by a request of "
-                                  "merchant %s within %d minutes: a replay (sign every request "
-                                  "with a fresh nonce)" % (auth["nonce_str"], auth["mchid"],
-                                                           rules3.NONCE_MEMORY // 60))
-        self.state.remember_v3_nonce(auth["mchid"], auth["nonce_str"])
-        self.entry["signature"] = "ok"
-
-    def signed_message(self, method=None, url=None, body=None):
-        auth = self.auth
-        return protocol3.request_message(
-            method or self.request.method, self.request.uri if url is None else url,
-            auth["timestamp"], auth["nonce_str"], self.request.body if body is None else body)
-
-    def serial_problem(self, serial):
-        v3 = self.state.v3
-        if protocol3.same_serial(serial, v3.public_key_id) or protocol3.same_serial(
-                serial, v3.platform_serial):
-            return ("serial_no %s is WeChat Pay's (its public key id or platform certificate), "
-                    "not the merchant's: send the serial of your merchant API certificate, %s"
-                    % (serial, self.merchant.serial_no))
-        return ("serial_no %s is not the serial of merchant %s's API certificate (%s)"
-                % (serial, self.merchant.mchid, self.merchant.serial_no))
-
-    def check_timestamp(self, text):
-        if not (text.isascii() and text.isdigit() and len(text) <= 13):
-            raise self.sign_error("timestamp", "timestamp %r is not a number of seconds" % text[:32])
-        ts = int(text)
-        if len(text) == 13:
-            raise self.sign_error("timestamp", "timestamp %s has 13 digits: milliseconds; "
-                                  "WeChat wants seconds" % text)
-        # within 5 minutes of the simulator's clock; while POST /sim/clock has moved it, of
-        # real time too (so that expiring a prepay_id does not make every request stale)
-        off = min(abs(ts - time.time()), abs(ts - self.state.clock.now()))
-        if off > rules3.SIGNATURE_WINDOW:
-            raise self.sign_error("timestamp", "timestamp %s is %d s away from the simulator's "
-                                  "clock (%d); WeChat allows %d s" % (
-                                      text, off, int(self.state.clock.now()),
-                                      rules3.SIGNATURE_WINDOW))
-
-    def sign_error(self, check, reason):
-        self.entry["signature"] = "bad"
-        self.entry["explanation"] = self.explain(check, reason)
-        return V3Error("SIGN_ERROR", SIGN_MESSAGES[check], detail=reason)
-
-    def explain(self, check, reason):
-        """Which check failed, the string that should have been signed, and hints."""
-        explanation = {"sign_type": "SHA256withRSA", "failed_check": check,
-                       "hints": [reason]}
-        if self.auth is None:
-            return explanation
-        explanation["string_to_sign"] = _shown(self.signed_message())
-        explanation["received_sign"] = self.auth["signature"]
-        explanation["authorization"] = {k: self.auth[k] for k in ("mchid", "serial_no",
-                                                                   "timestamp", "nonce_str")}
-        if check == "signature":
-            explanation["hints"].extend(self.signature_hints())
-        return explanation
-
-    def signature_hints(self):
-        raw = protocol3.decode_signature(self.auth["signature"])
-        if raw is None:
-            return ["the signature is not base64"]
-        if len(raw) != protocol3.RSA_SIGNATURE_BYTES:
-            return ["the signature has %d bytes; a 2048-bit RSA key signs %d" % (
-                len(raw), protocol3.RSA_SIGNATURE_BYTES)]
-        hints = ["the signature matches when " + label
-                 for label, message in self.mistakes()
-                 if protocol3.verify(self.merchant.public_key, message, self.auth["signature"])]
-        return hints or ["no common mistake matched: sign METHOD\\nURL\\ntimestamp\\nnonce\\n"
-                         "body\\n (URL = path and query exactly as sent, body = the exact bytes "
-                         "sent) with the private key of certificate %s" % self.merchant.serial_no]
-
-    def mistakes(self):
-        """(what went wrong, the message signed then) for mistakes seen in the wild."""
-        request, auth = self.request, self.auth
-        path = request.uri.split("?", 1)[0]
-        if path != request.uri:
-            yield "the query string is left out of the URL", self.signed_message(url=path)
-        yield ("the URL includes the host",
-               self.signed_message(url="%s://%s%s" % (request.protocol, request.host, request.uri)))
-        if request.uri.startswith("/v3/"):
-            yield "/v3 is left out of the URL", self.signed_message(url=request.uri[3:])
-        yield "the method is lowercase", self.signed_message(method=request.method.lower())
-        if request.body:
-            yield "the body is left out (signed as empty)", self.signed_message(body=b"")
-            try:
-                compact = json.dumps(json.loads(request.body), ensure_ascii=False,
-                                     separators=(",", ":")).encode("utf-8")
-            except ValueError:
-                compact = None
-            if compact is not None and compact != request.body:
-                yield ("the body was signed before it was re-serialised: the signature is "
-                       "over the compact JSON, the body sent differs (sign the exact bytes "
-                       "you send)", self.signed_message(body=compact))
-        yield "the last \\n is left out", self.signed_message()[:-1]
-        yield ("timestamp and nonce are swapped", protocol3.request_message(
-            request.method, request.uri, auth["nonce_str"], auth["timestamp"], request.body))
-
     # --- body, scenarios ----------------------------------------------------------------
     def parse_body(self):
         if self.method == "GET":
@@ -229,12 +89,6 @@ class V3Endpoint(WeChatEndpoint):
             raise V3Error(case, detail="Wechatpay-Negative-Test: " + case)
         if self.system_error:
             raise V3Error("SYSTEM_ERROR")
-
-    def same_mchid(self, mchid, where):
-        """The request's mchid (body or query) is the signer's, or 401 SIGN_ERROR."""
-        if mchid != self.auth["mchid"]:
-            raise self.sign_error("mchid", "the Authorization is merchant %s's, but %s names "
-                                  "mchid %s" % (self.auth["mchid"], where, mchid))
 
     def query_mchid(self):
         mchid = self.get_query_argument("mchid", "")
@@ -265,7 +119,7 @@ class V3Endpoint(WeChatEndpoint):
         self.set_status(status)
         if sign:
             self.sign_answer(body)
-        self.set_header("Request-ID", protocol3.nonce(40).lower())
+        self.set_header("Request-ID", v3wire.nonce(40).lower())
         if status == 204:
             self.empty_json = True
             return self.finish()
@@ -286,7 +140,7 @@ class V3Endpoint(WeChatEndpoint):
         kind = self.state.v3.answer_signer(self.request.headers.get("Wechatpay-Serial"))
         serial, key = self.state.v3.signing_key(kind)
         mode = "bad_sign" if self.bad_sign else "normal"
-        headers, facts = notifications3.signed_headers(body, serial, key, mode)
+        headers, facts = v3notifications.signed_headers(body, serial, key, mode)
         for name, value in headers.items():
             if name != "Content-Type":
                 self.set_header(name, value)
@@ -295,14 +149,8 @@ class V3Endpoint(WeChatEndpoint):
 
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", JSON_TYPE)
-        self.finish({"code": "SYSTEM_ERROR", "message": rules3.MESSAGES["SYSTEM_ERROR"]})
+        self.finish({"code": "SYSTEM_ERROR", "message": v3rules.MESSAGES["SYSTEM_ERROR"]})
 
-
-def _shown(message):
-    text = message.decode("utf-8", "replace")
-    if len(text) > EXPLAINED_BODY:
-        return text[:EXPLAINED_BODY] + "…(%d more characters)" % (len(text) - EXPLAINED_BODY)
-    return text
 
 
 class JsapiHandler(V3Endpoint):
@@ -310,8 +158,8 @@ class JsapiHandler(V3Endpoint):
     api = JSAPI
 
     def rules(self, body):
-        self.same_mchid(rules3.string(body, "mchid"), "the body")
-        appid = rules3.string(body, "appid")
+        self.same_mchid(v3rules.string(body, "mchid"), "the body")
+        appid = v3rules.string(body, "appid")
         if appid not in self.merchant_appids():
             raise V3Error("APPID_MCHID_NOT_MATCH", detail="appid %s is not bound to mchid %s"
                           % (appid, self.auth["mchid"]))
@@ -331,7 +179,7 @@ class QueryHandler(V3Endpoint):
 
     def rules(self, body, out_trade_no):
         mchid = self.query_mchid()
-        return 200, notifications3.transaction(self.order(mchid, out_trade_no=out_trade_no))
+        return 200, v3notifications.transaction(self.order(mchid, out_trade_no=out_trade_no))
 
     def order(self, mchid, out_trade_no="", transaction_id=""):
         order = self.state.find_order(mchid, out_trade_no, transaction_id)
@@ -348,7 +196,7 @@ class QueryByIdHandler(QueryHandler):
 
     def rules(self, body, transaction_id):
         mchid = self.query_mchid()
-        return 200, notifications3.transaction(self.order(mchid, transaction_id=transaction_id))
+        return 200, v3notifications.transaction(self.order(mchid, transaction_id=transaction_id))
 
 
 class CloseHandler(QueryHandler):
@@ -357,7 +205,7 @@ class CloseHandler(QueryHandler):
     method = "POST"
 
     def rules(self, body, out_trade_no):
-        self.same_mchid(rules3.string(body, "mchid"), "the body")
+        self.same_mchid(v3rules.string(body, "mchid"), "the body")
         self.state.v3_close(self.order(self.auth["mchid"], out_trade_no=out_trade_no))
         return 204, None
 
@@ -368,14 +216,14 @@ class RefundHandler(V3Endpoint):
     api = REFUND
 
     def rules(self, body):
-        fields = rules3.check_refund(body)
+        fields = v3rules.check_refund(body)
         refund, repeated = self.state.v3_refund(self.auth["mchid"], fields)
         self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=refund.out_refund_no,
                           repeated=repeated)
         if not repeated:
             self.settlement.schedule(refund)
         order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
-        return 200, notifications3.refund_resource(refund, order)
+        return 200, v3notifications.refund_resource(refund, order)
 
 
 class RefundQueryHandler(V3Endpoint):
@@ -391,7 +239,7 @@ class RefundQueryHandler(V3Endpoint):
                                                                    out_refund_no))
         self.entry.update(out_trade_no=refund.out_trade_no, out_refund_no=out_refund_no)
         order = self.state.orders.get((refund.mch_id, refund.out_trade_no))
-        return 200, notifications3.refund_resource(refund, order)
+        return 200, v3notifications.refund_resource(refund, order)
 
 
 class CertificatesHandler(V3Endpoint):
@@ -404,16 +252,16 @@ class CertificatesHandler(V3Endpoint):
     def rules(self, body):
         v3 = self.state.v3
         if not v3.serves_certificates():
-            raise V3Error("RESOURCE_NOT_EXISTS", rules3.NO_CERTIFICATE,
+            raise V3Error("RESOURCE_NOT_EXISTS", v3rules.NO_CERTIFICATE,
                           detail="key mode public-key: there is no platform certificate")
         cert = v3.platform_cert
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         return 200, {"data": [{
             "serial_no": v3.platform_serial,
-            "effective_time": protocol3.rfc3339(cert.not_valid_before_utc.timestamp()),
-            "expire_time": protocol3.rfc3339(cert.not_valid_after_utc.timestamp()),
-            "encrypt_certificate": protocol3.encrypt(self.merchant.apiv3_key, pem,
-                                                     "certificate")}]}
+            "effective_time": v3wire.rfc3339(cert.not_valid_before_utc.timestamp()),
+            "expire_time": v3wire.rfc3339(cert.not_valid_after_utc.timestamp()),
+            "encrypt_certificate": v3wire.encrypt(self.merchant.apiv3_key, pem,
+                                                  "certificate")}]}
 
 
 def routes():

@@ -5,12 +5,13 @@ import re
 
 import tornado.iostream
 
-from simulator import protocol
 from simulator.endpoint import WeChatEndpoint
-from simulator.rules import (BODY_TOO_LARGE, DES, LACK_PARAMS, MAX_BODY, MAX_NONCE,
-                             NONCE_TOO_LONG, NOT_UTF8, POST_DATA_EMPTY, REQUIRE_POST, SIGN_ERROR,
-                             SIGN_TYPE_ERROR, SYSTEM_BUSY, TRADE_STATE_DESC, XML_FORMAT_ERROR,
-                             PayError, ProtocolFail, refund_page)
+from simulator.rules import MAX_BODY, TRADE_STATE_DESC
+from simulator.v2 import wire as v2wire
+from simulator.v2.rules import (BODY_TOO_LARGE, DES, LACK_PARAMS, MAX_NONCE, NONCE_TOO_LONG,
+                                NOT_UTF8, POST_DATA_EMPTY, REQUIRE_POST, SIGN_ERROR,
+                                SIGN_TYPE_ERROR, SYSTEM_BUSY, XML_FORMAT_ERROR, PayError,
+                                ProtocolFail, refund_page)
 
 NEGATIVE_TEST = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 # /secapi/ without the merchant's client certificate: WeChat does not answer at all, it closes
@@ -36,7 +37,7 @@ class PayHandler(WeChatEndpoint):
 
     async def post(self, prefix=None):
         self.sandbox = prefix is not None
-        self.msg, self.merchant, self.sign_type = {}, None, protocol.MD5
+        self.msg, self.merchant, self.sign_type = {}, None, v2wire.MD5
         if self.needs_client_cert and not self.check_client_cert():
             return
         if await self.apply_faults():
@@ -83,8 +84,8 @@ class PayHandler(WeChatEndpoint):
         if not body.strip():
             raise ProtocolFail(POST_DATA_EMPTY)
         try:
-            self.msg = protocol.parse_xml(body)
-        except protocol.XMLError as exc:
+            self.msg = v2wire.parse_xml(body)
+        except v2wire.XMLError as exc:
             return_msg = NOT_UTF8 if exc.not_utf8 else XML_FORMAT_ERROR
             raise ProtocolFail(return_msg, exc.reason) from None
         return self.msg
@@ -96,8 +97,8 @@ class PayHandler(WeChatEndpoint):
         if len(msg["nonce_str"]) > MAX_NONCE:
             raise ProtocolFail(NONCE_TOO_LONG,
                                "nonce_str is longer than %d characters" % MAX_NONCE)
-        self.sign_type = msg.get("sign_type") or protocol.MD5
-        if self.sign_type not in protocol.SIGN_TYPES:
+        self.sign_type = msg.get("sign_type") or v2wire.MD5
+        if self.sign_type not in v2wire.SIGN_TYPES:
             raise ProtocolFail(SIGN_TYPE_ERROR, "sign_type must be MD5 or HMAC-SHA256")
 
     def required_fields(self, msg):
@@ -111,11 +112,11 @@ class PayHandler(WeChatEndpoint):
         if self.merchant is None:
             raise PayError("MCHID_NOT_EXIST")
         key = self.signing_key()
-        if protocol.verify(msg, key, self.sign_type):
+        if v2wire.verify(msg, key, self.sign_type):
             self.entry["signature"] = "ok"
             return
         self.entry["signature"] = "bad"
-        self.entry["explanation"] = protocol.explain_signature_failure(
+        self.entry["explanation"] = v2wire.explain_signature_failure(
             msg, key, self.sign_type, self.wrong_keys(msg))
         raise ProtocolFail(SIGN_ERROR, "the sign does not match; see explanation")
 
@@ -162,14 +163,14 @@ class PayHandler(WeChatEndpoint):
     def echo(self):
         """appid, mch_id, nonce_str (and device_info): some SDKs build paySign from them."""
         out = {k: self.msg[k] for k in ("appid", "mch_id", "device_info") if self.msg.get(k)}
-        out["nonce_str"] = protocol.nonce()
+        out["nonce_str"] = v2wire.nonce()
         return out
 
     def signed(self, out):
         if self.merchant is None:
             return out      # an unknown mch_id has no key to sign with
-        key = protocol.nonce() if self.bad_sign else self.signing_key()
-        out["sign"] = protocol.sign(out, key, self.sign_type)
+        key = v2wire.nonce() if self.bad_sign else self.signing_key()
+        out["sign"] = v2wire.sign(out, key, self.sign_type)
         return out
 
     def fail(self, exc):
@@ -185,11 +186,11 @@ class PayHandler(WeChatEndpoint):
 
     def write_xml(self, fields):
         self.set_header("Content-Type", "text/xml; charset=utf-8")
-        self.finish(protocol.to_xml(fields))
+        self.finish(v2wire.to_xml(fields))
 
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "text/xml; charset=utf-8")
-        self.finish(protocol.to_xml({"return_code": "FAIL", "return_msg": SYSTEM_BUSY}))
+        self.finish(v2wire.to_xml({"return_code": "FAIL", "return_msg": SYSTEM_BUSY}))
 
 
 class UnifiedOrderHandler(PayHandler):

@@ -2,8 +2,8 @@
 notification (encrypted req_info, no sign), and the forgeries a backend must refuse."""
 import time
 
-from simulator import protocol
 from simulator.models import beijing, random_digits
+from simulator.v2 import wire as v2wire
 
 # Modes of POST /sim/orders/<no>/notify and of POST /sim/refunds/<out_refund_no>/notify.
 # with_sign_type: a genuine notification that carries sign_type (signed with the rest), as
@@ -27,7 +27,7 @@ def payment_fields(order, merchant, mode="normal", sign_type_field=False):
     fields = {
         "appid": order.appid, "bank_type": paid["bank_type"], "cash_fee": str(order.cash_fee),
         "fee_type": order.fields.get("fee_type") or "CNY", "is_subscribe": "N",
-        "mch_id": order.mch_id, "nonce_str": protocol.nonce(), "openid": order.openid,
+        "mch_id": order.mch_id, "nonce_str": v2wire.nonce(), "openid": order.openid,
         "out_trade_no": order.out_trade_no, "result_code": "SUCCESS", "return_code": "SUCCESS",
         "time_end": paid["time_end"], "total_fee": str(order.total_fee),
         "trade_type": order.fields["trade_type"], "transaction_id": paid["transaction_id"],
@@ -46,9 +46,9 @@ def payment_fields(order, merchant, mode="normal", sign_type_field=False):
         if "settlement_total_fee" in fields:
             fields["settlement_total_fee"] = str(order.settlement_total_fee + 1)
     key = merchant.key(order.sandbox)
-    fields["sign"] = protocol.sign(fields, key, order.sign_type)
+    fields["sign"] = v2wire.sign(fields, key, order.sign_type)
     if mode == "bad_sign":  # signed, but not with the merchant's key
-        fields["sign"] = protocol.sign(fields, protocol.nonce(), order.sign_type)
+        fields["sign"] = v2wire.sign(fields, v2wire.nonce(), order.sign_type)
     return fields
 
 
@@ -84,7 +84,7 @@ def refund_fields(refund, merchant, mode="normal"):
     """The refund notification: return_code, appid, mch_id, nonce_str, req_info; no sign."""
     key = merchant.key(refund.sandbox)
     if mode == "bad_key":   # encrypted, but not with this merchant's key
-        key = protocol.nonce()
-    req_info = protocol.encrypt_req_info(protocol.root_xml(refund_plaintext(refund, mode)), key)
+        key = v2wire.nonce()
+    req_info = v2wire.encrypt_req_info(v2wire.root_xml(refund_plaintext(refund, mode)), key)
     return {"return_code": "SUCCESS", "appid": refund.appid, "mch_id": refund.mch_id,
-            "nonce_str": protocol.nonce(), "req_info": req_info}
+            "nonce_str": v2wire.nonce(), "req_info": req_info}

@@ -2,11 +2,12 @@
 paySign checked as WeChat's client checks it; and the console's phone (POST
 /sim/orders/<no>/phone), which needs no paySign."""
 
-from simulator import protocol, protocol3
-from simulator.control import SimError, SimHandler, check_same_origin
 from simulator.endpoint import verdict
 from simulator.models import beijing
+from simulator.plane.control import SimError, SimHandler, check_same_origin
 from simulator.rules import CODE_TTL, PREPAY_TTL, check_coupon
+from simulator.v2 import wire as v2wire
+from simulator.v3 import wire as v3wire
 
 PAY_RESULTS = ("SUCCESS", "CANCEL", "FAIL", "USERPAYING")
 
@@ -105,7 +106,7 @@ class SimPayHandler(SimHandler):
         params = {"appId": appid, "sign": data["paySign"]}
         params.update({k: data[k] for k in self.fields if k != "paySign"})
         same_type = data["signType"] == order.sign_type
-        if same_type and protocol.verify(params, key, order.sign_type):
+        if same_type and v2wire.verify(params, key, order.sign_type):
             self.entry["signature"] = "ok"
             return
         self.entry["signature"] = "bad"
@@ -114,30 +115,30 @@ class SimPayHandler(SimHandler):
 
     def explain(self, params, key, order, merchant):
         sign_type = params["signType"]
-        if sign_type not in protocol.SIGN_TYPES:
+        if sign_type not in v2wire.SIGN_TYPES:
             sign_type = order.sign_type
         secret = self.state.config.apps[order.appid].secret
         wrong = [("the AppSecret (use the merchant API key)", secret),
                  ("the other environment's key", merchant.key(not order.sandbox))]
-        explanation = protocol.explain_signature_failure(params, key, sign_type, wrong)
+        explanation = v2wire.explain_signature_failure(params, key, sign_type, wrong)
         if params["signType"] != order.sign_type:
             explanation["hints"].insert(0, "signType is %s but unifiedorder used %s: they must be "
                                         "equal" % (params["signType"], order.sign_type))
         for label, variant in paysign_variants(params):
-            if protocol.sign(variant, key, sign_type) == params["sign"]:
+            if v2wire.sign(variant, key, sign_type) == params["sign"]:
                 explanation["hints"].insert(0, "the sign matches when " + label)
-        if len(explanation["hints"]) > 1 and protocol.NO_MATCH_HINT in explanation["hints"]:
-            explanation["hints"].remove(protocol.NO_MATCH_HINT)
+        if len(explanation["hints"]) > 1 and v2wire.NO_MATCH_HINT in explanation["hints"]:
+            explanation["hints"].remove(v2wire.NO_MATCH_HINT)
         return explanation
 
     def check_rsa_pay_sign(self, order, data, appid):
         """A v3 prepay_id: signType RSA, paySign = SHA256withRSA over
         appId\ntimeStamp\nnonceStr\npackage\n with the merchant's API certificate key."""
         merchant = self.state.v3.merchant(order.mch_id) if self.state.v3 else None
-        message = protocol3.paysign_message(appid, data["timeStamp"], data["nonceStr"],
-                                            data["package"])
+        message = v3wire.paysign_message(appid, data["timeStamp"], data["nonceStr"],
+                                         data["package"])
         ok = (merchant is not None and data["signType"] == "RSA"
-              and protocol3.verify(merchant.public_key, message, data["paySign"]))
+              and v3wire.verify(merchant.public_key, message, data["paySign"]))
         if ok:
             self.entry["signature"] = "ok"
             return
@@ -247,7 +248,7 @@ def explain_rsa_pay_sign(merchant, appid, data, message):
     if data["signType"] != "RSA":
         hints.append("signType is %s but a v3 prepay_id (from /v3/pay/transactions/jsapi) "
                      "needs signType RSA" % data["signType"])
-    raw = protocol3.decode_signature(sign)
+    raw = v3wire.decode_signature(sign)
     if len(sign) in (32, 64) and all(c in "0123456789ABCDEFabcdef" for c in sign):
         hints.append("paySign is %d hex characters: a v2 %s sign; v3 signs with the merchant "
                      "private key (SHA256withRSA, base64)"
@@ -256,7 +257,7 @@ def explain_rsa_pay_sign(merchant, appid, data, message):
         hints.append("paySign is not base64")
     elif merchant is not None:
         for label, variant in rsa_paysign_variants(appid, data, message):
-            if protocol3.verify(merchant.public_key, variant, sign):
+            if v3wire.verify(merchant.public_key, variant, sign):
                 hints.append("the paySign matches when " + label)
     if not hints:
         hints.append("no common mistake matched: sign appId\\ntimeStamp\\nnonceStr\\npackage\\n "
@@ -272,9 +273,9 @@ def rsa_paysign_variants(appid, data, message):
     yield "the last \\n is left out", message[:-1]
     package = data["package"]
     if package.startswith("prepay_id="):
-        yield ("package is signed without prepay_id=", protocol3.paysign_message(
+        yield ("package is signed without prepay_id=", v3wire.paysign_message(
             appid, data["timeStamp"], data["nonceStr"], package[len("prepay_id="):]))
-    yield ("timeStamp and nonceStr are swapped", protocol3.paysign_message(
+    yield ("timeStamp and nonceStr are swapped", v3wire.paysign_message(
         appid, data["nonceStr"], data["timeStamp"], package))
     yield "signType is signed too", message + (data["signType"] + "\n").encode("utf-8")
 

@@ -2,7 +2,7 @@
 PUB_KEY_ID_, the platform certificate), the merchant's API certificate (a demo key pair made on
 first start unless one is configured) and the manifest v3.json, all offline.
 
-    from simulator import v3keys
+    from simulator.v3 import keys as v3keys
     setup = v3keys.prepare("sim-v3", mchid="10000100", appid="wx...", apiv3_key="<32 chars>")
 
 prepare() creates in the directory, or reuses when they exist and still fit:
@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from simulator import protocol3, tls
+from simulator import tls
+from simulator.v3 import wire as v3wire
 
 KEY_MODES = ("public-key", "certificate", "migration")
 MANIFEST = "v3.json"
@@ -76,7 +77,7 @@ class V3Setup:
 
     @property
     def platform_serial(self):
-        return protocol3.serial_hex(self.platform_cert)
+        return v3wire.serial_hex(self.platform_cert)
 
     def merchant(self, mchid):
         return self.merchants.get(mchid)
@@ -119,14 +120,14 @@ class V3Setup:
             "merchant_serial_no": merchant.serial_no,
             "merchant_certificate_file": merchant.certificate_file or None,
             "wechatpay_public_key_id": self.public_key_id,
-            "wechatpay_public_key": protocol3.public_pem(self.wechatpay_key),
+            "wechatpay_public_key": v3wire.public_pem(self.wechatpay_key),
             "wechatpay_public_key_file": self.wechatpay_public_key_file,
             "platform_serial_no": self.platform_serial,
             "platform_certificate": self.platform_cert.public_bytes(
                 serialization.Encoding.PEM).decode("ascii"),
             "platform_certificate_file": self.platform_cert_file,
             "platform_certificate_dir": os.path.dirname(self.platform_cert_file),
-            "platform_certificate_expire_time": protocol3.rfc3339(
+            "platform_certificate_expire_time": v3wire.rfc3339(
                 self.platform_cert.not_valid_after_utc.timestamp()),
             "manifest_file": self.manifest_file,
         }
@@ -164,7 +165,7 @@ def prepare(directory, mchid, appid, apiv3_key, key_mode="public-key", public_ke
     _mkdir(os.path.join(directory, "platform-certs"))
     wechatpay_key = _own_key(os.path.join(directory, "wechatpay_private_key.pem"))
     public_file = os.path.join(directory, "wechatpay_public_key.pem")
-    _write(public_file, protocol3.public_pem(wechatpay_key).encode("ascii"), 0o644)
+    _write(public_file, v3wire.public_pem(wechatpay_key).encode("ascii"), 0o644)
     platform_key = _own_key(os.path.join(directory, "platform_private_key.pem"))
     platform_file = os.path.join(directory, "platform-certs", "platform_cert.pem")
     platform_cert = _own_cert(platform_file, platform_key, "WeChat Pay platform (simulator)",
@@ -209,7 +210,7 @@ def _merchant(directory, mchid, appid, apiv3_key, cert_file, public_key_file, se
     if cert_file:
         cert_file = os.path.abspath(cert_file)
         cert = _read_cert(cert_file)
-        return MerchantKey(mchid, appid, protocol3.serial_hex(cert), cert.public_key(),
+        return MerchantKey(mchid, appid, v3wire.serial_hex(cert), cert.public_key(),
                            apiv3_key, certificate_file=cert_file)
     if public_key_file:
         public_key = _read_public_key(os.path.abspath(public_key_file))
@@ -218,7 +219,7 @@ def _merchant(directory, mchid, appid, apiv3_key, cert_file, public_key_file, se
     cert_file = os.path.join(directory, "apiclient_cert.pem")
     key = _own_key(key_file)
     cert = _own_cert(cert_file, key, str(mchid), MERCHANT_DAYS, unit="Tenpay.com")
-    return MerchantKey(mchid, appid, protocol3.serial_hex(cert), cert.public_key(), apiv3_key,
+    return MerchantKey(mchid, appid, v3wire.serial_hex(cert), cert.public_key(), apiv3_key,
                        private_key_file=key_file, certificate_file=cert_file)
 
 

@@ -2,7 +2,7 @@
 listens) that shows and drives fake WeChat: orders and the phone, refunds, notification
 attempts, the request log with signature explanations, faults, the clock, the configuration.
 
-Its page and static files (simulator/console/) are plain HTML, CSS and JavaScript: no
+Its page and static files (simulator/plane/web/) are plain HTML, CSS and JavaScript: no
 framework, no build step, no URL outside the simulator. The page polls GET /sim/console/state
 (one snapshot of everything, read-only) once a second and acts through the /sim/ control plane.
 """
@@ -11,12 +11,12 @@ import os
 
 import tornado.web
 
-from simulator.control import SimHandler, notify_modes, v3_summary
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS
-from simulator.phone import unpayable
+from simulator.plane.control import SimHandler, notify_modes, v3_summary
+from simulator.plane.phone import unpayable
 from simulator.rules import CODE_TTL, NOTIFY_SCHEDULE, PREPAY_TTL
 
-CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
+CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 PAGE = os.path.join(CONSOLE_DIR, "index.html")          # a Tornado template
 STATIC_DIR = os.path.join(CONSOLE_DIR, "static")
 REQUEST_LIMIT = 200         # request-log entries in a snapshot (newest)

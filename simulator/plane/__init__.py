@@ -1,0 +1,1 @@
+"""The simulator's own plane, not WeChat's: the phone, the /sim/ control endpoints, the console."""
