@@ -97,9 +97,17 @@ class Shop:
         return self.rows("SELECT from_status, to_status, source FROM refund_events"
                          " WHERE out_refund_no = ? ORDER BY id", out_refund_no)
 
-    def notifications(self, no):
-        data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]
-        return [n for n in data if n["out_trade_no"] == no]
+    def notifications(self, no, settled=True, timeout=5):
+        """The simulator's notification attempts about an order. settled: wait (bounded) until
+        every attempt has its outcome: the backend may have stored and answered a notification
+        before the simulator has read that answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data = requests.get(self.sim.url + "/sim/notifications", timeout=5).json()["notifications"]
+            mine = [n for n in data if n["out_trade_no"] == no]
+            if not settled or all(n.get("outcome") != "pending" for n in mine) or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.02)
 
     # the admin API (refunds): needs the backend's ADMIN_TOKEN
     def refund(self, no, body):
