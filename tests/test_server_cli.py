@@ -40,3 +40,17 @@ def test_every_flag_has_a_help_text(script):
     assert done.returncode == 0, done.stderr
     assert "--port" in done.stdout
     assert options_without_help(done.stdout) == []
+
+
+def readme_configuration_table():
+    """The table under the README's "## Configuration" heading."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("\n## Configuration\n", 1)[1]
+    return next(block for block in section.split("\n\n") if block.startswith("|"))
+
+
+def test_readme_configuration_table_is_the_one_the_code_generates():
+    done = subprocess.run([sys.executable, "-m", "server.settings", "--markdown"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert readme_configuration_table() == done.stdout.strip()
