@@ -13,7 +13,7 @@ import sys
 import tornado.netutil
 
 from server import config as server_config
-from server import supervisor
+from server import settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
 from server.httpserver import GuardedHTTPServer, default_max_connections, descriptor_limit
@@ -71,10 +71,34 @@ def host_name(allowed_name):
     return parse
 
 
-def log_level(text):
-    if text.upper() not in server_config.LOG_LEVELS:
-        raise argparse.ArgumentTypeError("must be one of %s" % ", ".join(server_config.LOG_LEVELS))
-    return text.upper()
+def setting_type(setting):
+    """An argparse type: text the setting's check takes (its problem named after the flag)."""
+    def parse(text):
+        reason = setting.reason(text)
+        if reason:
+            raise argparse.ArgumentTypeError(reason)
+        return text
+    return parse
+
+
+def add_setting_flags(p):
+    """A flag per setting that has one (server/settings.py): its help, check and choices from there."""
+    for setting in settings.SETTINGS:
+        if setting.flag is None:
+            continue
+        spec = dict(dest=setting.field, default=None, help=settings.flag_help(setting))
+        if setting.is_switch():   # the flag says on
+            spec.update(action="store_const", const="1")
+        elif setting.choices:
+            spec.update(choices=setting.choices)
+        else:
+            spec.update(type=setting_type(setting), metavar=setting.field.split("_")[-1].upper())
+        p.add_argument(setting.flag, **spec)
+
+
+def flag_values(args, *groups):
+    """The flags' values of these groups' settings, as overrides: {field: text or None}."""
+    return {s.field: getattr(args, s.field) for s in settings.of(*groups) if s.flag}
 
 
 def parse_args(argv, bundle=None):
@@ -95,41 +119,26 @@ def parse_args(argv, bundle=None):
                    help="with --simulator: another Host name under which the simulator's /sim/ and console "
                         "answer (a tunnel's name); repeatable. By default only loopback names "
                         "(127.0.0.1, localhost), so a web page rebound to 127.0.0.1 cannot drive it")
-    p.add_argument("--database-url", help="overrides DATABASE_URL")
-    p.add_argument("--sign-type", choices=["MD5", "HMAC-SHA256"], help="overrides WECHAT_SIGN_TYPE")
-    p.add_argument("--pay-version", choices=["v2", "v3"], help="overrides WECHAT_PAY_VERSION (default v2)")
     p.add_argument("--simulator-v3-dir", default="sim-v3",
                    help="with --simulator and v3: where the simulator keeps its v3 keys and writes v3.json")
     p.add_argument("--simulator-v3-key-mode", choices=["public-key", "certificate", "migration"],
                    default="public-key", help="with --simulator and v3: how the simulator signs (and so how "
                                               "the backend verifies): the WeChat Pay public key, platform "
                                               "certificates, or both")
-    p.add_argument("--notify-url", help="overrides WECHAT_NOTIFY_URL")
-    p.add_argument("--sweep-interval", type=seconds(0, 86400),
-                   help="seconds between background orderquery/refundquery sweeps for missing "
-                        "notifications (SWEEP_INTERVAL, default 60; 0 turns it off)")
-    p.add_argument("--log-level", type=log_level, help="LOG_LEVEL, default INFO")
-    p.add_argument("--event-loop", choices=server_config.EVENT_LOOPS,
-                   help="EVENT_LOOP: asyncio (default) or uvloop (README \"Scaling out\")")
-    p.add_argument("--access-log", action="store_true", default=os.environ.get("ACCESS_LOG") == "1",
-                   help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged")
     p.add_argument("--processes", type=process_count, default=1,
                    help="serve from N processes sharing the listening socket (PostgreSQL only; "
                         "a process that dies is started again; SIGTERM drains them all)")
     p.add_argument("--migrate", action="store_true",
                    help="create or upgrade the database schema, then exit (for deployments that "
                         "migrate before starting new code)")
-    p.add_argument("--xheaders", action="store_true", default=os.environ.get("TRUST_PROXY_HEADERS") == "1",
-                   help="behind a reverse proxy: take the client address from X-Real-IP / "
-                        "X-Forwarded-For (TRUST_PROXY_HEADERS=1)")
+    add_setting_flags(p)
     return p.parse_args(argv)
 
 
 def build_config(args, environ, bundled=None, manifest=None):
     """The Config of flags and environment; with --simulator, wired to the bundled simulator
     (`bundled`: simulator.bundle.Bundled; `manifest`: its v3 manifest, in v3)."""
-    overrides = {"database_url": args.database_url, "sign_type": args.sign_type,
-                 "notify_url": args.notify_url, "pay_version": args.pay_version}
+    overrides = flag_values(args, settings.SHOP, settings.V3)
     if args.simulator:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         host = "[%s]" % host if ":" in host else host
@@ -224,7 +233,7 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
         raise
     sim_app = bundle.start(bundled, sim_sockets, args.simulator_port, args.time_scale,
                            args.simulator_allow_host) if args.simulator else None
-    server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=args.xheaders)
+    server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=options.xheaders)
     server.add_sockets(sockets)
     if one_of_several:
         log.info("process %d serving", os.getpid())
@@ -324,12 +333,10 @@ def configure(args, environ, bundle=None):
     problem, StartError for the bundled simulator's."""
     problems = []
     try:
-        options = server_config.ServerOptions.from_env(
-            environ, {"sweep_interval": args.sweep_interval, "log_level": args.log_level,
-                      "event_loop": args.event_loop})
+        options = server_config.ServerOptions.from_env(environ, flag_values(args, settings.PROCESS))
     except server_config.ConfigError as exc:
         problems, options = exc.problems, None
-    setup_logging(options.log_level if options else "INFO", args.access_log)
+    setup_logging(options.log_level if options else "INFO", options.access_log if options else False)
     bundled, manifest = bundled_simulator(args, environ, bundle) if args.simulator else (None, None)
     admin_token = None
     if args.simulator and not environ.get("ADMIN_TOKEN"):
