@@ -132,7 +132,7 @@ def manifest(tmp_path, mode, **changes):
 
 @pytest.mark.parametrize("mode", ["public-key", "certificate", "migration"])
 def test_configuration_from_the_simulators_manifest(tmp_path, mode):
-    import run_server
+    from server import cli as run_server   # run_server.py's command line
     overrides = run_server.v3_overrides(run_server.read_v3_manifest(manifest(tmp_path, mode)), str(tmp_path))
     base = {"WECHAT_APP_SECRET": DEMO["app_secret"], "WECHAT_NOTIFY_URL": "http://127.0.0.1:8000/wechat/pay/v3/notify"}
     config = Config.from_env(base, overrides)
@@ -149,7 +149,7 @@ def test_configuration_from_the_simulators_manifest(tmp_path, mode):
 
 
 def test_a_bad_manifest_is_one_line(tmp_path):
-    import run_server
+    from server import cli as run_server   # run_server.py's command line
     with pytest.raises(run_server.StartError) as info:
         run_server.read_v3_manifest(manifest(tmp_path, "public-key", apiv3_key=None))
     assert "lacks apiv3_key" in str(info.value)

@@ -10,7 +10,7 @@ import tornado.testing
 import tornado.web
 from tornado.httpclient import HTTPRequest
 
-import run_simulator
+from simulator import cli as run_simulator   # run_simulator.py's command line
 from simulator.plane import console
 from simulator.app import make_app, make_server
 from simulator.config import SimConfig
@@ -449,8 +449,8 @@ def test_run_simulator_banner_names_the_console():
 
 def test_run_server_prints_the_console_url():
     import inspect
-    import run_server
-    source = inspect.getsource(run_server.start_simulator)
+    from simulator import bundle
+    source = inspect.getsource(bundle.start)
     assert "/sim/console" in source
 
 

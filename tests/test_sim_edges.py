@@ -9,7 +9,7 @@ import pytest
 import xmltodict
 from tornado.httpclient import HTTPRequest
 
-import run_simulator
+from simulator import cli as run_simulator   # run_simulator.py's command line
 from simulator.v2 import wire as protocol
 from simulator.app import make_app
 from simulator.config import SimConfig

@@ -131,7 +131,7 @@ def test_config_with_several_merchants(tmp_path):
 
 
 def test_seed_flag():
-    import run_simulator
+    from simulator import cli as run_simulator   # run_simulator.py's command line
     assert run_simulator.parse_args(["--seed", "42"]).seed == 42
     assert run_simulator.parse_args([]).seed is None
     assert "seeded with 42" in run_simulator.banner("http://x", SimConfig.demo(), 1.0, seed=42)
@@ -139,7 +139,7 @@ def test_seed_flag():
 
 
 def test_demo_subcommand_is_dispatched(monkeypatch):
-    import run_simulator
+    from simulator import cli as run_simulator   # run_simulator.py's command line
     seen = []
     fake = types.ModuleType("simulator.demo")
     fake.main = lambda argv: seen.append(argv) or 7

@@ -1,0 +1,339 @@
+"""run_simulator.py's command line: flags -> SimConfig, TLS files and v3 keys -> State -> listen; the banner."""
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import ssl
+import sys
+
+import tornado.netutil
+
+from simulator import hosts, tls
+from simulator.v3 import keys as v3keys
+from simulator.app import make_app, make_server
+from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
+                              REFUND_DELAY, ConfigError, SimConfig)
+from simulator.models import DEVELOPER_USER
+from simulator.rules import CODE_TTL, MAX_BODY, NOTIFY_SCHEDULE, PREPAY_TTL
+from simulator.state import State
+
+PROG = "run_simulator.py"
+DESCRIPTION = """Run the offline WeChat simulator: login, Pay v2 and API v3 (JSAPI, refunds included),
+notifications and the /sim/ control plane; with --tls over HTTPS with a local CA and client
+certificates."""
+
+
+def number_type(convert, ok, wrong_type, out_of_range):
+    """An argparse type: convert(text), then ok(value), each with its own one-line complaint."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(wrong_type % (text,)) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(out_of_range % (value,))
+        return value
+    return parse
+
+
+positive_float = number_type(float, lambda v: 0 < v < float("inf"), "not a number: %r",
+                             "must be a positive number: %r")
+non_negative_float = number_type(float, lambda v: 0 <= v < 1e9, "not a number: %r",
+                                 "must be a number of seconds >= 0: %r")
+probability = number_type(float, lambda v: 0 <= v <= 1, "not a number: %r",
+                          "a probability is 0..1, not %r")
+port_number = number_type(int, lambda v: 0 <= v <= 65535, "not a port number: %r", "a port is 0..65535, not %d")
+
+
+def host_name(text):
+    try:
+        return hosts.allowed_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=(
+        "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend." % PROG))
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1); /sim/ answers under it too")
+    p.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
+    p.add_argument("--allow-host", action="append", default=[], type=host_name, metavar="NAME",
+                   help="another Host name (with any port) under which /sim/ and the console "
+                   "answer, e.g. a tunnel's name or a LAN address; repeatable. By default only "
+                   "loopback names (localhost, *.localhost, 127.0.0.0/8, [::1]) and --host: "
+                   "other names get 403, so a web page whose name was rebound to this address "
+                   "(DNS rebinding) cannot drive the simulator. WeChat's paths answer any Host")
+    p.add_argument("--appid", help="default: %s" % DEMO_APPID)
+    p.add_argument("--app-secret", help="the Mini Program AppSecret (default: the demo's)")
+    p.add_argument("--mch-id", help="default: %s" % DEMO_MCH_ID)
+    p.add_argument("--api-key", help="the merchant API key, 32 characters (default: the demo's)")
+    p.add_argument("--config", help="JSON file with several apps and merchants "
+                   "(see SimConfig.from_file); excludes the four credential flags")
+    p.add_argument("--time-scale", type=positive_float, default=1.0,
+                   help="multiplies every WeChat duration: 0.001 turns 15 s into 15 ms")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (default: only 4xx/5xx; GET /sim/requests has them all)")
+    p.add_argument("--notify-timeout", type=positive_float, default=5.0,
+                   help="seconds a notify_url has to answer (not scaled; default 5)")
+    p.add_argument("--refund-delay", type=non_negative_float, default=REFUND_DELAY,
+                   help="seconds a refund stays PROCESSING before it settles (SUCCESS, or what "
+                   "the control plane chose) and its notification goes out; scaled by "
+                   "--time-scale like every WeChat duration (default %g)" % REFUND_DELAY)
+    p.add_argument("--accept-unknown-codes", action="store_true",
+                   help="developer mode for WeChat DevTools: take a login code this simulator never "
+                   "issued (from wx.login in DevTools), once, as the app's developer user (one "
+                   "stable openid per appid); by default only codes from POST /sim/login work")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the random draws of fault rules with a probability below 1, so "
+                   "that a run fires the same faults again (default: unseeded)")
+    p.add_argument("--notify-sign-type-probability", type=probability, default=0.0,
+                   metavar="P", help="the chance (0..1) that an ordinary payment notification "
+                   "carries a sign_type field (the order's MD5 or HMAC-SHA256, signed with the "
+                   "rest), as real WeChat's sometimes do; drawn from the --seed random "
+                   "(default 0: never; POST /sim/orders/<no>/notify {\"mode\": "
+                   "\"with_sign_type\"} sends one on demand)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
+                   "merchant's client certificate issued by that CA, like WeChat")
+    p.add_argument("--tls-dir", default="sim-tls",
+                   help="where --tls creates or reuses ca.pem, server.pem, merchant.pem and "
+                   "their keys (default ./sim-tls)")
+    p.add_argument("--tls-ca-cert", help="with --tls: issue from this CA certificate (PEM) "
+                   "instead of creating one; needs --tls-ca-key")
+    p.add_argument("--tls-ca-key", help="with --tls: the private key (PEM) of --tls-ca-cert")
+    v3 = p.add_argument_group("WeChat Pay API v3", "the v3 endpoints answer for one merchant: "
+                              "--mch-id's (or the first of --config)")
+    v3.add_argument("--v3-dir", default="sim-v3",
+                    help="where the v3 keys, certificates and the manifest v3.json are made or "
+                    "reused (default ./sim-v3)")
+    v3.add_argument("--v3-key-mode", choices=v3keys.KEY_MODES, default="public-key",
+                    help="how WeChat's answers and notifications are signed: public-key (the "
+                    "WeChat Pay public key, Wechatpay-Serial PUB_KEY_ID_...; default), "
+                    "certificate (the platform certificate, served by GET /v3/certificates) or "
+                    "migration (answers: the key the request's Wechatpay-Serial names, else the "
+                    "certificate; notifications: both, alternating)")
+    v3.add_argument("--apiv3-key", help="the merchant's APIv3 key, 32 characters (default: "
+                    "the demo's)")
+    v3.add_argument("--v3-merchant-cert", metavar="PEM",
+                    help="the merchant's API certificate (apiclient_cert.pem): its serial and "
+                    "public key verify requests; default: a demo key pair made in --v3-dir")
+    v3.add_argument("--v3-merchant-public-key", metavar="PEM",
+                    help="the merchant's API public key instead of its certificate; needs "
+                    "--v3-merchant-serial")
+    v3.add_argument("--v3-merchant-serial", metavar="S",
+                    help="the serial (hex) of the merchant's API certificate, with "
+                    "--v3-merchant-public-key")
+    return p.parse_args(argv)
+
+
+def build_config(args):
+    flags = (args.appid, args.app_secret, args.mch_id, args.api_key)
+    if args.config:
+        if any(flag is not None for flag in flags):
+            raise ConfigError("--config cannot be combined with --appid, --app-secret, "
+                                  "--mch-id or --api-key")
+        return SimConfig.from_file(args.config)
+    return SimConfig.single(args.appid or DEMO_APPID, args.app_secret or DEMO_SECRET,
+                            args.mch_id or DEMO_MCH_ID, args.api_key or DEMO_API_KEY)
+
+
+def prepare_v3(args, config):
+    """The v3 keys of the first merchant (the one of --mch-id, or the first of --config)."""
+    merchant = next(iter(config.merchants.values()))
+    return v3keys.prepare(args.v3_dir, merchant.mch_id, merchant.appids[0],
+                          args.apiv3_key or DEMO_APIV3_KEY, args.v3_key_mode,
+                          merchant_cert=args.v3_merchant_cert,
+                          merchant_public_key=args.v3_merchant_public_key,
+                          merchant_serial=args.v3_merchant_serial)
+
+
+def v3_lines(base, v3):
+    merchant = next(iter(v3.merchants.values()))
+    lines = ["  API v3    %s/v3/...  key mode %s: %s" % (base, v3.key_mode, {
+        "public-key": "answers and notifications signed with the WeChat Pay public key",
+        "certificate": "signed with the platform certificate (GET /v3/certificates)",
+        "migration": "answers signed with the key the request's Wechatpay-Serial names "
+                     "(else the certificate), notifications with both, alternating",
+    }[v3.key_mode]),
+             "  v3 merchant   mchid=%s  serial_no=%s  apiv3_key=%s"
+             % (merchant.mchid, merchant.serial_no, merchant.apiv3_key)]
+    if merchant.private_key_file:
+        lines.append("  v3 merchant key   %s   (demo, generated: WECHAT_MCH_PRIVATE_KEY_FILE)"
+                     % merchant.private_key_file)
+    if merchant.certificate_file:
+        lines.append("  v3 merchant cert  %s" % merchant.certificate_file)
+    lines += ["  WeChat Pay public key   %s   id %s" % (v3.wechatpay_public_key_file,
+                                                      v3.public_key_id),
+              "  platform certificate    %s   serial %s" % (v3.platform_cert_file,
+                                                         v3.platform_serial),
+              "  v3 manifest   %s   (public material: GET %s/sim/v3/keys)"
+              % (v3.manifest_file, base)]
+    return lines
+
+
+def check_tls_args(args):
+    if (args.tls_ca_cert is None) != (args.tls_ca_key is None):
+        raise ConfigError("--tls-ca-cert and --tls-ca-key go together")
+    if args.tls_ca_cert is not None and not args.tls:
+        raise ConfigError("--tls-ca-cert and --tls-ca-key need --tls")
+
+
+def check_host(args):
+    """--host is one of the names /sim/ answers under: it must be a name or an address."""
+    try:
+        hosts.HostPolicy(args.host)
+    except ValueError as exc:
+        raise ConfigError("--host: %s" % exc) from None
+
+
+def prepare_tls(args, config):
+    """The CA, server and merchant certificates: {mch_id: (cert, key)} and TLSFiles."""
+    merchants = list(config.merchants)
+    hosts = () if args.host in ("", "0.0.0.0", "::") else (args.host,)
+    files = tls.prepare(args.tls_dir, mch_id=merchants[0], ca_cert=args.tls_ca_cert,
+                        ca_key=args.tls_ca_key, hosts=hosts)
+    certs = {merchants[0]: (files.client_cert, files.client_key)}
+    for mch_id in merchants[1:]:
+        certs[mch_id] = tls.issue_merchant(files, mch_id)
+    return files, certs
+
+
+def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
+           merchant_certs=None, accept_unknown_codes=False, seed=None,
+           notify_sign_type_probability=0.0, v3=None, host_policy=None):
+    lines = ["WeChat simulator listening on %s" % base,
+             "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
+             % (base, base, base),
+             "  login base URL  %s/  (GET /sns/jscode2session, GET /cgi-bin/token)" % base,
+             "  control plane   %s/sim/" % base,
+             "  console         %s/sim/console" % base,
+             "  /sim/ hosts     %s; other Host names get 403 (--allow-host adds one)"
+             % (host_policy or hosts.HostPolicy()).describe()]
+    for app in config.apps.values():
+        lines.append("  app       appid=%s  secret=%s" % (app.appid, app.secret))
+    for m in config.merchants.values():
+        lines.append("  merchant  mch_id=%s  api_key=%s  appids=%s"
+                     % (m.mch_id, m.api_key, ",".join(m.appids)))
+    lines.append(time_scale_line(time_scale))
+    if seed is not None:
+        lines.append("  faults    random draws seeded with %d: the same requests fire the same "
+                     "faults" % seed)
+    if notify_sign_type_probability:
+        lines.append("  notify    %g of payment notifications carry a signed sign_type field"
+                     % notify_sign_type_probability)
+    lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
+                 "chooses)" % (refund_delay * time_scale))
+    lines.extend(tls_lines(tls_files, merchant_certs or {}))
+    if v3 is not None:
+        lines.extend(v3_lines(base, v3))
+    lines.append(login_line(accept_unknown_codes))
+    return "\n".join(lines)
+
+
+def login_line(accept_unknown_codes):
+    if accept_unknown_codes:
+        return ("  login     developer mode: a code this simulator never issued (wx.login in WeChat "
+                "DevTools) is taken once, as user %r" % DEVELOPER_USER)
+    return ("  login     only codes from POST /sim/login, once each, for %g minutes (WeChat's rules)"
+            % (CODE_TTL / 60))
+
+
+def tls_lines(files, merchant_certs):
+    if files is None:
+        return ["  no TLS: /secapi/pay/refund works over plain HTTP WITHOUT a client certificate "
+                "(real WeChat requires HTTPS and the merchant's apiclient_cert; run with --tls "
+                "to test that)"]
+    lines = ["  TLS: HTTPS only; /secapi/ requires a client certificate issued by this CA "
+             "(without one the connection is closed unanswered, as at WeChat)",
+             "  CA certificate  %s   (backend: WECHAT_CA_FILE)" % files.ca_cert]
+    for mch_id, (cert, key) in merchant_certs.items():
+        lines.append("  merchant %s  cert %s   (WECHAT_CERT_FILE)" % (mch_id, cert))
+        lines.append("  merchant %s  key  %s   (WECHAT_KEY_FILE)" % (mch_id, key))
+    return lines
+
+
+def time_scale_line(time_scale):
+    if time_scale == 1:
+        return "  time scale 1: real WeChat durations"
+    return ("  time scale %g (not 1): code TTL %g s, prepay_id TTL %g s, first notify retry "
+            "after %g s" % (time_scale, CODE_TTL * time_scale, PREPAY_TTL * time_scale,
+                            NOTIFY_SCHEDULE[0] * time_scale))
+
+
+def fail(message):
+    print("%s: error: %s" % (PROG, message), file=sys.stderr)
+    return 2
+
+
+LISTEN_BACKLOG = 1024
+
+
+def listen(app, host, port, ssl_options=None):
+    """Bind first, so a busy port is reported before anything is printed."""
+    # a deep accept queue: a burst of new connections (a flash sale) must not wait for SYN retries
+    sockets = tornado.netutil.bind_sockets(port, host, backlog=LISTEN_BACKLOG)
+    server = make_server(app, max_body_size=MAX_BODY, ssl_options=ssl_options)
+    server.add_sockets(sockets)
+    return server, sockets[0].getsockname()[1]
+
+
+async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=None, v3=None):
+    state = State(config, time_scale=args.time_scale, refund_delay=args.refund_delay,
+                  accept_unknown_codes=args.accept_unknown_codes, seed=args.seed,
+                  notify_sign_type_probability=args.notify_sign_type_probability, v3=v3)
+    app = make_app(state, notify_timeout=args.notify_timeout, listen_host=args.host,
+                   allow_hosts=args.allow_host)
+    try:
+        server, port = listen(app, args.host, args.port, ssl_options)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return fail("port %d on %s is already in use (another simulator? try --port)"
+                        % (args.port, args.host))
+        return fail("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc))
+    host = "[%s]" % args.host if ":" in args.host else args.host
+    scheme = "https" if tls_files else "http"
+    print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
+                 args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
+                 args.seed, args.notify_sign_type_probability, v3, app.sim_hosts), flush=True)
+    await wait_for_signal()
+    server.stop()
+    app.shutdown()
+    try:
+        await asyncio.wait_for(server.close_all_connections(), 5)
+    except asyncio.TimeoutError:
+        pass    # a client holding a connection open must not keep us alive
+    print("WeChat simulator stopped", flush=True)
+    return 0
+
+
+async def wait_for_signal():
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from simulator.demo import main as demo_main     # the lead's; needs the backend
+        return demo_main(argv[1:])
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+        check_tls_args(args)
+        check_host(args)
+        tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
+        ssl_options = tls.server_context(tls_files) if tls_files else None
+        v3 = prepare_v3(args, config)
+    except (ConfigError, tls.TLSError, v3keys.V3Error) as exc:
+        return fail(str(exc))
+    except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
+        return fail("TLS: %s" % exc)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.access_log:
+        logging.getLogger("simulator.access").setLevel(logging.WARNING)
+    return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options, v3))
