@@ -7,13 +7,12 @@ import time
 
 import tornado.web
 
-from server import handlers
-from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3, V3
 from server.catalog import Catalog
+from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
+from server.http import handlers
 from server.service import Service
 from server.store import StoreError, open_store, open_waiting
-from server.wechat import WeChatClient
-from server.wechat3 import WeChatClientV3
+from server.wechat import make_client
 
 log = logging.getLogger("server.app")
 
@@ -33,7 +32,7 @@ class App:
         self.clock = clock
         self.store = store or open_store(config.database_url, clock=clock, pool_size=config.database_pool_size,
                                          timeout=config.database_timeout)
-        self.wechat = wechat or (WeChatClientV3(config) if config.pay_version == V3 else WeChatClient(config))
+        self.wechat = wechat or make_client(config)
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval
         self.database_wait = config.database_wait

@@ -5,7 +5,11 @@ import re
 import ssl
 from urllib.parse import urlsplit
 
-from server import httpserver, numbers, upstream, wxpay, wxpay3
+from server import numbers
+from server.http import server as httpserver
+from server.wechat import upstream
+from server.wechat.v2 import wire as wxpay
+from server.wechat.v3 import wire as wxpay3
 from server.store import describe_url
 
 

@@ -1,6 +1,6 @@
 """Business rules: login, server-priced orders, payment params, notify, reconcile, close, refunds.
 
-No HTTP here (handlers.py translates), no wire format (wechat.py and wxpay.py), no SQL
+No HTTP here (server/http/ translates), no wire format (server/wechat/), no SQL
 (the Store); which state may follow which is server/domain.py's table.
 """
 import collections
@@ -13,7 +13,8 @@ import string
 import sys
 import time
 
-from server import domain, numbers, wxpay
+from server import domain, numbers
+from server.wechat.v2 import wire as wxpay
 from server.domain import (CHANGE, CLOSED, FAILED, NOTPAY, ORDER, PAID, PAYABLE, PAYERROR, PENDING, PROCESSING,
                            REFUND, REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, REFUNDCLOSE, SUCCESS, Order, Refund)
 from server.store import RefundRefused, StoreError

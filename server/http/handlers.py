@@ -6,7 +6,8 @@ import re
 
 import tornado.web
 
-from server import numbers, views, wxpay
+from server import numbers, views
+from server.wechat.v2 import wire as wxpay
 from server.service import ServiceError
 from server.store import StoreError
 from server.wechat import NotificationRefused, WeChatError
@@ -40,7 +41,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if declared is not None and declared > self.max_body:
             raise ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
         # A malformed Content-Length, or one beside Transfer-Encoding, is refused by Tornado's
-        # parser (400, given the API's shape by server/httpserver.py). A chunked body has no
+        # parser (400, given the API's shape by server/http/server.py). A chunked body has no
         # length: it is counted as it arrives, so an oversized one is a 413 too; the
         # connection's own cap is lifted so that it cannot answer first with a bare 400.
         if "Transfer-Encoding" in self.request.headers:

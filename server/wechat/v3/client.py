@@ -1,5 +1,5 @@
-"""Async WeChat Pay API v3 client (JSAPI): the pay client interface of server/wechat.py over
-v3's JSON, every answer and notification verified (server/wxpay3.py) before it is believed.
+"""Async WeChat Pay API v3 client (JSAPI): the PayClient (server/wechat/__init__.py) over
+v3's JSON, every answer and notification verified (wire.py) before it is believed.
 
 Requests are signed with the merchant's RSA key (Authorization). Answers: a 2xx must carry
 a valid signature by a key we trust, within 5 minutes of now, or it is UpstreamError. An
@@ -9,7 +9,7 @@ the signature verifies; 401 SIGN_ERROR (WeChat does not sign answers to requests
 signature failed), 429 FREQUENCY_LIMITED, unsigned errors and other 5xx are UpstreamError
 (nothing is concluded); 500 SYSTEM_ERROR is retried like v2's SYSTEMERROR.
 
-Keys WeChat signs with (WeChatPayKeys): the WeChat Pay public key, named by its id
+Keys WeChat signs with (keys.py's WeChatPayKeys): the WeChat Pay public key, named by its id
 PUB_KEY_ID_..., and/or the platform certificates, named by serial: fetched from
 GET /v3/certificates (decrypted with the APIv3 key, the answer verified with them), kept in
 WECHAT_PLATFORM_CERT_DIR, refreshed every 12 hours and, at most once a minute, when an
@@ -24,19 +24,18 @@ codes the service acts on (ORDER_NOT_EXIST -> ORDERNOTEXIST, ORDER_CLOSED -> ORD
 ...).
 """
 import asyncio
-import collections
 import datetime
 import json
 import logging
-import os
-import tempfile
 import time
 from urllib.parse import quote, urlsplit
 
-from server import upstream, wxpay3
 from server.domain import CHANGE, PROCESSING, REFUNDCLOSE, SUCCESS
-from server.wechat import (BaseClient, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
-                           WeChatRefused, _Retry)
+from server.wechat import Notification, NotificationRefused, UpstreamError, UpstreamTimeout, WeChatRefused, upstream
+from server.wechat.base import BaseClient
+from server.wechat.retry import Retry
+from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat3")
 
@@ -45,8 +44,6 @@ ORDER_TTL_MARGIN = 60            # ... and not asked for again in its last minut
 CERT_REFRESH_EVERY = 12 * 3600   # platform certificates are fetched again this often
 CERT_REFRESH_GAP = 60            # ... and for an unknown serial at most this often
 CERT_RETRY_MAX = 60              # a failed fetch is tried again after 1, 2, 4 ... up to this
-REPLAY_MEMORY = 2 * wxpay3.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
-REPLAY_MAX = 100000
 MAX_NOTIFY_BYTES = 64 * 1024
 
 TRANSACTION, REFUND = "transaction", "refund"
@@ -60,89 +57,6 @@ _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 o
 _NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
 _REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
 _PATH_SAFE = "-_.~*@"   # out_refund_no may hold [0-9A-Za-z_-|*@]; '|' is percent-encoded (and signed so)
-
-
-class WeChatPayKeys:
-    """The keys WeChat signs with, by the serial an answer names: the WeChat Pay public key
-    (public_key_id) and the platform certificates (by their serial number, when valid)."""
-
-    def __init__(self, public_key=None, public_key_id="", cert_dir="", clock=time.time):
-        self.public_key, self.public_key_id = public_key, public_key_id
-        self.cert_dir = cert_dir
-        self.clock = clock
-        self.certificates = {}   # serial number (int) -> x509.Certificate
-
-    @property
-    def uses_certificates(self):
-        return bool(self.cert_dir)
-
-    def key_for(self, serial):
-        if self.public_key_id and serial == self.public_key_id:
-            return self.public_key
-        certificate = self.certificates.get(wxpay3.serial_number(serial))
-        return certificate.public_key() if certificate is not None and self.valid(certificate) else None
-
-    def valid(self, certificate):
-        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
-        return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
-
-    def install(self, certificates):
-        """Trust exactly these (WeChat lists every certificate still in use); returns the
-        serials that are new."""
-        fresh = {c.serial_number: c for c in certificates if self.valid(c)}
-        added = [wxpay3.serial_hex(c) for n, c in fresh.items() if n not in self.certificates]
-        self.certificates = fresh
-        return added
-
-    def load_directory(self):
-        """The certificates kept in cert_dir (at start, before anything is served)."""
-        if not self.cert_dir or not os.path.isdir(self.cert_dir):
-            return
-        for name in sorted(os.listdir(self.cert_dir)):
-            if not name.lower().endswith(".pem"):
-                continue
-            try:
-                with open(os.path.join(self.cert_dir, name), "rb") as f:
-                    certificate = wxpay3.load_certificate(f.read(64 * 1024))
-            except (OSError, wxpay3.KeyFileError) as exc:
-                log.warning("platform certificate %s skipped: %s", name, exc)
-                continue
-            if self.valid(certificate):
-                self.certificates[certificate.serial_number] = certificate
-
-    def save(self, certificates):
-        """Write each certificate to cert_dir as <SERIAL>.pem (blocking: run in a thread)."""
-        from cryptography.hazmat.primitives import serialization
-        os.makedirs(self.cert_dir, exist_ok=True)
-        for certificate in certificates:
-            path = os.path.join(self.cert_dir, wxpay3.serial_hex(certificate) + ".pem")
-            if os.path.exists(path):
-                continue
-            fd, temporary = tempfile.mkstemp(dir=self.cert_dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(certificate.public_bytes(serialization.Encoding.PEM))
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-
-
-class ReplayGuard:
-    """The nonces of the notifications believed in the last REPLAY_MEMORY seconds: WeChat
-    signs every delivery attempt afresh (a new timestamp and nonce), so the same nonce twice
-    is somebody replaying a message they saw. In memory, per process (see the README)."""
-
-    def __init__(self, clock=time.time, memory=REPLAY_MEMORY, most=REPLAY_MAX):
-        self.clock, self.memory, self.most = clock, memory, most
-        self._seen = collections.OrderedDict()   # nonce -> when first seen
-
-    def seen(self, nonce):
-        """True if nonce was seen within the memory; otherwise remember it and say False."""
-        now = self.clock()
-        while self._seen and (now - next(iter(self._seen.values())) > self.memory or len(self._seen) >= self.most):
-            self._seen.popitem(last=False)
-        if nonce in self._seen:
-            return True
-        self._seen[nonce] = now
-        return False
 
 
 class WeChatClientV3(BaseClient):
@@ -175,7 +89,7 @@ class WeChatClientV3(BaseClient):
             self._refresher = None
         super().close()
 
-    # -- the pay client interface (server/wechat.py) ----------------------------------
+    # -- the PayClient (server/wechat/__init__.py) ------------------------------------
     async def prepay(self, order):
         expires = order.created_at + ORDER_TTL
         if expires - self.clock() < ORDER_TTL_MARGIN:
@@ -287,7 +201,7 @@ class WeChatClientV3(BaseClient):
 
     async def _answer(self, name, status, fields, body):
         """The answer as a JSON object ({} for a 204), believed; else an exception (or a
-        _Retry for SYSTEM_ERROR)."""
+        Retry for SYSTEM_ERROR)."""
         success = 200 <= status < 300
         try:
             signed = wxpay3.signed_headers(fields)
@@ -313,7 +227,7 @@ class WeChatClientV3(BaseClient):
         code = _CODES.get(code, code)
         text = "%s: HTTP %d %s: %s" % (name, status, code[:64], str(message or "")[:128])
         if code == "SYSTEMERROR":
-            return _Retry(_coded(UpstreamError(text), code))
+            return Retry(_coded(UpstreamError(text), code))
         if status >= 500 or code in _NOT_CONCLUSIVE or not signed:
             # nothing is concluded from these: the caller keeps its state and may try again
             raise _coded(UpstreamError(text + ("" if signed else " (unsigned)")), code)
