@@ -4,6 +4,10 @@ The store refuses any move this table does not allow (server/store/sqlite.py, `_
 service asks it which states a move may start from (`sources`). Money is integer fen.
 """
 import dataclasses
+import datetime
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))   # WeChat's times are Beijing time
+PREPAY_TTL = 7200   # WeChat keeps a prepay_id for 2 hours; a v3 order is payable that long (time_expire)
 
 # Order states: WeChat's trade_state names.
 NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "PAYERROR"

@@ -7,10 +7,9 @@ import re
 import tornado.web
 
 from server import numbers, views
-from server.wechat.v2 import wire as wxpay
 from server.service import ServiceError
 from server.store import StoreError
-from server.wechat import NotificationRefused, WeChatError
+from server.wechat import MAX_NOTIFY_BYTES, NotificationRefused, WeChatError
 
 log = logging.getLogger("server.handlers")
 
@@ -35,7 +34,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def prepare(self):
-        self.application.inflight.add(self)  # for a graceful stop: see run_server.drain
+        self.application.inflight.add(self)  # for a graceful stop: see App.stop (server/app.py)
         self._chunks, self._received = [], 0
         declared = _declared_length(self.request.headers)
         if declared is not None and declared > self.max_body:
@@ -269,7 +268,7 @@ class AdminRefundListHandler(AdminHandler):
 
 class PayNotifyHandler(BaseHandler):
     """WeChat's payment notification: XML in, XML out."""
-    max_body = wxpay.MAX_XML_BYTES
+    max_body = MAX_NOTIFY_BYTES
 
     async def post(self):
         self.send_xml(await self.service.handle_notify(self.body))
@@ -283,7 +282,7 @@ class PayNotifyHandler(BaseHandler):
         exc = kwargs.get("exc_info", (None, None))[1]
         self.set_status(_error_shape(status_code, exc)[0])
         self.set_header("Content-Type", "text/xml; charset=utf-8")
-        self.finish(wxpay.fail_reply("temporarily unable to process"))
+        self.finish(self.service.wechat.v2_reply("temporarily unable to process"))
 
 
 class RefundNotifyHandler(PayNotifyHandler):
@@ -297,7 +296,7 @@ class V3NotifyHandler(BaseHandler):
     """WeChat Pay v3 notifications, payments and refunds alike (either path): JSON in; 200
     {"code": "SUCCESS"} once applied and committed, else 4xx/5xx {"code": "FAIL", "message"}
     (WeChat's shape), after which WeChat delivers it again later."""
-    max_body = 64 * 1024
+    max_body = MAX_NOTIFY_BYTES
 
     async def post(self):
         try:

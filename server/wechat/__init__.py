@@ -11,15 +11,16 @@ reports them):
   and said no (err_code such as ORDERPAID, or a login errcode such as 40029). The service
   decides what a given refusal means for its caller.
 
-- NotificationRefused (not a WeChatError: WeChat called us): a v3 notification that is not
-  to be believed or not for us; `status` is the HTTP status to answer it with (401 when its
-  signature, serial, timestamp or nonce fails, 400 when its content does).
+- NotificationRefused (not a WeChatError: WeChat called us): a notification that is not
+  to be believed or not for us; `status` is the HTTP status a v3 one is answered with (401
+  when its signature, serial, timestamp or nonce fails, 400 when its content does; a v2 one
+  is answered with FAIL XML).
 
 Implementations: v2/client.py (XML, MD5/HMAC-SHA256) and v3/client.py (JSON, RSA); the
 transport is upstream.py, a keep-alive connection pool on asyncio streams (see there why
 not a library client).
 """
-import collections
+import dataclasses
 from typing import Protocol
 
 
@@ -52,9 +53,36 @@ class NotificationRefused(Exception):
         self.status = status
 
 
-# A v3 notification, opened: `kind` is "transaction" or "refund", `fields` its resource in
-# the domain's names (as order_query's answer, or as a v2 refund notification's req_info).
-Notification = collections.namedtuple("Notification", "id event_type kind fields")
+PAYMENT, REFUND_RESULT = "payment", "refund result"   # what a notification is about
+MAX_NOTIFY_BYTES = 64 * 1024   # a notification's body at most (v2 XML and v3 JSON alike)
+
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    """A notification a pay client has opened and believed (signature, envelope, for our
+    appid/mch_id), in the domain's names whatever the wire. `kind`: PAYMENT, REFUND_RESULT,
+    or None (a genuine event the backend has nothing to do with). Amounts are int fen, None
+    when absent or not a whole number."""
+    kind: str = None
+    id: str = ""                # what logs name it by: v3's notification id, else the record's number
+    event_type: str = ""
+    order: object = None        # the Order it was verified against (v2 payments: the order's sign type)
+    out_trade_no: str = None
+    transaction_id: str = None
+    trade_state: str = None     # SUCCESS when paid; otherwise what WeChat reports
+    total_fee: int = None
+    time_end: str = None        # yyyyMMddHHmmss, Beijing
+    out_refund_no: str = None
+    refund_id: str = None
+    refund_status: str = None   # a domain refund state
+    refund_fee: int = None
+    success_time: str = None    # yyyy-MM-dd HH:mm:ss, Beijing
+
+
+def fen(text):
+    """An amount written in WeChat's decimal digits (no sign, no leading zero) as int fen; None otherwise."""
+    canonical = isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 18
+    return int(text) if canonical and (text == "0" or text[0] != "0") else None
 
 
 class PayClient(Protocol):
@@ -95,7 +123,16 @@ class PayClient(Protocol):
         state), "success_time"}], [] when WeChat has none."""
 
     async def open_notification(self, headers, body):
-        """A v3 notification opened and verified: Notification; NotificationRefused."""
+        """A v3 notification (JSON, RSA-signed) opened and believed: a Notification;
+        NotificationRefused (a v2 client: 404)."""
+
+    async def open_v2_notification(self, kind, body, order_of):
+        """A v2 notification (XML: a payment signed with the API key, or a refund result with
+        AES req_info) opened and believed: a Notification; NotificationRefused. `order_of`:
+        async out_trade_no -> Order or None (a payment is verified with its order's sign type)."""
+
+    def v2_reply(self, problem):
+        """The XML answer to a v2 notification: SUCCESS when problem is None, else FAIL."""
 
 
 def make_client(config):

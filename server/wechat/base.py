@@ -1,11 +1,13 @@
-"""What both pay clients share: the connection pool to WeChat, code2session, the retry policy."""
+"""What both pay clients share: the connection pool to WeChat, code2session, the retry policy, v2 notifications."""
 import asyncio
 import json
 import urllib.parse
 
 from server.http.server import default_connections_per_host
 from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, upstream
+from server.wechat import PAYMENT
 from server.wechat.retry import Retry, with_retries
+from server.wechat.v2 import notify
 
 _HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-tornado"}
 _RETRY_LOGIN = -1
@@ -57,6 +59,15 @@ class BaseClient:
         if not answer.get("openid") or not answer.get("session_key"):
             raise UpstreamError("jscode2session answer lacks openid or session_key")
         return answer
+
+    # -- v2 notifications: a v3 backend still takes them for orders made under v2 ----------
+    async def open_v2_notification(self, kind, body, order_of):
+        if kind == PAYMENT:
+            return await notify.open_payment(self.config, body, order_of)
+        return notify.open_refund(self.config, body)
+
+    def v2_reply(self, problem):
+        return notify.reply(problem)
 
     # -- transport ---------------------------------------------------------------
     async def _with_retries(self, once, name):

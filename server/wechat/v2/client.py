@@ -18,7 +18,7 @@ MAX_LISTED = 50   # refunds WeChat takes of one order, so refundquery lists at m
 class WeChatClient(BaseClient):
     """WeChat Pay API v2: XML signed with the API key (MD5 or HMAC-SHA256)."""
 
-    # -- the pay client interface (see the module docstring) ------------------------
+    # -- the PayClient (server/wechat/__init__.py) ------------------------
     async def prepay(self, order):
         """unifiedorder for a stored order, signed with the order's own sign type (its
         notification will be verified with it)."""
@@ -34,6 +34,7 @@ class WeChatClient(BaseClient):
                                      _v2_sign_type(sign_type, self.config), timestamp, wxpay.nonce())
 
     async def open_notification(self, headers, body):
+        """A v3 notification: this backend does not take them (open_v2_notification does v2's)."""
         raise NotificationRefused(404, "this backend is configured for WeChat Pay API v2 (WECHAT_PAY_VERSION)")
 
     # -- pay ---------------------------------------------------------------------
@@ -51,12 +52,13 @@ class WeChatClient(BaseClient):
     async def close_order(self, out_trade_no):
         return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
 
-    async def refund(self, out_refund_no, refund_fee, total_fee, **fields):
+    async def refund(self, out_refund_no, refund_fee, total_fee, out_trade_no=None, refund_desc=None,
+                     notify_url=None):
         """secapi/pay/refund with the merchant's client certificate (amounts in fen). The
         answer means accepted, not done; it must be for this out_refund_no and amount."""
         answer = await self._pay("/secapi/pay/refund", dict(
-            fields, out_refund_no=out_refund_no, refund_fee=str(refund_fee), total_fee=str(total_fee)),
-            client_cert=True)
+            out_trade_no=out_trade_no, refund_desc=refund_desc, notify_url=notify_url,
+            out_refund_no=out_refund_no, refund_fee=str(refund_fee), total_fee=str(total_fee)), client_cert=True)
         if answer.get("out_refund_no") != out_refund_no or answer.get("refund_fee") != str(refund_fee):
             raise UpstreamError("refund answer does not match the request")
         return answer

@@ -30,8 +30,9 @@ import logging
 import time
 from urllib.parse import quote, urlsplit
 
-from server.domain import CHANGE, PROCESSING, REFUNDCLOSE, SUCCESS
-from server.wechat import Notification, NotificationRefused, UpstreamError, UpstreamTimeout, WeChatRefused, upstream
+from server.domain import BEIJING, CHANGE, PREPAY_TTL, PROCESSING, REFUNDCLOSE, SUCCESS
+from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
+                           WeChatRefused, fen, upstream)
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
 from server.wechat.v3 import wire as wxpay3
@@ -39,15 +40,11 @@ from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat3")
 
-ORDER_TTL = 7200                 # time_expire: an order is payable for 2 hours (a prepay_id's life)
-ORDER_TTL_MARGIN = 60            # ... and not asked for again in its last minute
+ORDER_TTL_MARGIN = 60            # an order is not given a prepay_id in the last minute of PREPAY_TTL
 CERT_REFRESH_EVERY = 12 * 3600   # platform certificates are fetched again this often
 CERT_REFRESH_GAP = 60            # ... and for an unknown serial at most this often
 CERT_RETRY_MAX = 60              # a failed fetch is tried again after 1, 2, 4 ... up to this
-MAX_NOTIFY_BYTES = 64 * 1024
 
-TRANSACTION, REFUND = "transaction", "refund"
-_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 ones)
     "ORDER_NOT_EXIST": "ORDERNOTEXIST", "ORDERNOTEXIST": "ORDERNOTEXIST",
     "ORDER_CLOSED": "ORDERCLOSED", "ORDERCLOSED": "ORDERCLOSED",
@@ -56,6 +53,7 @@ _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 o
 }
 _NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
 _REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
+_REFUND_EVENTS = {"REFUND.SUCCESS": SUCCESS, "REFUND.CLOSED": REFUNDCLOSE, "REFUND.ABNORMAL": CHANGE}
 _PATH_SAFE = "-_.~*@"   # out_refund_no may hold [0-9A-Za-z_-|*@]; '|' is percent-encoded (and signed so)
 
 
@@ -91,7 +89,7 @@ class WeChatClientV3(BaseClient):
 
     # -- the PayClient (server/wechat/__init__.py) ------------------------------------
     async def prepay(self, order):
-        expires = order.created_at + ORDER_TTL
+        expires = order.created_at + PREPAY_TTL
         if expires - self.clock() < ORDER_TTL_MARGIN:
             # answered here: WeChat refuses an order past its time_expire
             raise WeChatRefused("ORDER_EXPIRED", "the order's time_expire (%s) has passed" % _rfc3339(expires))
@@ -164,15 +162,37 @@ class WeChatClientV3(BaseClient):
         event = _json_object(body)
         if event is None or not isinstance(event.get("event_type"), str):
             raise NotificationRefused(400, "the body is not a notification")
-        kind = {"TRANSACTION": TRANSACTION, "REFUND": REFUND}.get(event["event_type"].partition(".")[0])
+        kind = {"TRANSACTION": PAYMENT, "REFUND": REFUND_RESULT}.get(event["event_type"].partition(".")[0])
         if kind is None:
-            return Notification(event.get("id"), event["event_type"], None, {})
+            return Notification(id=str(event.get("id"))[:64], event_type=event["event_type"])
         try:
             resource = wxpay3.decrypt_resource(event.get("resource"), self.config.apiv3_key)
         except wxpay3.DecryptError as exc:
             raise NotificationRefused(400, "resource: %s" % exc) from None
-        fields = _trade(resource) if kind == TRANSACTION else _refund(resource, "refund_status")
-        return Notification(event.get("id"), event["event_type"], kind, fields)
+        opened = self._payment if kind == PAYMENT else self._refund_result
+        return opened(str(event.get("id"))[:64], event["event_type"], resource)
+
+    def _payment(self, id, event_type, resource):
+        fields = _trade(resource)
+        if fields["appid"] != self.config.appid or fields["mch_id"] != self.config.mch_id:
+            raise NotificationRefused(400, "appid or mchid does not match")
+        if not fields["total_fee"]:
+            # whatever trade_state it claims: a notification without a readable amount is not WeChat's word
+            raise NotificationRefused(400, "amount.total is missing or not in CNY fen")
+        return Notification(kind=PAYMENT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
+                            transaction_id=fields["transaction_id"], trade_state=fields["trade_state"],
+                            total_fee=fen(fields["total_fee"]), time_end=fields["time_end"])
+
+    def _refund_result(self, id, event_type, resource):
+        fields = _refund(resource, "refund_status")
+        if fields["mch_id"] != self.config.mch_id:
+            raise NotificationRefused(400, "mchid does not match")
+        if _REFUND_EVENTS.get(event_type) != fields["refund_status"]:
+            raise NotificationRefused(400, "event_type %s does not match the refund's status" % event_type[:32])
+        return Notification(kind=REFUND_RESULT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
+                            out_refund_no=fields["out_refund_no"], refund_id=fields["refund_id"],
+                            refund_status=fields["refund_status"], refund_fee=fen(fields["refund_fee"]),
+                            total_fee=fen(fields["total_fee"]), success_time=fields["success_time"])
 
     # -- signing, sending, believing --------------------------------------------------
     async def _call(self, method, path, name, payload=None):
@@ -369,10 +389,10 @@ def _beijing(text, layout):
     if moment is None or moment.tzinfo is None:
         return None
     try:
-        return moment.astimezone(_BEIJING).strftime(layout)
+        return moment.astimezone(BEIJING).strftime(layout)
     except (OverflowError, ValueError):   # 9999-12-31T23:59:59-23:59: past year 9999 in Beijing
         return None
 
 
 def _rfc3339(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, _BEIJING).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(timestamp, BEIJING).isoformat(timespec="seconds")
