@@ -75,13 +75,13 @@ class App:
 
 
 def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
-    """The backend's Tornado Application; `app.service` is the service and `app.shop` the App
-    (call `await app.shop.start()` before serving, or open `app.service.store` yourself)."""
+    """The backend's Tornado Application; `web.service` is the service and `web.backend` the App
+    (call `await web.backend.start()` before serving, or open `web.service.store` yourself)."""
     return App(config, store, wechat, catalog, clock).web
 
 
-def _web_application(shop):
-    args = {"service": shop.service}
+def _web_application(backend):
+    args = {"service": backend.service}
     routes = [
         (r"/api/login", handlers.LoginHandler),
         (r"/api/products", handlers.ProductsHandler),
@@ -101,7 +101,7 @@ def _web_application(shop):
     web = tornado.web.Application(
         [(path, handler, args) for path, handler in routes],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args)
-    web.service = shop.service
-    web.shop = shop
+    web.service = backend.service
+    web.backend = backend
     web.inflight = set()  # handlers still working on a request (see App.stop)
     return web

@@ -23,7 +23,7 @@ REFUND_STATES = REFUND_OPEN + REFUND_FINAL
 REFUND_RELEASED = (REFUNDCLOSE, FAILED)          # their amount may be refunded again
 REFUND_OUTCOMES = (SUCCESS, REFUNDCLOSE, CHANGE)  # what WeChat reports for an accepted refund
 
-ORDER, REFUND_KIND = "order", "refund"
+ORDER, REFUND_RECORD = "order", "refund"   # the kinds of record MOVES governs (REFUND is an order state)
 
 # from -> the states it may move to. Anything else is refused by the store.
 MOVES = {
@@ -35,7 +35,7 @@ MOVES = {
         SUCCESS: {REFUND},                        # a refund succeeded
         REFUND: set(),
     },
-    REFUND_KIND: {
+    REFUND_RECORD: {
         None: {PENDING},                          # stored before WeChat is called
         PENDING: {PROCESSING, FAILED} | set(REFUND_OUTCOMES),  # accepted, refused, or already settled
         PROCESSING: set(REFUND_OUTCOMES),

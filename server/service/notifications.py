@@ -2,7 +2,7 @@
 import logging
 
 from server import domain
-from server.domain import REFUND_KIND, REFUND_OUTCOMES, SUCCESS
+from server.domain import REFUND_RECORD, REFUND_OUTCOMES, SUCCESS
 from server.service.common import Part
 from server.wechat import PAYMENT, REFUND_RESULT, NotificationRefused
 
@@ -79,7 +79,7 @@ class Notifications(Part):
             return problem
         status = note.refund_status
         changed, refund = await self.store.refund_transition(
-            refund.out_refund_no, domain.sources(REFUND_KIND, status), status, "notify",
+            refund.out_refund_no, domain.sources(REFUND_RECORD, status), status, "notify",
             refund_id=note.refund_id, success_time=note.success_time)
         if not changed and refund.status != status:
             log.error("refund %s is %s; a notification says %s: not applied", refund.out_refund_no, refund.status, status)

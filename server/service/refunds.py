@@ -3,7 +3,7 @@ import logging
 import re
 
 from server import domain
-from server.domain import (FAILED, PENDING, PROCESSING, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_OUTCOMES, Refund)
+from server.domain import (FAILED, PENDING, PROCESSING, REFUND, REFUND_RECORD, REFUND_OPEN, REFUND_OUTCOMES, Refund)
 from server.service.common import MAX_TOTAL_FEE, Part, ServiceError, check_idempotency_key, page, read_cursor, whole
 from server.service.orders import new_out_trade_no
 from server.service.sweep import SWEEP_MAX_AGE
@@ -76,7 +76,7 @@ class Refunds(Part):
                 refund_desc=refund.reason or None, notify_url=self.config.refund_notify_url or None)
         except WeChatRefused as exc:
             # a definite no: the amount is free again; any other failure leaves it PENDING for a retry
-            await self.store.refund_transition(refund.out_refund_no, domain.sources(REFUND_KIND, FAILED), FAILED,
+            await self.store.refund_transition(refund.out_refund_no, domain.sources(REFUND_RECORD, FAILED), FAILED,
                                                "refund", error=str(exc.wechat_code))
             raise ServiceError(502, "UPSTREAM_ERROR", "WeChat refused the refund: %s" % exc,
                                exc.wechat_code) from None
@@ -110,7 +110,7 @@ class Refunds(Part):
         if status in REFUND_OUTCOMES or (status == PROCESSING and refund.status == PENDING):
             # a PENDING refund WeChat knows was accepted after all (its answer was lost)
             return (await self.store.refund_transition(
-                refund.out_refund_no, domain.sources(REFUND_KIND, status), status, "refundquery",
+                refund.out_refund_no, domain.sources(REFUND_RECORD, status), status, "refundquery",
                 refund_id=found.get("refund_id"), success_time=found.get("success_time")))[1]
         await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
         return refund
