@@ -7,13 +7,12 @@ import time
 
 import tornado.web
 
-from server import handlers
-from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3, V3
 from server.catalog import Catalog
+from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
+from server.http import handlers
 from server.service import Service
 from server.store import StoreError, open_store, open_waiting
-from server.wechat import WeChatClient
-from server.wechat3 import WeChatClientV3
+from server.wechat import make_client
 
 log = logging.getLogger("server.app")
 
@@ -33,7 +32,7 @@ class App:
         self.clock = clock
         self.store = store or open_store(config.database_url, clock=clock, pool_size=config.database_pool_size,
                                          timeout=config.database_timeout)
-        self.wechat = wechat or (WeChatClientV3(config) if config.pay_version == V3 else WeChatClient(config))
+        self.wechat = wechat or make_client(config)
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval
         self.database_wait = config.database_wait
@@ -76,13 +75,13 @@ class App:
 
 
 def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
-    """The backend's Tornado Application; `app.service` is the service and `app.shop` the App
-    (call `await app.shop.start()` before serving, or open `app.service.store` yourself)."""
+    """The backend's Tornado Application; `web.service` is the service and `web.backend` the App
+    (call `await web.backend.start()` before serving, or open `web.service.store` yourself)."""
     return App(config, store, wechat, catalog, clock).web
 
 
-def _web_application(shop):
-    args = {"service": shop.service}
+def _web_application(backend):
+    args = {"service": backend.service}
     routes = [
         (r"/api/login", handlers.LoginHandler),
         (r"/api/products", handlers.ProductsHandler),
@@ -102,7 +101,7 @@ def _web_application(shop):
     web = tornado.web.Application(
         [(path, handler, args) for path, handler in routes],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args)
-    web.service = shop.service
-    web.shop = shop
+    web.service = backend.service
+    web.backend = backend
     web.inflight = set()  # handlers still working on a request (see App.stop)
     return web

@@ -16,7 +16,7 @@ from server import config as server_config
 from server import settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
-from server.httpserver import GuardedHTTPServer, default_max_connections, descriptor_limit
+from server.http.server import GuardedHTTPServer, default_max_connections, descriptor_limit
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
 log = logging.getLogger("run_server")
@@ -220,8 +220,8 @@ def bind(flag, port, host):
 
 async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
     """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several)."""
-    shop = App(config, sweep_interval=options.sweep_interval)
-    await shop.start()
+    backend = App(config, sweep_interval=options.sweep_interval)
+    await backend.start()
     one_of_several = sockets is not None
     try:
         sockets = sockets or bind("--port", args.port, args.host)
@@ -229,11 +229,11 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
     except StartError:
         for sock in sockets or ():
             sock.close()
-        await shop.stop()
+        await backend.stop()
         raise
     sim_app = bundle.start(bundled, sim_sockets, args.simulator_port, args.time_scale,
                            args.simulator_allow_host) if args.simulator else None
-    server = GuardedHTTPServer(shop.web, limits=options.limits, xheaders=options.xheaders)
+    server = GuardedHTTPServer(backend.web, limits=options.limits, xheaders=options.xheaders)
     server.add_sockets(sockets)
     if one_of_several:
         log.info("process %d serving", os.getpid())
@@ -244,7 +244,7 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
     await wait_for_signal()
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
-    await shop.stop()
+    await backend.stop()
     if sim_app is not None:
         sim_app.shutdown()
     log.info("stopped")

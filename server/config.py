@@ -4,8 +4,11 @@ import os
 import ssl
 from urllib.parse import urlsplit
 
-from server import httpserver, settings, upstream, wxpay3
+from server import settings
+from server.http import server as httpserver
 from server.settings import PROCESS, SHOP, V3 as V3_GROUP, readable
+from server.wechat import upstream
+from server.wechat.v3 import wire as wxpay3
 from server.store import describe_url
 
 V2, V3 = settings.V2_VERSION, settings.V3_VERSION

@@ -4,6 +4,10 @@ The store refuses any move this table does not allow (server/store/sqlite.py, `_
 service asks it which states a move may start from (`sources`). Money is integer fen.
 """
 import dataclasses
+import datetime
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))   # WeChat's times are Beijing time
+PREPAY_TTL = 7200   # WeChat keeps a prepay_id for 2 hours; a v3 order is payable that long (time_expire)
 
 # Order states: WeChat's trade_state names.
 NOTPAY, SUCCESS, CLOSED, REFUND, PAYERROR = "NOTPAY", "SUCCESS", "CLOSED", "REFUND", "PAYERROR"
@@ -19,7 +23,7 @@ REFUND_STATES = REFUND_OPEN + REFUND_FINAL
 REFUND_RELEASED = (REFUNDCLOSE, FAILED)          # their amount may be refunded again
 REFUND_OUTCOMES = (SUCCESS, REFUNDCLOSE, CHANGE)  # what WeChat reports for an accepted refund
 
-ORDER, REFUND_KIND = "order", "refund"
+ORDER, REFUND_RECORD = "order", "refund"   # the kinds of record MOVES governs (REFUND is an order state)
 
 # from -> the states it may move to. Anything else is refused by the store.
 MOVES = {
@@ -31,7 +35,7 @@ MOVES = {
         SUCCESS: {REFUND},                        # a refund succeeded
         REFUND: set(),
     },
-    REFUND_KIND: {
+    REFUND_RECORD: {
         None: {PENDING},                          # stored before WeChat is called
         PENDING: {PROCESSING, FAILED} | set(REFUND_OUTCOMES),  # accepted, refused, or already settled
         PROCESSING: set(REFUND_OUTCOMES),

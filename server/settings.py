@@ -5,7 +5,10 @@ import re
 import sys
 from urllib.parse import urlsplit
 
-from server import httpserver, numbers, wxpay, wxpay3
+from server import numbers
+from server.http import server as httpserver
+from server.wechat.v2 import wire as wxpay
+from server.wechat.v3 import wire as wxpay3
 
 SHOP, V3, PROCESS = "shop", "v3", "process"   # Config (both versions), Config (v3 only), ServerOptions
 V2_VERSION, V3_VERSION = "v2", "v3"

@@ -3,8 +3,6 @@ import datetime
 
 from server import domain
 
-_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
-
 
 def products(catalog):
     return {"products": [{"id": p.id, "name": p.name, "price": p.price} for p in catalog]}
@@ -56,7 +54,7 @@ def page(items, cursor, name):
 
 def beijing_time(timestamp):
     """A Unix time as ISO 8601 in Beijing time (+08:00), to the second."""
-    return datetime.datetime.fromtimestamp(timestamp, _BEIJING).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(timestamp, domain.BEIJING).isoformat(timespec="seconds")
 
 
 def beijing_iso(time_end):
@@ -65,4 +63,4 @@ def beijing_iso(time_end):
         parsed = datetime.datetime.strptime(time_end, "%Y%m%d%H%M%S")
     except ValueError:
         return time_end
-    return parsed.replace(tzinfo=_BEIJING).isoformat()
+    return parsed.replace(tzinfo=domain.BEIJING).isoformat()

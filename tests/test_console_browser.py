@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from tests.support import DEMO
 from tests.support.processes import ROOT, Proc, free_port
 from tests.support.shop import backend_env

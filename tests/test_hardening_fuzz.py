@@ -120,6 +120,6 @@ def test_fuzz_notify(backend, body):
     before = backend.snapshot()
     r = backend.http.post(backend.url + "/wechat/pay/notify", data=body, timeout=10)
     assert r.status_code < 500 and b"Traceback" not in r.content
-    from server import wxpay
+    from server.wechat.v2 import wire as wxpay
     assert wxpay.from_xml(r.content)["return_code"] == "FAIL"  # nothing here is signed with the key
     assert backend.snapshot() == before

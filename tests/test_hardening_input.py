@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from tests.support import ADMIN_TOKEN
 from tests.support.api import call, create, login
 

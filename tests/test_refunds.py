@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from server.domain import REFUND, SUCCESS, Refund
 from server.store import StoreError
 from tests.support import ADMIN_TOKEN, DEMO

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 import requests
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from tests.support import DEMO
 from tests.support.api import notification
 from tests.support.processes import ROOT

@@ -1,4 +1,4 @@
-"""server/httpserver.py in process: the connection cap, eviction, descriptor exhaustion, rate-limited logs."""
+"""server/http/server.py in process: the connection cap, eviction, descriptor exhaustion, rate-limited logs."""
 import asyncio
 import errno
 import logging
@@ -10,7 +10,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
-from server.httpserver import GuardedHTTPServer, Limits, RateLimitedLog
+from server.http.server import GuardedHTTPServer, Limits, RateLimitedLog
 
 pytestmark = pytest.mark.gen_test(timeout=20)
 

@@ -1,8 +1,8 @@
 """The backend's /wechat/pay/notify against notifications the test forges itself."""
 import pytest
 
-from server import wxpay
-from server.service import cut_utf8, new_out_trade_no
+from server.wechat.v2 import wire as wxpay
+from server.service.orders import cut_utf8, new_out_trade_no
 from server.domain import NOTPAY, SUCCESS
 from tests.support.api import notification, post_notify, signed, unpaid_order
 

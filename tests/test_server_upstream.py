@@ -4,7 +4,7 @@ import asyncio
 import pytest
 import tornado.web
 
-from server import upstream
+from server.wechat import upstream
 
 pytestmark = pytest.mark.gen_test(timeout=20)
 

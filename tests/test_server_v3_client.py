@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from server.config import Config
 from server.domain import Order
 from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused
-from server.wechat3 import WeChatClientV3
+from server.wechat.v3.client import WeChatClientV3
 from tests.support.wechat3 import (APPID, MCHID, MERCHANT_PUBLIC_KEY, fake3, key_mode,  # noqa: F401
                                    serial_of, v3_values)
 

@@ -214,7 +214,7 @@ async def test_v2_notifications_refused_in_v3_mode(http_client, base_url, fake3,
     """No v2 API key is configured: nothing may verify with an empty one, not even for an
     order made under v2 before the switch."""
     import time
-    from server import wxpay
+    from server.wechat.v2 import wire as wxpay
     from server.domain import Order
     old, _ = await app.service.store.insert_order(Order(
         out_trade_no="V2ORDERBEFORETHESWITCH", openid="o-alice", product_id="tea", quantity=1, body="Tea",
@@ -255,7 +255,8 @@ async def _broken(no):
 async def test_the_v2_path_of_a_v2_backend_is_not_v3(http_client, base_url, fake3, app):
     """A v2 backend answers its v3 notify path 404 FAIL (its client opens no v3 notification)."""
     from server.config import Config
-    from server.wechat import NotificationRefused, WeChatClient
+    from server.wechat import NotificationRefused
+    from server.wechat.v2.client import WeChatClient
     client = WeChatClient(Config(appid=APPID, app_secret="8a2f3c4d5e6f70819a0b1c2d3e4f5061", mch_id="10000100",
                                  api_key="192006250b4c09247ec02edce69f6a2d",
                                  notify_url="http://127.0.0.1:8000/wechat/pay/notify"))

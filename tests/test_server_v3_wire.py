@@ -6,8 +6,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server import wxpay3
-from server.wechat3 import ReplayGuard
+from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3.keys import ReplayGuard
 from tests.support.wechat3 import (APIV3_KEY, PUB_KEY_ID, VECTORS_V3, encrypt, other_key,
                                    platform_certificate, serial_of, signed_headers)
 

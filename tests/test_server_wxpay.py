@@ -1,7 +1,7 @@
-"""Unit tests for server/wxpay.py: the spec's vectors, XML hardening, paySign."""
+"""Unit tests for server/wechat/v2/wire.py: the spec's vectors, XML hardening, paySign."""
 import pytest
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from tests.support import load_vectors
 
 SIGN_VECTORS = load_vectors()["sign"]

@@ -1,4 +1,4 @@
-"""server/upstream.py against raw-socket servers that answer the odd things real servers and
+"""server/wechat/upstream.py against raw-socket servers that answer the odd things real servers and
 proxies answer: 1xx, bodiless statuses, trailers, connection-token lists, conflicting
 framing; the per-host cap and the idle timeout; and a property-based test of the parser."""
 import asyncio
@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from server import upstream
+from server.wechat import upstream
 
 GEN = pytest.mark.gen_test(timeout=20)
 
@@ -283,9 +283,10 @@ def _answer(**drop_or_set):
 ])
 @GEN
 async def test_pay_answers_name_our_appid_and_mch_id_when_they_name_any(call, fields, ok):
-    from server import wxpay
+    from server.wechat.v2 import wire as wxpay
     from server.config import Config
-    from server.wechat import UpstreamError, WeChatClient
+    from server.wechat import UpstreamError
+    from server.wechat.v2.client import WeChatClient
     from tests.support import DEMO
     body = wxpay.signed_xml(fields, DEMO["api_key"])
     server = await RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]).start()
@@ -315,9 +316,10 @@ async def test_pay_answers_name_our_appid_and_mch_id_when_they_name_any(call, fi
 async def test_refundquery_numbers_are_read_bounded(fields, expected):
     """A number in a (signed) refundquery answer is read with a cap on its digits and value:
     an unreadable count is an UpstreamError, an unreadable amount no amount (None)."""
-    from server import wxpay
+    from server.wechat.v2 import wire as wxpay
     from server.config import Config
-    from server.wechat import UpstreamError, WeChatClient
+    from server.wechat import UpstreamError
+    from server.wechat.v2.client import WeChatClient
     from tests.support import DEMO
     body = wxpay.signed_xml(_answer(trade_state=None, **fields), DEMO["api_key"])
     server = await RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]).start()

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 
-from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
+from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_RECORD, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
                            Order, Refund, Session, check_move)
 from server.store import Outage, RefundRefused, StoreError, StoreUnreachable, describe_url
 
@@ -133,7 +133,7 @@ class _Table:
 
 
 _ORDERS = _Table("orders", "out_trade_no", "order_events", _order, ORDER, frozenset(_ORDER_FIELDS))
-_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund, REFUND_KIND, frozenset(_REFUND_FIELDS))
+_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund, REFUND_RECORD, frozenset(_REFUND_FIELDS))
 
 
 def _insert_sql(table, columns):
@@ -403,7 +403,7 @@ class PostgresStore:
 
     # -- refunds -----------------------------------------------------------------
     async def insert_refund(self, refund, max_refunds):
-        check_move(REFUND_KIND, (None,), refund.status)
+        check_move(REFUND_RECORD, (None,), refund.status)
         values = dataclasses.asdict(refund)
         insert = (_insert_sql("refunds", _REFUND_COLUMNS) + " ON CONFLICT (idempotency_key)"
                   " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING out_refund_no")

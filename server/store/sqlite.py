@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 
-from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_KIND, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
+from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_RECORD, REFUND_OPEN, REFUND_RELEASED, SUCCESS,
                            Order, Refund, Session, check_move)
 from server.store import Outage, RefundRefused, StoreError
 
@@ -116,7 +116,7 @@ def _refund(row):
 
 _Table = collections.namedtuple("_Table", "name key events convert kind")
 _ORDERS = _Table("orders", "out_trade_no", "order_events", _order, ORDER)
-_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund, REFUND_KIND)
+_REFUNDS = _Table("refunds", "out_refund_no", "refund_events", _refund, REFUND_RECORD)
 
 
 class SQLiteStore:
@@ -458,7 +458,7 @@ class SQLiteStore:
                     raise RefundRefused("count")
                 if committed + refund.refund_fee > order["total_fee"]:
                     raise RefundRefused("amount")
-                check_move(REFUND_KIND, (None,), refund.status)
+                check_move(REFUND_RECORD, (None,), refund.status)
                 values = dataclasses.asdict(refund)
                 self._conn.execute("INSERT INTO refunds (%s) VALUES (%s)" % (
                     ", ".join(_REFUND_COLUMNS), ", ".join("?" * len(_REFUND_COLUMNS))),

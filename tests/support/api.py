@@ -2,7 +2,7 @@
 import asyncio
 import json
 
-from server import wxpay
+from server.wechat.v2 import wire as wxpay
 from server.domain import SUCCESS
 from tests.support import DEMO
 

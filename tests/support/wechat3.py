@@ -407,6 +407,6 @@ def app3(fake3, io_loop, tmp_path, http_port, clock, key_mode, backend_store):
     config = Config.from_values(v3_values(tmp_path, fake3.url, key_mode, http_port))
     store = backend_store(str(tmp_path / "payments.db"), clock) if backend_store else None
     backend = make_app(config, store=store, clock=clock)
-    io_loop.run_sync(backend.shop.start)
+    io_loop.run_sync(backend.backend.start)
     yield backend
-    io_loop.run_sync(lambda: backend.shop.stop(drain=0))
+    io_loop.run_sync(lambda: backend.backend.stop(drain=0))

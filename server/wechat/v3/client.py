@@ -1,5 +1,5 @@
-"""Async WeChat Pay API v3 client (JSAPI): the pay client interface of server/wechat.py over
-v3's JSON, every answer and notification verified (server/wxpay3.py) before it is believed.
+"""Async WeChat Pay API v3 client (JSAPI): the PayClient (server/wechat/__init__.py) over
+v3's JSON, every answer and notification verified (wire.py) before it is believed.
 
 Requests are signed with the merchant's RSA key (Authorization). Answers: a 2xx must carry
 a valid signature by a key we trust, within 5 minutes of now, or it is UpstreamError. An
@@ -9,7 +9,7 @@ the signature verifies; 401 SIGN_ERROR (WeChat does not sign answers to requests
 signature failed), 429 FREQUENCY_LIMITED, unsigned errors and other 5xx are UpstreamError
 (nothing is concluded); 500 SYSTEM_ERROR is retried like v2's SYSTEMERROR.
 
-Keys WeChat signs with (WeChatPayKeys): the WeChat Pay public key, named by its id
+Keys WeChat signs with (keys.py's WeChatPayKeys): the WeChat Pay public key, named by its id
 PUB_KEY_ID_..., and/or the platform certificates, named by serial: fetched from
 GET /v3/certificates (decrypted with the APIv3 key, the answer verified with them), kept in
 WECHAT_PLATFORM_CERT_DIR, refreshed every 12 hours and, at most once a minute, when an
@@ -24,33 +24,27 @@ codes the service acts on (ORDER_NOT_EXIST -> ORDERNOTEXIST, ORDER_CLOSED -> ORD
 ...).
 """
 import asyncio
-import collections
 import datetime
 import json
 import logging
-import os
-import tempfile
 import time
 from urllib.parse import quote, urlsplit
 
-from server import upstream, wxpay3
-from server.domain import CHANGE, PROCESSING, REFUNDCLOSE, SUCCESS
-from server.wechat import (BaseClient, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
-                           WeChatRefused, _Retry)
+from server.domain import BEIJING, CHANGE, PREPAY_TTL, PROCESSING, REFUNDCLOSE, SUCCESS
+from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
+                           WeChatRefused, fen, upstream)
+from server.wechat.base import BaseClient
+from server.wechat.retry import Retry
+from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat3")
 
-ORDER_TTL = 7200                 # time_expire: an order is payable for 2 hours (a prepay_id's life)
-ORDER_TTL_MARGIN = 60            # ... and not asked for again in its last minute
+ORDER_TTL_MARGIN = 60            # an order is not given a prepay_id in the last minute of PREPAY_TTL
 CERT_REFRESH_EVERY = 12 * 3600   # platform certificates are fetched again this often
 CERT_REFRESH_GAP = 60            # ... and for an unknown serial at most this often
 CERT_RETRY_MAX = 60              # a failed fetch is tried again after 1, 2, 4 ... up to this
-REPLAY_MEMORY = 2 * wxpay3.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
-REPLAY_MAX = 100000
-MAX_NOTIFY_BYTES = 64 * 1024
 
-TRANSACTION, REFUND = "transaction", "refund"
-_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 ones)
     "ORDER_NOT_EXIST": "ORDERNOTEXIST", "ORDERNOTEXIST": "ORDERNOTEXIST",
     "ORDER_CLOSED": "ORDERCLOSED", "ORDERCLOSED": "ORDERCLOSED",
@@ -59,90 +53,8 @@ _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 o
 }
 _NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
 _REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
+_REFUND_EVENTS = {"REFUND.SUCCESS": SUCCESS, "REFUND.CLOSED": REFUNDCLOSE, "REFUND.ABNORMAL": CHANGE}
 _PATH_SAFE = "-_.~*@"   # out_refund_no may hold [0-9A-Za-z_-|*@]; '|' is percent-encoded (and signed so)
-
-
-class WeChatPayKeys:
-    """The keys WeChat signs with, by the serial an answer names: the WeChat Pay public key
-    (public_key_id) and the platform certificates (by their serial number, when valid)."""
-
-    def __init__(self, public_key=None, public_key_id="", cert_dir="", clock=time.time):
-        self.public_key, self.public_key_id = public_key, public_key_id
-        self.cert_dir = cert_dir
-        self.clock = clock
-        self.certificates = {}   # serial number (int) -> x509.Certificate
-
-    @property
-    def uses_certificates(self):
-        return bool(self.cert_dir)
-
-    def key_for(self, serial):
-        if self.public_key_id and serial == self.public_key_id:
-            return self.public_key
-        certificate = self.certificates.get(wxpay3.serial_number(serial))
-        return certificate.public_key() if certificate is not None and self.valid(certificate) else None
-
-    def valid(self, certificate):
-        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
-        return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
-
-    def install(self, certificates):
-        """Trust exactly these (WeChat lists every certificate still in use); returns the
-        serials that are new."""
-        fresh = {c.serial_number: c for c in certificates if self.valid(c)}
-        added = [wxpay3.serial_hex(c) for n, c in fresh.items() if n not in self.certificates]
-        self.certificates = fresh
-        return added
-
-    def load_directory(self):
-        """The certificates kept in cert_dir (at start, before anything is served)."""
-        if not self.cert_dir or not os.path.isdir(self.cert_dir):
-            return
-        for name in sorted(os.listdir(self.cert_dir)):
-            if not name.lower().endswith(".pem"):
-                continue
-            try:
-                with open(os.path.join(self.cert_dir, name), "rb") as f:
-                    certificate = wxpay3.load_certificate(f.read(64 * 1024))
-            except (OSError, wxpay3.KeyFileError) as exc:
-                log.warning("platform certificate %s skipped: %s", name, exc)
-                continue
-            if self.valid(certificate):
-                self.certificates[certificate.serial_number] = certificate
-
-    def save(self, certificates):
-        """Write each certificate to cert_dir as <SERIAL>.pem (blocking: run in a thread)."""
-        from cryptography.hazmat.primitives import serialization
-        os.makedirs(self.cert_dir, exist_ok=True)
-        for certificate in certificates:
-            path = os.path.join(self.cert_dir, wxpay3.serial_hex(certificate) + ".pem")
-            if os.path.exists(path):
-                continue
-            fd, temporary = tempfile.mkstemp(dir=self.cert_dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(certificate.public_bytes(serialization.Encoding.PEM))
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-
-
-class ReplayGuard:
-    """The nonces of the notifications believed in the last REPLAY_MEMORY seconds: WeChat
-    signs every delivery attempt afresh (a new timestamp and nonce), so the same nonce twice
-    is somebody replaying a message they saw. In memory, per process (see the README)."""
-
-    def __init__(self, clock=time.time, memory=REPLAY_MEMORY, most=REPLAY_MAX):
-        self.clock, self.memory, self.most = clock, memory, most
-        self._seen = collections.OrderedDict()   # nonce -> when first seen
-
-    def seen(self, nonce):
-        """True if nonce was seen within the memory; otherwise remember it and say False."""
-        now = self.clock()
-        while self._seen and (now - next(iter(self._seen.values())) > self.memory or len(self._seen) >= self.most):
-            self._seen.popitem(last=False)
-        if nonce in self._seen:
-            return True
-        self._seen[nonce] = now
-        return False
 
 
 class WeChatClientV3(BaseClient):
@@ -175,9 +87,9 @@ class WeChatClientV3(BaseClient):
             self._refresher = None
         super().close()
 
-    # -- the pay client interface (server/wechat.py) ----------------------------------
+    # -- the PayClient (server/wechat/__init__.py) ------------------------------------
     async def prepay(self, order):
-        expires = order.created_at + ORDER_TTL
+        expires = order.created_at + PREPAY_TTL
         if expires - self.clock() < ORDER_TTL_MARGIN:
             # answered here: WeChat refuses an order past its time_expire
             raise WeChatRefused("ORDER_EXPIRED", "the order's time_expire (%s) has passed" % _rfc3339(expires))
@@ -250,15 +162,37 @@ class WeChatClientV3(BaseClient):
         event = _json_object(body)
         if event is None or not isinstance(event.get("event_type"), str):
             raise NotificationRefused(400, "the body is not a notification")
-        kind = {"TRANSACTION": TRANSACTION, "REFUND": REFUND}.get(event["event_type"].partition(".")[0])
+        kind = {"TRANSACTION": PAYMENT, "REFUND": REFUND_RESULT}.get(event["event_type"].partition(".")[0])
         if kind is None:
-            return Notification(event.get("id"), event["event_type"], None, {})
+            return Notification(id=str(event.get("id"))[:64], event_type=event["event_type"])
         try:
             resource = wxpay3.decrypt_resource(event.get("resource"), self.config.apiv3_key)
         except wxpay3.DecryptError as exc:
             raise NotificationRefused(400, "resource: %s" % exc) from None
-        fields = _trade(resource) if kind == TRANSACTION else _refund(resource, "refund_status")
-        return Notification(event.get("id"), event["event_type"], kind, fields)
+        opened = self._payment if kind == PAYMENT else self._refund_result
+        return opened(str(event.get("id"))[:64], event["event_type"], resource)
+
+    def _payment(self, id, event_type, resource):
+        fields = _trade(resource)
+        if fields["appid"] != self.config.appid or fields["mch_id"] != self.config.mch_id:
+            raise NotificationRefused(400, "appid or mchid does not match")
+        if not fields["total_fee"]:
+            # whatever trade_state it claims: a notification without a readable amount is not WeChat's word
+            raise NotificationRefused(400, "amount.total is missing or not in CNY fen")
+        return Notification(kind=PAYMENT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
+                            transaction_id=fields["transaction_id"], trade_state=fields["trade_state"],
+                            total_fee=fen(fields["total_fee"]), time_end=fields["time_end"])
+
+    def _refund_result(self, id, event_type, resource):
+        fields = _refund(resource, "refund_status")
+        if fields["mch_id"] != self.config.mch_id:
+            raise NotificationRefused(400, "mchid does not match")
+        if _REFUND_EVENTS.get(event_type) != fields["refund_status"]:
+            raise NotificationRefused(400, "event_type %s does not match the refund's status" % event_type[:32])
+        return Notification(kind=REFUND_RESULT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
+                            out_refund_no=fields["out_refund_no"], refund_id=fields["refund_id"],
+                            refund_status=fields["refund_status"], refund_fee=fen(fields["refund_fee"]),
+                            total_fee=fen(fields["total_fee"]), success_time=fields["success_time"])
 
     # -- signing, sending, believing --------------------------------------------------
     async def _call(self, method, path, name, payload=None):
@@ -287,7 +221,7 @@ class WeChatClientV3(BaseClient):
 
     async def _answer(self, name, status, fields, body):
         """The answer as a JSON object ({} for a 204), believed; else an exception (or a
-        _Retry for SYSTEM_ERROR)."""
+        Retry for SYSTEM_ERROR)."""
         success = 200 <= status < 300
         try:
             signed = wxpay3.signed_headers(fields)
@@ -313,7 +247,7 @@ class WeChatClientV3(BaseClient):
         code = _CODES.get(code, code)
         text = "%s: HTTP %d %s: %s" % (name, status, code[:64], str(message or "")[:128])
         if code == "SYSTEMERROR":
-            return _Retry(_coded(UpstreamError(text), code))
+            return Retry(_coded(UpstreamError(text), code))
         if status >= 500 or code in _NOT_CONCLUSIVE or not signed:
             # nothing is concluded from these: the caller keeps its state and may try again
             raise _coded(UpstreamError(text + ("" if signed else " (unsigned)")), code)
@@ -455,10 +389,10 @@ def _beijing(text, layout):
     if moment is None or moment.tzinfo is None:
         return None
     try:
-        return moment.astimezone(_BEIJING).strftime(layout)
+        return moment.astimezone(BEIJING).strftime(layout)
     except (OverflowError, ValueError):   # 9999-12-31T23:59:59-23:59: past year 9999 in Beijing
         return None
 
 
 def _rfc3339(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, _BEIJING).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(timestamp, BEIJING).isoformat(timespec="seconds")

@@ -6,10 +6,10 @@ import re
 
 import tornado.web
 
-from server import numbers, views, wxpay
+from server import numbers, views
 from server.service import ServiceError
 from server.store import StoreError
-from server.wechat import NotificationRefused, WeChatError
+from server.wechat import MAX_NOTIFY_BYTES, NotificationRefused, WeChatError
 
 log = logging.getLogger("server.handlers")
 
@@ -34,13 +34,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def prepare(self):
-        self.application.inflight.add(self)  # for a graceful stop: see run_server.drain
+        self.application.inflight.add(self)  # for a graceful stop: see App.stop (server/app.py)
         self._chunks, self._received = [], 0
         declared = _declared_length(self.request.headers)
         if declared is not None and declared > self.max_body:
             raise ServiceError(413, "BODY_TOO_LARGE", "request body over %d bytes" % self.max_body)
         # A malformed Content-Length, or one beside Transfer-Encoding, is refused by Tornado's
-        # parser (400, given the API's shape by server/httpserver.py). A chunked body has no
+        # parser (400, given the API's shape by server/http/server.py). A chunked body has no
         # length: it is counted as it arrives, so an oversized one is a 413 too; the
         # connection's own cap is lifted so that it cannot answer first with a bare 400.
         if "Transfer-Encoding" in self.request.headers:
@@ -268,7 +268,7 @@ class AdminRefundListHandler(AdminHandler):
 
 class PayNotifyHandler(BaseHandler):
     """WeChat's payment notification: XML in, XML out."""
-    max_body = wxpay.MAX_XML_BYTES
+    max_body = MAX_NOTIFY_BYTES
 
     async def post(self):
         self.send_xml(await self.service.handle_notify(self.body))
@@ -282,7 +282,7 @@ class PayNotifyHandler(BaseHandler):
         exc = kwargs.get("exc_info", (None, None))[1]
         self.set_status(_error_shape(status_code, exc)[0])
         self.set_header("Content-Type", "text/xml; charset=utf-8")
-        self.finish(wxpay.fail_reply("temporarily unable to process"))
+        self.finish(self.service.wechat.v2_reply("temporarily unable to process"))
 
 
 class RefundNotifyHandler(PayNotifyHandler):
@@ -296,7 +296,7 @@ class V3NotifyHandler(BaseHandler):
     """WeChat Pay v3 notifications, payments and refunds alike (either path): JSON in; 200
     {"code": "SUCCESS"} once applied and committed, else 4xx/5xx {"code": "FAIL", "message"}
     (WeChat's shape), after which WeChat delivers it again later."""
-    max_body = 64 * 1024
+    max_body = MAX_NOTIFY_BYTES
 
     async def post(self):
         try:

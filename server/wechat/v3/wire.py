@@ -2,7 +2,7 @@
 
 protocol.md section 10; every entry of vectors_v3.json is reproduced by this module
 (tests/test_server_v3_wire.py). Nothing here does I/O or keeps state: the client
-(server/wechat3.py) loads keys, keeps the platform certificates and the replay cache.
+(server/wechat/v3/client.py, keys.py) loads keys, keeps the platform certificates and the replay cache.
 
 - Request: `Authorization: WECHATPAY2-SHA256-RSA2048 mchid=..,nonce_str=..,signature=..,
   timestamp=..,serial_no=..`, signature = base64(SHA256withRSA, PKCS#1 v1.5) over

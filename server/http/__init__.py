@@ -1,0 +1,1 @@
+"""The backend over HTTP: the guarded server (server.py, connections.py) and the handlers."""

@@ -1,0 +1,87 @@
+"""What both pay clients share: the connection pool to WeChat, code2session, the retry policy, v2 notifications."""
+import asyncio
+import json
+import urllib.parse
+
+from server.http.server import default_connections_per_host
+from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, upstream
+from server.wechat import PAYMENT
+from server.wechat.retry import Retry, with_retries
+from server.wechat.v2 import notify
+
+_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": "wxpay-tornado"}
+_RETRY_LOGIN = -1
+
+
+class BaseClient:
+    """What both API versions share: the connection pool, code2session, retries (`attempts`
+    calls per request at most, the PayClient retry policy)."""
+
+    def __init__(self, config, attempts=3, backoff=0.2):
+        self.config = config
+        self.attempts = attempts
+        self.backoff = backoff
+        per_host = config.connections_per_host or default_connections_per_host()
+        self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=per_host,
+                                  proxy=upstream.Proxy(config.proxy_url or None))
+        self.tls = upstream.client_ssl_context(config.ca_file)
+        self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
+                              if config.cert_file else self.tls)
+
+    async def start(self):
+        """Background work the client needs (none for v2)."""
+
+    def close(self):
+        self.http.close()
+
+    # -- login -------------------------------------------------------------------
+    async def code2session(self, code):
+        """{'openid', 'session_key', 'unionid'?} for a wx.login code."""
+        query = urllib.parse.urlencode({
+            "appid": self.config.appid, "secret": self.config.app_secret,
+            "js_code": code, "grant_type": "authorization_code"})
+        url = "%s/sns/jscode2session?%s" % (self.config.login_base_url.rstrip("/"), query)
+        return await self._with_retries(lambda: self._login_once(url), "jscode2session")
+
+    async def _login_once(self, url):
+        body = await self._fetch("GET", url, None, "jscode2session")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise UpstreamError("jscode2session answered something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise UpstreamError("jscode2session answered unexpected JSON")
+        errcode = answer.get("errcode", 0)
+        if errcode == _RETRY_LOGIN:
+            return Retry(WeChatRefused(errcode, "WeChat system busy (errcode -1)"))
+        if errcode not in (0, None):
+            raise WeChatRefused(errcode, "jscode2session errcode %s" % errcode)
+        if not answer.get("openid") or not answer.get("session_key"):
+            raise UpstreamError("jscode2session answer lacks openid or session_key")
+        return answer
+
+    # -- v2 notifications: a v3 backend still takes them for orders made under v2 ----------
+    async def open_v2_notification(self, kind, body, order_of):
+        if kind == PAYMENT:
+            return await notify.open_payment(self.config, body, order_of)
+        return notify.open_refund(self.config, body)
+
+    def v2_reply(self, problem):
+        return notify.reply(problem)
+
+    # -- transport ---------------------------------------------------------------
+    async def _with_retries(self, once, name):
+        return await with_retries(once, name, self.attempts, self.backoff)
+
+    async def _fetch(self, method, url, body, name, client_cert=False):
+        tls = self.tls_with_cert if client_cert else self.tls
+        try:
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except (OSError, upstream.BadResponse) as exc:
+            # the message names neither URL nor query: the jscode2session URL carries the AppSecret
+            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+        if status != 200:
+            raise UpstreamError("%s answered HTTP %d" % (name, status))
+        return answer

@@ -1,0 +1,1 @@
+"""WeChat Pay API v2: the client (client.py) and its XML wire format (wire.py)."""

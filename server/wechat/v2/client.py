@@ -1,0 +1,140 @@
+"""WeChat Pay API v2 client: the PayClient over XML signed with the API key (MD5 or HMAC-SHA256),
+every pay answer verified (wire.py)."""
+
+from server import numbers
+from server.wechat import NotificationRefused, UpstreamError, WeChatRefused
+from server.wechat.base import BaseClient
+from server.wechat.retry import Retry
+from server.wechat.v2 import wire as wxpay
+
+_RETRY_PAY = "SYSTEMERROR"
+# Answers that may come without appid/mch_id: a real, correctly signed closeorder answer was
+# captured without them (the docs list them, but closing needs nothing from them). Every
+# other pay answer names both, and one that does not is not trusted.
+_MAY_OMIT_IDS = {"closeorder"}
+MAX_LISTED = 50   # refunds WeChat takes of one order, so refundquery lists at most that many
+
+
+class WeChatClient(BaseClient):
+    """WeChat Pay API v2: XML signed with the API key (MD5 or HMAC-SHA256)."""
+
+    # -- the PayClient (server/wechat/__init__.py) ------------------------
+    async def prepay(self, order):
+        """unifiedorder for a stored order, signed with the order's own sign type (its
+        notification will be verified with it)."""
+        answer = await self.unified_order(
+            sign_type=_v2_sign_type(order.sign_type, self.config), body=order.body,
+            out_trade_no=order.out_trade_no, total_fee=str(order.total_fee),
+            spbill_create_ip=self.config.spbill_create_ip, notify_url=self.config.notify_url,
+            trade_type="JSAPI", openid=order.openid)
+        return answer["prepay_id"]
+
+    def payment_params(self, prepay_id, sign_type, timestamp):
+        return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
+                                     _v2_sign_type(sign_type, self.config), timestamp, wxpay.nonce())
+
+    async def open_notification(self, headers, body):
+        """A v3 notification: this backend does not take them (open_v2_notification does v2's)."""
+        raise NotificationRefused(404, "this backend is configured for WeChat Pay API v2 (WECHAT_PAY_VERSION)")
+
+    # -- pay ---------------------------------------------------------------------
+    async def unified_order(self, sign_type=None, **fields):
+        """The answer, whose prepay_id is there (UpstreamError otherwise)."""
+        fields.setdefault("trade_type", "JSAPI")
+        answer = await self._pay("/pay/unifiedorder", fields, sign_type=sign_type)
+        if not answer.get("prepay_id"):
+            raise UpstreamError("unifiedorder succeeded without a prepay_id")
+        return answer
+
+    async def order_query(self, out_trade_no):
+        return await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
+
+    async def close_order(self, out_trade_no):
+        return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
+
+    async def refund(self, out_refund_no, refund_fee, total_fee, out_trade_no=None, refund_desc=None,
+                     notify_url=None):
+        """secapi/pay/refund with the merchant's client certificate (amounts in fen). The
+        answer means accepted, not done; it must be for this out_refund_no and amount."""
+        answer = await self._pay("/secapi/pay/refund", dict(
+            out_trade_no=out_trade_no, refund_desc=refund_desc, notify_url=notify_url,
+            out_refund_no=out_refund_no, refund_fee=str(refund_fee), total_fee=str(total_fee)), client_cert=True)
+        if answer.get("out_refund_no") != out_refund_no or answer.get("refund_fee") != str(refund_fee):
+            raise UpstreamError("refund answer does not match the request")
+        return answer
+
+    async def refund_query(self, out_refund_no):
+        """The refunds WeChat lists for an out_refund_no: [{"out_refund_no", "refund_id",
+        "refund_fee" (int fen), "refund_status", "success_time"}]; [] when it has none
+        (REFUNDNOTEXIST). WeChat numbers the fields of each (out_refund_no_$n, ...)."""
+        try:
+            answer = await self._pay("/pay/refundquery", {"out_refund_no": out_refund_no})
+        except WeChatRefused as exc:
+            if exc.wechat_code == "REFUNDNOTEXIST":
+                return []
+            raise
+        return [_numbered_refund(answer, n) for n in range(_refund_count(answer.get("refund_count")))]
+
+    async def _pay(self, path, fields, client_cert=False, sign_type=None):
+        """Sign (with sign_type, default the configured one), send, verify the answer."""
+        name = path.rsplit("/", 1)[-1]
+        sign_type = sign_type or self.config.sign_type
+        params = {"appid": self.config.appid, "mch_id": self.config.mch_id, **fields}
+        if sign_type != wxpay.MD5:
+            params["sign_type"] = sign_type
+        url = self.config.pay_base_url.rstrip("/") + path
+
+        async def once():
+            # a fresh nonce per attempt; the business fields stay identical, so a retried
+            # unifiedorder is the same order at WeChat
+            params["nonce_str"] = wxpay.nonce()
+            body = wxpay.signed_xml(params, self.config.api_key, sign_type)
+            answer = await self._fetch("POST", url, body, name, client_cert)
+            return self._check_pay_answer(name, answer, sign_type)
+        return await self._with_retries(once, name)
+
+    def _check_pay_answer(self, name, body, sign_type):
+        try:
+            answer = wxpay.from_xml(body)
+        except wxpay.XMLError as exc:
+            raise UpstreamError("%s answered invalid XML: %s" % (name, exc)) from None
+        if answer.get("return_code") != "SUCCESS":
+            raise UpstreamError("%s return_code=%r: %r" % (
+                name, answer.get("return_code", "")[:16], answer.get("return_msg", "")[:128]))
+        if not wxpay.verify(answer, self.config.api_key, sign_type):
+            raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
+        for field, ours in (("appid", self.config.appid), ("mch_id", self.config.mch_id)):
+            if field in answer and answer[field] != ours:
+                raise UpstreamError("%s answer is for another appid/mch_id" % name)
+            if field not in answer and name not in _MAY_OMIT_IDS:
+                raise UpstreamError("%s answer lacks %s" % (name, field))
+        if answer.get("result_code") != "SUCCESS":
+            err = WeChatRefused(answer.get("err_code", "FAIL"), answer.get("err_code_des", ""))
+            if err.wechat_code == _RETRY_PAY:
+                return Retry(err)
+            raise err
+        return answer
+
+def _v2_sign_type(sign_type, config):
+    """An order's sign type for a v2 call: an order made under v3 (RSA) is signed with the
+    configured v2 sign type."""
+    return sign_type if sign_type in wxpay.SIGN_TYPES else config.sign_type
+
+
+def _refund_count(value):
+    """refundquery's refund_count: WeChat takes at most MAX_LISTED refunds of an order."""
+    try:
+        return numbers.parse_whole(value, 0, MAX_LISTED)
+    except numbers.NumberRefused:
+        raise UpstreamError("refundquery: refund_count %r is not a count of refunds" % str(value)[:20]) from None
+
+
+def _numbered_refund(answer, n):
+    try:
+        fee = numbers.parse_whole(answer.get("refund_fee_%d" % n, ""))
+    except numbers.NumberRefused:
+        fee = None
+    return {"out_refund_no": answer.get("out_refund_no_%d" % n), "refund_id": answer.get("refund_id_%d" % n),
+            "refund_fee": fee,
+            "refund_status": answer.get("refund_status_%d" % n),
+            "success_time": answer.get("refund_success_time_%d" % n)}
