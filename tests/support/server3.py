@@ -100,20 +100,43 @@ def notification(resource, event_type="TRANSACTION.SUCCESS", apiv3_key=APIV3_KEY
     return headers, body
 
 
-def transaction(state, out_trade_no, **overrides):
-    """The transaction the simulator holds for out_trade_no (as its query and notification
-    carry it), with overrides."""
-    resource = notifications3.transaction(state.orders[(MCHID, out_trade_no)])
+def transaction(state, out_trade_no, /, paid=True, **overrides):
+    """The transaction of the simulator's order out_trade_no as its notification carries it,
+    with overrides. paid: an unpaid order's payment made up as the simulator's forgeries make
+    it up (a notification claiming a payment WeChat never saw); False: the order as it is."""
+    order = state.orders[(MCHID, out_trade_no)]
+    resource = notifications3.transaction(order, "bad_sign" if paid and not order.paid else "normal")
     resource.update(overrides)
     return resource
 
 
-def refund_notice(state, out_refund_no, **overrides):
-    """The refund notification resource of the simulator's refund, with overrides."""
+def refund_notice(state, out_refund_no, /, status="SUCCESS", **overrides):
+    """The notification resource of the simulator's refund out_refund_no, claiming status
+    (SUCCESS with a success_time), with overrides."""
     refund = state.refunds[(MCHID, out_refund_no)]
     resource = notifications3.refund_notice(refund, state.orders.get((MCHID, refund.out_trade_no)))
+    resource["refund_status"] = status
+    if status == "SUCCESS":
+        resource.setdefault("success_time", protocol3.rfc3339(time.time()))
     resource.update(overrides)
     return resource
+
+
+def pay_lost(state, out_trade_no):
+    """The payer pays at WeChat and its notification is lost: the simulator's order paid,
+    nothing sent."""
+    state.mark_paid(state.orders[(MCHID, out_trade_no)])
+
+
+async def delivered(state, **match):
+    """The simulator's last notification record matching match, once it has an outcome."""
+    import asyncio
+    for _ in range(500):
+        records = [r for r in state.notifications if all(r.get(k) == v for k, v in match.items())]
+        if records and records[-1]["outcome"] != "pending":
+            return records[-1]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no notification delivered for %s: %s" % (match, state.notifications))
 
 
 def v3_requests(state, fragment=""):
@@ -134,6 +157,16 @@ def sim3_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("sim3-vectors")
 
 
+_SETUPS = {}
+
+
+def setup_for(directory, key_mode):
+    """prepare_keys(directory, key_mode), once per session (a V3Setup is immutable)."""
+    if (directory, key_mode) not in _SETUPS:
+        _SETUPS[directory, key_mode] = prepare_keys(directory, key_mode)
+    return _SETUPS[directory, key_mode]
+
+
 @pytest.fixture
 def sim3(io_loop, key_mode, sim3_dir):
     """The simulator with API v3 (the vectors' keys, key_mode) on its own port in the test's
@@ -143,7 +176,7 @@ def sim3(io_loop, key_mode, sim3_dir):
     from simulator.config import SimConfig
     from simulator.state import State
     from tests.support.sim import stop_simulator
-    setup = prepare_keys(sim3_dir, key_mode)
+    setup = setup_for(sim3_dir, key_mode)
     state = State(SimConfig.demo(), time_scale=TIME_SCALE, refund_delay=REFUND_DELAY, v3=setup)
     application = make_app(state, notify_timeout=2.0)
     sock, port = tornado.testing.bind_unused_port()
