@@ -7,7 +7,9 @@ import sqlite3
 
 import pytest
 
-from tests.support.wechat3 import app3, fake3, key_mode, notification, refund_resource, transaction  # noqa: F401
+from tests.support.api import wx_login
+from tests.support.server3 import (app3, key_mode, notification, pay_lost, refund_notice, sim3,  # noqa: F401
+                                   sim3_dir, transaction)
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
@@ -47,13 +49,15 @@ async def held(store, method, request, check_held):
         setattr(store, method, real)
 
 
-async def test_no_200_before_the_payment_and_the_refund_are_stored(http_client, base_url, fake3, app):
-    login = await http_client.fetch(base_url + "/api/login", method="POST", body=b'{"code": "alice"}')
+async def test_no_200_before_the_payment_and_the_refund_are_stored(http_client, base_url, sim3, app):
+    code = await wx_login(http_client, sim3)
+    login = await http_client.fetch(base_url + "/api/login", method="POST", body=json.dumps({"code": code}))
     auth = {"Authorization": "Bearer " + json.loads(login.body)["token"]}
     created = await http_client.fetch(base_url + "/api/orders", method="POST", body=b'{"product_id": "tea"}',
                                       headers=auth)
     order = json.loads(created.body)
-    headers, body = notification(transaction(order["out_trade_no"], order["total_fee"]))
+    pay_lost(sim3.state, order["out_trade_no"])     # paid at WeChat; the test delivers the notification
+    headers, body = notification(transaction(sim3.state, order["out_trade_no"]))
     request = http_client.fetch(base_url + "/wechat/pay/v3/notify", method="POST", body=body, headers=headers,
                                 raise_error=False)
     response = await held(app.service.store, "transition", request,
@@ -61,12 +65,10 @@ async def test_no_200_before_the_payment_and_the_refund_are_stored(http_client, 
     assert response.code == 200 and json.loads(response.body)["code"] == "SUCCESS"
     assert committed(app, "SELECT status FROM orders") == [("SUCCESS",)]
 
-    fake3.pay(order["payment"])
     refund = await http_client.fetch(base_url + "/admin/orders/%s/refunds" % order["out_trade_no"], method="POST",
                                      body=b'{"refund_fee": 100, "out_refund_no": "RF-HELD"}', headers=ADMIN)
     assert refund.code == 202
-    headers, body = notification(refund_resource(order["out_trade_no"], "RF-HELD", 100, order["total_fee"]),
-                                 "REFUND.SUCCESS")
+    headers, body = notification(refund_notice(sim3.state, "RF-HELD"), "REFUND.SUCCESS")
     request = http_client.fetch(base_url + "/wechat/refund/v3/notify", method="POST", body=body, headers=headers,
                                 raise_error=False)
     response = await held(app.service.store, "refund_transition", request,

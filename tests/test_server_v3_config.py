@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from server.config import Config, ConfigError
 from tests.support import DEMO
 from tests.support.processes import ROOT
-from tests.support.wechat3 import APIV3_KEY, KEYS, MERCHANT_SERIAL, PUB_KEY_ID, other_key, write_keys
+from tests.support.server3 import APIV3_KEY, KEYS, MERCHANT_SERIAL, PUB_KEY_ID, other_key, write_keys
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.wechat.v3 import wire as wxpay3
 from server.wechat.v3.keys import ReplayGuard
-from tests.support.wechat3 import (APIV3_KEY, PUB_KEY_ID, VECTORS_V3, encrypt, other_key,
-                                   platform_certificate, serial_of, signed_headers)
+from simulator.v3 import notifications as notifications3, wire as protocol3
+from tests.support.server3 import APIV3_KEY, PUB_KEY_ID, VECTORS_V3, other_key, prepare_keys, sign_again, sim3_dir  # noqa: F401
 
 KEYS = VECTORS_V3["keys"]
 MERCHANT_KEY = wxpay3.load_private_key(KEYS["merchant_private_key"])
@@ -17,6 +17,16 @@ MERCHANT_PUBLIC = wxpay3.load_public_key(KEYS["merchant_public_key"])
 WECHATPAY_PUBLIC = wxpay3.load_public_key(KEYS["wechatpay_public_key"])
 NOTIFY = VECTORS_V3["notify"][0]
 NOW = int(NOTIFY["headers"]["Wechatpay-Timestamp"])
+
+
+def encrypt(plaintext, associated_data):
+    return protocol3.encrypt(APIV3_KEY, plaintext, associated_data)
+
+
+def signed_headers(body, key, timestamp):
+    """The simulator's signature headers for body, signed by key at timestamp."""
+    headers, _ = notifications3.signed_headers(body, PUB_KEY_ID, key)
+    return sign_again(headers, body, key, timestamp)
 
 
 def key_for(serial):
@@ -106,12 +116,12 @@ def test_decryption_refuses_a_wrong_key_and_tampering():
         wxpay3.decrypt_resource(encrypt("[1, 2]", "transaction"), APIV3_KEY)   # not an object
 
 
-def test_certificates_answer_decrypted_and_checked():
-    certificate = platform_certificate()
+def test_certificates_answer_decrypted_and_checked(sim3_dir):
+    certificate = prepare_keys(sim3_dir, "certificate").platform_cert
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    entry = {"serial_no": serial_of(certificate), "encrypt_certificate": encrypt(pem, "certificate")}
+    entry = {"serial_no": protocol3.serial_hex(certificate), "encrypt_certificate": encrypt(pem, "certificate")}
     [loaded] = wxpay3.decrypt_certificates({"data": [entry]}, APIV3_KEY)
-    assert loaded.serial_number == certificate.serial_number and wxpay3.serial_hex(loaded) == serial_of(certificate)
+    assert loaded.serial_number == certificate.serial_number and wxpay3.serial_hex(loaded) == protocol3.serial_hex(certificate)
     with pytest.raises(wxpay3.DecryptError):
         wxpay3.decrypt_certificates({"data": [dict(entry, serial_no="0123ABCD")]}, APIV3_KEY)
     with pytest.raises(wxpay3.DecryptError):
