@@ -16,7 +16,8 @@ from server import config as server_config
 from server import settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
-from server.http.server import GuardedHTTPServer, default_max_connections, descriptor_limit
+from server.descriptors import default_max_connections, descriptor_limit
+from server.http.server import GuardedHTTPServer
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
 log = logging.getLogger("run_server")

@@ -5,7 +5,7 @@ import re
 import sys
 from urllib.parse import urlsplit
 
-from server import numbers
+from server import descriptors, numbers
 from server.http import server as httpserver
 from server.wechat.v2 import wire as wxpay
 from server.wechat.v3 import wire as wxpay3
@@ -116,7 +116,7 @@ def seconds(low, high, below=False):
 
 
 def most_connections():
-    limit = httpserver.descriptor_limit()
+    limit = descriptors.descriptor_limit()
     return (limit - 32) if limit else 10 ** 6
 
 
@@ -256,7 +256,7 @@ SETTINGS = (
             "be below the descriptor limit less 32", "0", lambda v: numbers.parse_whole(v.strip(), 0,
                                                                                        most_connections()) is not None,
             lambda: "must be 0 (derived from the descriptor limit) or a whole number up to %d (the descriptor limit "
-                    "%s less 32)" % (most_connections(), httpserver.descriptor_limit()),
+                    "%s less 32)" % (most_connections(), descriptors.descriptor_limit()),
             lambda v: numbers.parse_whole(v.strip())),
 )
 BY_FIELD = {setting.field: setting for setting in SETTINGS}

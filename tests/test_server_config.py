@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from server.config import Config, ConfigError, ServerOptions
-from server.http.server import default_max_connections
+from server.descriptors import default_max_connections
 from tests.support import DEMO
 from tests.support.processes import ROOT
 
@@ -166,7 +166,7 @@ def test_busy_port_named_by_its_flag():
 
 
 def test_default_connections_per_wechat_host_share_the_upstream_half():
-    from server.http.server import default_connections_per_host
+    from server.descriptors import default_connections_per_host
     assert default_connections_per_host(256) == 48       # (256 - 64) / 4: two hosts, half of the rest
     assert default_connections_per_host(1024) == 240
     assert default_connections_per_host(20000) == 4984

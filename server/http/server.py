@@ -25,7 +25,6 @@ Everything is per process; nothing here blocks the IOLoop.
 """
 import heapq
 import logging
-import resource
 import time
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ import tornado.httpserver
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
+from server.descriptors import default_max_connections, descriptor_limit
 from server.http.connections import HEAD, MAX_HEADER_BYTES, Connection, ListeningSocket, ServerStream, Watched
 
 log = logging.getLogger("server.http")
@@ -42,7 +42,6 @@ ACCEPT_PAUSE = 0.1                # seconds without accept() after descriptors r
 RECHECK_PAUSED = 0.5              # seconds: a paused accept looks again even if no connection ended
 EVICT_GRACE = 0.1                 # seconds a connection waits before it may be closed to make room
 REPORT_EVERY = 60.0               # seconds between two log lines about the same limit
-FIXED_DESCRIPTORS = 64            # the database (3 files), listening sockets, logs, the event loop
 
 
 @dataclass(frozen=True)
@@ -52,30 +51,6 @@ class Limits:
     body_timeout: float = 30.0     # request head -> body complete
     max_connections: int = 0       # 0: default_max_connections()
     send_timeout: float = 30.0     # an answer written -> taken by the client
-
-
-def descriptor_limit():
-    """The process's soft RLIMIT_NOFILE (None when unlimited)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def default_max_connections(limit=None):
-    """Half the descriptors left after FIXED_DESCRIPTORS: each client connection may be
-    matched by one to WeChat (upstream calls are made while a request is handled)."""
-    limit = descriptor_limit() if limit is None else limit
-    if limit is None:
-        return 10000
-    return max(16, min(10000, (limit - FIXED_DESCRIPTORS) // 2))
-
-
-def default_connections_per_host(limit=None):
-    """Connections to one WeChat host at most: the upstream half of the descriptors left after
-    FIXED_DESCRIPTORS (see default_max_connections), shared by the two WeChat hosts."""
-    limit = descriptor_limit() if limit is None else limit
-    if limit is None:
-        return 1024
-    return max(8, min(10000, (limit - FIXED_DESCRIPTORS) // 4))
 
 
 class RateLimitedLog:

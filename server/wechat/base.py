@@ -3,7 +3,7 @@ import asyncio
 import json
 import urllib.parse
 
-from server.http.server import default_connections_per_host
+from server.descriptors import default_connections_per_host
 from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, upstream
 from server.wechat import PAYMENT
 from server.wechat.retry import Retry, with_retries
