@@ -1,6 +1,6 @@
 """Orders, refunds and sessions: their states, their records, and THE table of allowed moves.
 
-The store refuses any move this table does not allow (server/store/sqlite.py, `_move`); the
+The store refuses any move this table does not allow (server/store/sqlite/store.py, `_move`); the
 service asks it which states a move may start from (`sources`). Money is integer fen.
 """
 import dataclasses

@@ -222,7 +222,7 @@ def test_migrate_from_empty_by_three_processes_at_once(postgres_url):
 
 
 def test_migrate_from_the_previous_version(postgres_url):
-    from server.store.postgres import PostgresStore
+    from server.store.postgres.store import PostgresStore
     from tests.support.store import paid
 
     async def previous_release():

@@ -9,7 +9,8 @@ import pytest
 
 from server.domain import NOTPAY, SUCCESS
 from server.store import StoreError
-from server.store.postgres import SCHEMA_VERSION, PostgresStore
+from server.store.postgres.schema import SCHEMA_VERSION
+from server.store.postgres.store import PostgresStore
 from tests.support.store import order, paid, refund
 
 pytestmark = pytest.mark.gen_test
@@ -140,8 +141,8 @@ async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_
     cancelled, and so is every process waiting for the advisory lock meanwhile, so no process
     of any host can start and `--migrate` fails too. Here a step that takes 2 s (pg_sleep, as a
     slow CREATE INDEX) under a 0.5 s timeout, opened by two processes at once."""
-    from server.store import postgres
-    monkeypatch.setitem(postgres._MIGRATIONS, 3, postgres._MIGRATIONS[3] + "SELECT pg_sleep(2);")
+    from server.store.postgres import schema
+    monkeypatch.setitem(schema.MIGRATIONS, 3, schema.MIGRATIONS[3] + "SELECT pg_sleep(2);")
     stores = [PostgresStore(postgres_url, timeout=0.5) for _ in range(2)]
     results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
     try:

@@ -7,7 +7,8 @@ import pytest
 
 from server.domain import NOTPAY, SUCCESS
 from server.store import StoreError
-from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from server.store.sqlite.schema import SCHEMA_VERSION
+from server.store.sqlite.store import SQLiteStore
 from tests.support.store import order, refund
 
 pytestmark = pytest.mark.gen_test
@@ -49,10 +50,10 @@ async def test_newer_schema_refused(tmp_path):
 
 
 async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
-    from server.store.sqlite import _MIGRATIONS
+    from server.store.sqlite.schema import MIGRATIONS
     path = str(tmp_path / "old.db")
     conn = sqlite3.connect(path)
-    for statement in _MIGRATIONS[1].split(";"):
+    for statement in MIGRATIONS[1].split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
