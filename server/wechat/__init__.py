@@ -104,11 +104,11 @@ class PayClient(Protocol):
     async def prepay(self, order):
         """The prepay_id of a domain Order (JSAPI, its payer, its amount)."""
 
-    def payment_params(self, prepay_id, sign_type, timestamp):
-        """wx.requestPayment's five fields, paySign computed here and nowhere else."""
+    def payment_params(self, prepay_id, order, timestamp):
+        """wx.requestPayment's five fields for the Order's prepay_id, paySign computed here and nowhere else."""
 
     async def order_query(self, out_trade_no):
-        """{"trade_state", "transaction_id", "total_fee" (fen, as a string), "time_end"
+        """{"trade_state", "transaction_id", "total_fee" (int fen; None when not a whole number), "time_end"
         (yyyyMMddHHmmss, Beijing), ...}; WeChatRefused("ORDERNOTEXIST")."""
 
     async def close_order(self, out_trade_no):
@@ -116,7 +116,7 @@ class PayClient(Protocol):
 
     async def refund(self, out_refund_no, refund_fee, total_fee, out_trade_no=None, refund_desc=None,
                      notify_url=None):
-        """{"refund_id", ...}: accepted, not done."""
+        """{"refund_id", "refund_fee" (int fen), ...}: accepted, not done."""
 
     async def refund_query(self, out_refund_no):
         """[{"out_refund_no", "refund_id", "refund_fee" (int), "refund_status" (a domain refund

@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_TIMEOUT = 3600.0   # seconds: a migration step, or waiting for another process's
 _MIGRATION_LOCK = 7_230_417_190_315   # pg_advisory_xact_lock key: one migrator at a time
 
@@ -83,6 +83,13 @@ MIGRATIONS = {
     4: """
     ALTER TABLE refunds ADD COLUMN idempotency_key text COLLATE "C";
     CREATE UNIQUE INDEX refunds_idempotency ON refunds (idempotency_key) WHERE idempotency_key IS NOT NULL;
+    """,
+    # the API an order is paid through, stored: before, only a v3 order's sign type (RSA) told
+    5: """
+    ALTER TABLE orders ADD COLUMN pay_version text;
+    UPDATE orders SET pay_version = CASE WHEN sign_type = 'RSA' THEN 'v3' ELSE 'v2' END;
+    ALTER TABLE orders ALTER COLUMN pay_version SET NOT NULL,
+        ADD CONSTRAINT orders_pay_version CHECK (pay_version IN ('v2', 'v3'));
     """,
 }
 

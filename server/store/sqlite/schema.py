@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS = {
     1: """
     CREATE TABLE sessions (
@@ -77,6 +77,11 @@ MIGRATIONS = {
     4: """
     ALTER TABLE refunds ADD COLUMN idempotency_key TEXT;
     CREATE UNIQUE INDEX refunds_idempotency ON refunds (idempotency_key) WHERE idempotency_key IS NOT NULL;
+    """,
+    # the API an order is paid through, stored: before, only a v3 order's sign type (RSA) told
+    5: """
+    ALTER TABLE orders ADD COLUMN pay_version TEXT NOT NULL DEFAULT 'v2' CHECK (pay_version IN ('v2', 'v3'));
+    UPDATE orders SET pay_version = 'v3' WHERE sign_type = 'RSA';
     """,
 }
 
