@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Which PostgreSQL driver for server/store/postgres.py: asyncpg or psycopg 3 (async, with
+"""Which PostgreSQL driver for server/store/postgres/: asyncpg or psycopg 3 (async, with
 psycopg_pool), measured on the store's own kind of work, side by side in one run.
 
     .venv/bin/pip install "psycopg[binary]==3.3.9" psycopg-pool==3.3.3   # the contender, bench only

@@ -1,12 +1,13 @@
 """Orders, refunds and sessions: their states, their records, and THE table of allowed moves.
 
-The store refuses any move this table does not allow (server/store/sqlite.py, `_move`); the
+The store refuses any move this table does not allow (server/store/sqlite/store.py, `_move`); the
 service asks it which states a move may start from (`sources`). Money is integer fen.
 """
 import dataclasses
 import datetime
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))   # WeChat's times are Beijing time
+PAY_V2, PAY_V3 = "v2", "v3"   # the WeChat Pay API an order is made and paid through
 PREPAY_TTL = 7200   # WeChat keeps a prepay_id for 2 hours; a v3 order is payable that long (time_expire)
 
 # Order states: WeChat's trade_state names.
@@ -78,6 +79,7 @@ class Order:
     created_at: float = 0.0
     updated_at: float = 0.0
     checked_at: float = None
+    pay_version: str = PAY_V2   # PAY_V2 or PAY_V3: the API it was made under, so the one it is paid through
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,13 +5,12 @@ import re
 import sys
 from urllib.parse import urlsplit
 
-from server import descriptors, numbers
-from server.http import server as httpserver
+from server import descriptors, domain, numbers
 from server.wechat.v2 import wire as wxpay
 from server.wechat.v3 import wire as wxpay3
 
 SHOP, V3, PROCESS = "shop", "v3", "process"   # Config (both versions), Config (v3 only), ServerOptions
-V2_VERSION, V3_VERSION = "v2", "v3"
+V2_VERSION, V3_VERSION = domain.PAY_V2, domain.PAY_V3
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EVENT_LOOPS = ("asyncio", "uvloop")
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from server.wechat.v2 import wire as wxpay
-from server.store.sqlite import SQLiteStore
+from server.store.sqlite.store import SQLiteStore
 from tests.support.api import login
 from tests.support.api import notification, unpaid_order
 

@@ -11,7 +11,7 @@ import tornado.httpserver
 import tornado.testing
 
 from server.store import Outage, StoreError, StoreUnreachable, open_waiting
-from server.store.postgres import PostgresStore
+from server.store.postgres.store import PostgresStore
 from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.api import call, login, wait_for
 from tests.support.store import order
@@ -197,7 +197,7 @@ async def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(serve
 async def test_an_outage_of_sqlite_logs_once_too(tmp_path, monkeypatch, caplog):
     """Every COMMIT failing (a full or failing disk) for five operations, then working."""
     import sqlite3
-    from server.store.sqlite import SQLiteStore
+    from server.store.sqlite.store import SQLiteStore
 
     def disk_error(self):
         raise sqlite3.OperationalError("disk I/O error")

@@ -1,4 +1,4 @@
-"""Repository rules: the README's test command is what CI runs; server/ and simulator/ stay apart."""
+"""Repository rules: the README's test command is what CI runs; server/ and simulator/ stay apart and small."""
 import ast
 import json
 import os
@@ -31,6 +31,31 @@ def test_ci_runs_the_readme_test_command_exactly():
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci_lines = [line.strip() for line in f]
     assert test_command in ci_lines
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES = 400, 350
+
+
+def python_files(package):
+    for dirpath, _, files in os.walk(os.path.join(ROOT, package)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                yield os.path.join(dirpath, name)
+
+
+def test_no_module_over_400_lines_and_no_class_over_350_in_server_and_simulator():
+    too_long = []
+    for package in ("server", "simulator"):
+        for path in python_files(package):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            where = os.path.relpath(path, ROOT)
+            if len(text.splitlines()) > MAX_MODULE_LINES:
+                too_long.append("%s: %d lines" % (where, len(text.splitlines())))
+            too_long += ["%s: class %s, %d lines" % (where, node.name, node.end_lineno - node.lineno + 1)
+                         for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef)
+                         and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES]
+    assert too_long == []
 
 
 def imported_packages(package):

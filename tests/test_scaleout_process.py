@@ -217,24 +217,29 @@ def test_migrate_from_empty_by_three_processes_at_once(postgres_url):
     outputs = [p.communicate(timeout=30)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert all("is at the current schema" in out for out in outputs)
-    assert sum("migrated from schema 0 to 4" in out for out in outputs) == 1
-    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
+    assert sum("migrated from schema 0 to 5" in out for out in outputs) == 1
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
 
 
 def test_migrate_from_the_previous_version(postgres_url):
-    from server.store.postgres import PostgresStore
-    from tests.support.store import paid
+    import asyncpg
+    from server.store.postgres.store import PostgresStore
 
-    async def previous_release():
+    async def previous_release():   # schema 4, and a v3 order as that release wrote it
         store = PostgresStore(postgres_url)
-        await store.open(schema_version=3)
-        await paid(store, "OLD1")
+        await store.open(schema_version=4)
         await store.close()
+        conn = await asyncpg.connect(postgres_url)
+        await conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
+                           " status, created_at, updated_at) VALUES ('OLD1', 'o', 'tea', 1, 'Tea', 800, 'RSA',"
+                           " 'SUCCESS', 1, 1)")
+        await conn.close()
     run_async(previous_release())
     out = migrate(postgres_url).communicate(timeout=30)[0]
-    assert "migrated from schema 3 to 4" in out and "is at the current schema" in out
-    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
-    assert query(postgres_url, "SELECT status FROM orders WHERE out_trade_no = 'OLD1'") == [("SUCCESS",)]
+    assert "migrated from schema 4 to 5" in out and "is at the current schema" in out
+    assert query(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
+    assert query(postgres_url, "SELECT status, pay_version FROM orders WHERE out_trade_no = 'OLD1'") == [
+        ("SUCCESS", "v3")]
 
 
 def run_server(*args, **env):

@@ -1,4 +1,6 @@
 """The backend's /wechat/pay/notify against notifications the test forges itself."""
+import dataclasses
+
 import pytest
 
 from server.wechat.v2 import wire as wxpay
@@ -53,6 +55,19 @@ async def test_repeat_answers_success_and_other_transaction_is_refused(http_clie
     stored = await app.service.store.get_order(order["out_trade_no"])
     assert stored.transaction_id == "4200001234202611260000000001"
     assert len(await app.service.store.events(order["out_trade_no"])) == 2
+
+
+async def test_a_v3_order_is_v3_by_its_pay_version_not_its_sign_type(http_client, base_url, sim, app):
+    """An order made under v3 is paid through v3: a v2 payment notification for it is refused,
+    even when the order's sign type is one a v2 notification could be verified with."""
+    from server.domain import PAY_V3
+    made = await app.service.store.get_order((await unpaid_order(http_client, base_url, sim))["out_trade_no"])
+    v3 = dataclasses.replace(made, out_trade_no="V3ORDER" + made.out_trade_no[7:], pay_version=PAY_V3,
+                             sign_type="MD5", prepay_id=None, idempotency_key=None)
+    await app.service.store.insert_order(v3)
+    order = {"out_trade_no": v3.out_trade_no, "total_fee": v3.total_fee}
+    assert (await post_notify(http_client, base_url, signed(notification(order))))[1]["return_code"] == "FAIL"
+    assert (await app.service.store.get_order(v3.out_trade_no)).status == NOTPAY
 
 
 def test_out_trade_no_shape():

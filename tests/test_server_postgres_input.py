@@ -2,7 +2,7 @@
 mistake (4xx, as on SQLite), not a database outage (503 STORE_UNAVAILABLE logged as an ERROR)."""
 import pytest
 
-from server.store.postgres import PostgresStore
+from server.store.postgres.store import PostgresStore
 from tests.support import ADMIN_TOKEN
 from tests.support.api import call, create, login, paid_in_store, pay
 

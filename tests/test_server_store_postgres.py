@@ -9,13 +9,16 @@ import pytest
 
 from server.domain import NOTPAY, SUCCESS
 from server.store import StoreError
-from server.store.postgres import SCHEMA_VERSION, PostgresStore
+from server.store.postgres.schema import SCHEMA_VERSION
+from server.store.postgres.store import PostgresStore
 from tests.support.store import order, paid, refund
 
 pytestmark = pytest.mark.gen_test
 
 
 ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
+OLD_ORDER = ("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type, status,"
+             " transaction_id, created_at, updated_at) VALUES ($1, $2, 'coffee', 1, 'Coffee', 1200, $3, 'SUCCESS', $4, 1, 1)")
 
 
 async def versions(url):
@@ -30,7 +33,7 @@ async def test_an_empty_database_is_migrated_to_the_current_schema(postgres_url)
     store = PostgresStore(postgres_url)
     await store.open()
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 4
+        assert await store.schema_version() == SCHEMA_VERSION == 5
         await paid(store)
         assert (await store.insert_refund(refund(), 50))[1]
     finally:
@@ -38,12 +41,17 @@ async def test_an_empty_database_is_migrated_to_the_current_schema(postgres_url)
     assert await versions(postgres_url) == ALL_VERSIONS
 
 
-async def test_the_previous_schema_is_upgraded_keeping_its_data(postgres_url):
-    old = PostgresStore(postgres_url)
-    await old.open(schema_version=SCHEMA_VERSION - 1)      # what the previous release left
-    await paid(old, "OLD")
+async def previous_release(url, version):
+    """A database as the release at schema `version` left it (its rows written as that release wrote them)."""
+    old = PostgresStore(url)
+    await old.open(schema_version=version)
     await old.close()
-    conn = await asyncpg.connect(postgres_url)    # a refund as the previous release wrote it
+    return await asyncpg.connect(url)
+
+
+async def test_an_older_schema_is_upgraded_keeping_its_data(postgres_url):
+    conn = await previous_release(postgres_url, 3)   # before refunds had idempotency keys (4) and orders a pay_version (5)
+    await conn.execute(OLD_ORDER, "OLD", "o" * 28, "MD5", "4" * 28)
     await conn.execute("INSERT INTO refunds (out_refund_no, out_trade_no, refund_fee, reason, status, created_at,"
                        " updated_at) VALUES ('R1', 'OLD', 300, '', 'PENDING', 1, 1)")
     await conn.close()
@@ -57,6 +65,30 @@ async def test_the_previous_schema_is_upgraded_keeping_its_data(postgres_url):
         indexes = {r[0] for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
         await conn.close()
         assert {"refunds_status_created", "orders_openid_created", "refunds_idempotency"} <= indexes
+    finally:
+        await store.close()
+    assert await versions(postgres_url) == ALL_VERSIONS
+
+
+async def test_migration_5_gives_each_order_the_pay_version_its_sign_type_told(postgres_url):
+    conn = await previous_release(postgres_url, 4)
+    signed = {"MD5-ORDER": "MD5", "HMAC-ORDER": "HMAC-SHA256", "RSA-ORDER": "RSA"}
+    for no, sign_type in signed.items():
+        await conn.execute(OLD_ORDER, no, "o" * 28, sign_type, "4" * 28)
+    await conn.close()
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert {no: (await store.get_order(no)).pay_version for no in signed} == {
+            "MD5-ORDER": "v2", "HMAC-ORDER": "v2", "RSA-ORDER": "v3"}
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            with pytest.raises(asyncpg.NotNullViolationError):   # NOT NULL once every row has one
+                await conn.execute(OLD_ORDER, "NEW", "o" * 28, "MD5", None)
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("UPDATE orders SET pay_version = 'v4' WHERE out_trade_no = 'MD5-ORDER'")
+        finally:
+            await conn.close()
     finally:
         await store.close()
     assert await versions(postgres_url) == ALL_VERSIONS
@@ -140,8 +172,8 @@ async def test_a_migration_longer_than_the_statement_timeout_completes(postgres_
     cancelled, and so is every process waiting for the advisory lock meanwhile, so no process
     of any host can start and `--migrate` fails too. Here a step that takes 2 s (pg_sleep, as a
     slow CREATE INDEX) under a 0.5 s timeout, opened by two processes at once."""
-    from server.store import postgres
-    monkeypatch.setitem(postgres._MIGRATIONS, 3, postgres._MIGRATIONS[3] + "SELECT pg_sleep(2);")
+    from server.store.postgres import schema
+    monkeypatch.setitem(schema.MIGRATIONS, 3, schema.MIGRATIONS[3] + "SELECT pg_sleep(2);")
     stores = [PostgresStore(postgres_url, timeout=0.5) for _ in range(2)]
     results = await asyncio.gather(*[s.open() for s in stores], return_exceptions=True)
     try:

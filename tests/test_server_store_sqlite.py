@@ -7,7 +7,8 @@ import pytest
 
 from server.domain import NOTPAY, SUCCESS
 from server.store import StoreError
-from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from server.store.sqlite.schema import SCHEMA_VERSION
+from server.store.sqlite.store import SQLiteStore
 from tests.support.store import order, refund
 
 pytestmark = pytest.mark.gen_test
@@ -49,10 +50,10 @@ async def test_newer_schema_refused(tmp_path):
 
 
 async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
-    from server.store.sqlite import _MIGRATIONS
+    from server.store.sqlite.schema import MIGRATIONS
     path = str(tmp_path / "old.db")
     conn = sqlite3.connect(path)
-    for statement in _MIGRATIONS[1].split(";"):
+    for statement in MIGRATIONS[1].split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
@@ -65,6 +66,36 @@ async def test_schema_v1_database_migrates_keeping_orders(tmp_path):
     assert (await s.get_order("OLD")).status == SUCCESS
     assert (await s.insert_refund(refund("R1", 800, "OLD"), 50))[1]
     await s.close()
+
+
+async def test_migration_5_gives_each_order_the_pay_version_its_sign_type_told(tmp_path):
+    from server.store.sqlite.schema import MIGRATIONS
+    path = str(tmp_path / "v4.db")
+    conn = sqlite3.connect(path)
+    for version in range(1, 5):
+        for statement in MIGRATIONS[version].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    signed = {"MD5-ORDER": "MD5", "HMAC-ORDER": "HMAC-SHA256", "RSA-ORDER": "RSA"}
+    for no, sign_type in signed.items():
+        conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
+                     " status, created_at, updated_at) VALUES (?, 'o', 'tea', 1, 'Tea', 800, ?, 'SUCCESS', 1, 1)",
+                     (no, sign_type))
+    conn.execute("PRAGMA user_version=4")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(path)
+    await s.open()
+    assert {no: (await s.get_order(no)).pay_version for no in signed} == {
+        "MD5-ORDER": "v2", "HMAC-ORDER": "v2", "RSA-ORDER": "v3"}
+    await s.close()
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError):   # NOT NULL
+        conn.execute("UPDATE orders SET pay_version = NULL WHERE out_trade_no = 'MD5-ORDER'")
+    with pytest.raises(sqlite3.IntegrityError):   # v2 or v3 only
+        conn.execute("UPDATE orders SET pay_version = 'v4' WHERE out_trade_no = 'MD5-ORDER'")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.close()
 
 
 async def test_a_job_that_aborts_the_batch_fails_alone(store):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from tornado.httpclient import AsyncHTTPClient
 
 from server.config import Config
-from server.domain import Order
+from server.domain import PAY_V3, Order
 from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused
 from server.wechat.v3.client import WeChatClientV3
 from simulator.endpoint import V3_APIS
@@ -48,7 +48,7 @@ CREATED_AT = time.time()   # one time for every order(): a repeat must send the 
 
 def order(no="20261202ABCDEF0001", total=2400, created_at=None):
     return Order(out_trade_no=no, openid=OPENID, product_id="coffee", quantity=2, body="Coffee 咖啡", total_fee=total,
-                 sign_type="RSA", status="NOTPAY", created_at=CREATED_AT if created_at is None else created_at)
+                 sign_type="RSA", pay_version=PAY_V3, status="NOTPAY", created_at=CREATED_AT if created_at is None else created_at)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ async def test_create_pay_query_close_refund(wechat, wx, tmp_path):
         assert sent["notify_url"].endswith("/wechat/pay/v3/notify") and sent["time_expire"].endswith("+08:00")
         assert (sent["appid"], sent["mchid"], sent["description"]) == (APPID, MCHID, "Coffee 咖啡")
         assert await client.prepay(order()) == prepay_id                      # a repeat: the same order at WeChat
-        params = client.payment_params(prepay_id, "RSA", 1764650010)
+        params = client.payment_params(prepay_id, order(), 1764650010)
         assert params["signType"] == "RSA" and params["package"] == "prepay_id=" + prepay_id
         MERCHANT_PUBLIC_KEY.verify(base64.b64decode(params["paySign"]), ("%s\n%s\n%s\n%s\n" % (
             APPID, params["timeStamp"], params["nonceStr"], params["package"])).encode(), padding.PKCS1v15(),
@@ -91,7 +91,7 @@ async def test_create_pay_query_close_refund(wechat, wx, tmp_path):
         assert (await client.order_query("20261202ABCDEF0001"))["trade_state"] == "NOTPAY"
         assert (await phone_pays(wx, params))[0] == 200
         trade = await client.order_query("20261202ABCDEF0001")
-        assert trade["trade_state"] == "SUCCESS" and trade["total_fee"] == "2400"
+        assert trade["trade_state"] == "SUCCESS" and trade["total_fee"] == 2400
         paid = sim_order(wx, "20261202ABCDEF0001")
         assert trade["time_end"] == paid.time_end and trade["transaction_id"] == paid.transaction_id
         with pytest.raises(WeChatRefused) as info:

@@ -464,3 +464,27 @@ def _parse_pieces(pieces):
         return loop.run_until_complete(parse())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("total_fee, expected", [("800", 800), ("0800", None), (" 800", None), ("8e2", None),
+                                                 ("9" * 5001, None)])
+@GEN
+async def test_orderquery_total_fee_reaches_the_service_as_int_fen(total_fee, expected):
+    """The v2 wire's plain decimal digits become int fen; anything else is no amount (None),
+    which the service refuses to record as paid."""
+    from server.wechat.v2 import wire as wxpay
+    from server.config import Config
+    from server.wechat.v2.client import WeChatClient
+    from tests.support import DEMO
+    body = wxpay.signed_xml(_answer(trade_state="SUCCESS", total_fee=total_fee), DEMO["api_key"])
+    server = await RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]).start()
+    base = server.url[:-2]
+    client = WeChatClient(Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
+                                 api_key=DEMO["api_key"], notify_url="http://127.0.0.1:1/wechat/pay/notify",
+                                 pay_base_url=base, login_base_url=base, timeout=3))
+    try:
+        answer = await client.order_query("T1")
+        assert answer["total_fee"] == expected and answer["trade_state"] == "SUCCESS"
+    finally:
+        client.close()
+        await server.close()

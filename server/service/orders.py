@@ -36,7 +36,8 @@ class Orders(Part):
         order, created = await self.store.insert_order(Order(
             out_trade_no=new_out_trade_no(now), openid=openid, product_id=product.id,
             quantity=quantity, body=cut_utf8(product.name, BODY_MAX_BYTES),
-            total_fee=product.price * quantity, sign_type=self.config.sign_type, status=NOTPAY,
+            total_fee=product.price * quantity, sign_type=self.config.sign_type, pay_version=self.config.pay_version,
+            status=NOTPAY,
             idempotency_key=idempotency_key, created_at=now, updated_at=now))
         if not created and (order.product_id, order.quantity) != (product.id, quantity):
             raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED",
@@ -110,7 +111,7 @@ class Orders(Part):
         """Make sure the order has a live prepay_id; return (order, requestPayment params)."""
         now = self.clock()
         if order.prepay_id and order.prepay_expires_at - now > PREPAY_SAFETY_MARGIN:
-            return order, self.payment_params(order.prepay_id, order.sign_type)
+            return order, self.payment_params(order.prepay_id, order)
         try:
             prepay_id = await self.wechat.prepay(order)
         except WeChatRefused as exc:
@@ -123,12 +124,12 @@ class Orders(Part):
         payable_order = await self.store.set_prepay(order.out_trade_no, prepay_id, expires_at)
         if payable_order is None:
             raise ServiceError(409, "ORDER_NOT_PAYABLE", "the order is no longer unpaid")
-        return payable_order, self.payment_params(prepay_id, order.sign_type)
+        return payable_order, self.payment_params(prepay_id, order)
 
-    def payment_params(self, prepay_id, sign_type):
+    def payment_params(self, prepay_id, order):
         """wx.requestPayment's five fields, paySign computed by the client (v2: MD5 or
         HMAC-SHA256 with the API key; v3: RSA with the merchant's key) and nowhere else."""
-        return self.wechat.payment_params(prepay_id, sign_type, int(self.clock()))
+        return self.wechat.payment_params(prepay_id, order, int(self.clock()))
 
     # -- reconciliation ----------------------------------------------------------
     async def reconcile(self, order):
@@ -185,8 +186,10 @@ def cut_utf8(text, max_bytes):
 
 def _paid_problem(answer, order):
     """Why orderquery's word that an order is paid cannot be recorded, or None."""
-    if answer.get("total_fee") != str(order.total_fee):
-        return "total_fee %r does not match the order's %d" % (answer.get("total_fee", "")[:16], order.total_fee)
+    if answer.get("total_fee") is None:
+        return "total_fee missing or not a whole number"
+    if answer["total_fee"] != order.total_fee:
+        return "total_fee %d does not match the order's %d" % (answer["total_fee"], order.total_fee)
     if not answer.get("transaction_id"):
         return "transaction_id missing"
     return None

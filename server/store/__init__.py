@@ -6,8 +6,9 @@ all. "A concurrent caller" is any other coroutine, process or host using the sam
 Moves between states are those of server/domain.py (MOVES); a move the table does not allow
 raises domain.MoveRefused and writes nothing. Times are the store's injected clock.
 
-Engines: sqlite.SQLiteStore (the embedded default, one process) and postgres.PostgresStore
-(several processes and hosts on one database). open_store(url) picks one by URL.
+Engines: sqlite/ (SQLiteStore, the embedded default, one process) and postgres/ (PostgresStore,
+several processes and hosts on one database), each an engine, a schema and the store's methods;
+tables.py is what both store. open_store(url) picks one by URL.
 """
 import asyncio
 import logging
@@ -153,10 +154,10 @@ def open_store(database_url, clock=None, pool_size=None, timeout=None):
     (pool_size connections per process, timeout seconds per statement: PostgreSQL only)."""
     kwargs = {} if clock is None else {"clock": clock}
     if is_postgres(database_url):
-        from server.store.postgres import PostgresStore
+        from server.store.postgres.store import PostgresStore
         extra = {k: v for k, v in (("pool_size", pool_size), ("timeout", timeout)) if v}
         return PostgresStore(database_url, **kwargs, **extra)
-    from server.store.sqlite import SQLiteStore
+    from server.store.sqlite.store import SQLiteStore
     prefix = "sqlite:///"
     if not database_url.startswith(prefix):
         raise StoreError("unsupported DATABASE_URL (expected sqlite:///path or postgresql://...)")

@@ -23,6 +23,8 @@ not a library client).
 import dataclasses
 from typing import Protocol
 
+from server.domain import PAY_V3
+
 
 class WeChatError(Exception):
     status = 502
@@ -104,11 +106,11 @@ class PayClient(Protocol):
     async def prepay(self, order):
         """The prepay_id of a domain Order (JSAPI, its payer, its amount)."""
 
-    def payment_params(self, prepay_id, sign_type, timestamp):
-        """wx.requestPayment's five fields, paySign computed here and nowhere else."""
+    def payment_params(self, prepay_id, order, timestamp):
+        """wx.requestPayment's five fields for the Order's prepay_id, paySign computed here and nowhere else."""
 
     async def order_query(self, out_trade_no):
-        """{"trade_state", "transaction_id", "total_fee" (fen, as a string), "time_end"
+        """{"trade_state", "transaction_id", "total_fee" (int fen; None when not a whole number), "time_end"
         (yyyyMMddHHmmss, Beijing), ...}; WeChatRefused("ORDERNOTEXIST")."""
 
     async def close_order(self, out_trade_no):
@@ -116,7 +118,7 @@ class PayClient(Protocol):
 
     async def refund(self, out_refund_no, refund_fee, total_fee, out_trade_no=None, refund_desc=None,
                      notify_url=None):
-        """{"refund_id", ...}: accepted, not done."""
+        """{"refund_id", "refund_fee" (int fen), ...}: accepted, not done."""
 
     async def refund_query(self, out_refund_no):
         """[{"out_refund_no", "refund_id", "refund_fee" (int), "refund_status" (a domain refund
@@ -137,7 +139,6 @@ class PayClient(Protocol):
 
 def make_client(config):
     """The PayClient for config.pay_version (WECHAT_PAY_VERSION)."""
-    from server.config import V3   # imported here: config, v2 and v3 all import this package
-    from server.wechat.v2.client import WeChatClient
+    from server.wechat.v2.client import WeChatClient   # imported here: v2 and v3 import this package
     from server.wechat.v3.client import WeChatClientV3
-    return WeChatClientV3(config) if config.pay_version == V3 else WeChatClient(config)
+    return WeChatClientV3(config) if config.pay_version == PAY_V3 else WeChatClient(config)

@@ -1,7 +1,7 @@
 """Records for the store tests, and stores of either engine on a fresh database."""
 from server.domain import NOTPAY, SUCCESS, Order, Refund
-from server.store.postgres import PostgresStore
-from server.store.sqlite import SQLiteStore
+from server.store.postgres.store import PostgresStore
+from server.store.sqlite.store import SQLiteStore
 
 
 def order(no="T1", **kw):

@@ -2,7 +2,8 @@
 every pay answer verified (wire.py)."""
 
 from server import numbers
-from server.wechat import NotificationRefused, UpstreamError, WeChatRefused
+from server.domain import PAY_V2
+from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
 from server.wechat.v2 import wire as wxpay
@@ -23,15 +24,15 @@ class WeChatClient(BaseClient):
         """unifiedorder for a stored order, signed with the order's own sign type (its
         notification will be verified with it)."""
         answer = await self.unified_order(
-            sign_type=_v2_sign_type(order.sign_type, self.config), body=order.body,
+            sign_type=_v2_sign_type(order, self.config), body=order.body,
             out_trade_no=order.out_trade_no, total_fee=str(order.total_fee),
             spbill_create_ip=self.config.spbill_create_ip, notify_url=self.config.notify_url,
             trade_type="JSAPI", openid=order.openid)
         return answer["prepay_id"]
 
-    def payment_params(self, prepay_id, sign_type, timestamp):
+    def payment_params(self, prepay_id, order, timestamp):
         return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
-                                     _v2_sign_type(sign_type, self.config), timestamp, wxpay.nonce())
+                                     _v2_sign_type(order, self.config), timestamp, wxpay.nonce())
 
     async def open_notification(self, headers, body):
         """A v3 notification: this backend does not take them (open_v2_notification does v2's)."""
@@ -47,7 +48,9 @@ class WeChatClient(BaseClient):
         return answer
 
     async def order_query(self, out_trade_no):
-        return await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
+        """The answer, its total_fee as int fen (None when not WeChat's plain decimal digits)."""
+        answer = await self._pay("/pay/orderquery", {"out_trade_no": out_trade_no})
+        return dict(answer, total_fee=fen(answer.get("total_fee")))
 
     async def close_order(self, out_trade_no):
         return await self._pay("/pay/closeorder", {"out_trade_no": out_trade_no})
@@ -61,7 +64,7 @@ class WeChatClient(BaseClient):
             out_refund_no=out_refund_no, refund_fee=str(refund_fee), total_fee=str(total_fee)), client_cert=True)
         if answer.get("out_refund_no") != out_refund_no or answer.get("refund_fee") != str(refund_fee):
             raise UpstreamError("refund answer does not match the request")
-        return answer
+        return dict(answer, refund_fee=refund_fee)
 
     async def refund_query(self, out_refund_no):
         """The refunds WeChat lists for an out_refund_no: [{"out_refund_no", "refund_id",
@@ -115,10 +118,10 @@ class WeChatClient(BaseClient):
             raise err
         return answer
 
-def _v2_sign_type(sign_type, config):
-    """An order's sign type for a v2 call: an order made under v3 (RSA) is signed with the
-    configured v2 sign type."""
-    return sign_type if sign_type in wxpay.SIGN_TYPES else config.sign_type
+def _v2_sign_type(order, config):
+    """An order's sign type for a v2 call: its own (its notification is verified with it), but
+    an order made under v3 (signed with RSA there) takes the configured v2 sign type."""
+    return order.sign_type if order.pay_version == PAY_V2 else config.sign_type
 
 
 def _refund_count(value):

@@ -1,4 +1,5 @@
 """v2 notifications opened and believed: payments (XML signed with the API key, in the order's sign type) and refund results (AES req_info)."""
+from server.domain import PAY_V2
 from server.wechat import PAYMENT, REFUND_RESULT, Notification, NotificationRefused, fen
 from server.wechat.v2 import wire
 
@@ -26,7 +27,7 @@ async def open_payment(config, body, order_of):
 
 
 def _check_signed(config, params, order):
-    if not config.api_key or order.sign_type not in wire.SIGN_TYPES:
+    if not config.api_key or order.pay_version != PAY_V2:
         # v3 mode without a v2 key, or an order paid through v3: nothing to verify a v2 sign with
         raise NotificationRefused(400, "v2 notifications are not accepted for this order")
     declared = params.get("sign_type")

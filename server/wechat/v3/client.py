@@ -16,7 +16,7 @@ WECHAT_PLATFORM_CERT_DIR, refreshed every 12 hours and, at most once a minute, w
 unknown serial arrives. Both at once while WeChat moves a merchant from certificates to the
 public key.
 
-Mapped onto the domain (its names are WeChat v2's): amount.total -> total_fee (fen),
+Mapped onto the domain (its names are WeChat v2's): amount.total -> total_fee (int fen),
 success_time (RFC 3339) -> time_end yyyyMMddHHmmss Beijing for orders and
 "yyyy-MM-dd HH:mm:ss" for refunds, mchid -> mch_id, refund status SUCCESS / CLOSED /
 PROCESSING / ABNORMAL -> SUCCESS / REFUNDCLOSE / PROCESSING / CHANGE, and the few error
@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, PROCESSING, REFUNDCLOSE, SUCCESS
 from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
-                           WeChatRefused, fen, upstream)
+                           WeChatRefused, upstream)
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
 from server.wechat.v3 import wire as wxpay3
@@ -103,7 +103,7 @@ class WeChatClientV3(BaseClient):
             raise UpstreamError("jsapi succeeded without a prepay_id")
         return prepay_id
 
-    def payment_params(self, prepay_id, sign_type, timestamp):
+    def payment_params(self, prepay_id, order, timestamp):
         return wxpay3.pay_sign_params(self.config.appid, prepay_id, self.private_key, timestamp, wxpay3.nonce())
 
     async def order_query(self, out_trade_no):
@@ -129,7 +129,7 @@ class WeChatClientV3(BaseClient):
         if notify_url:
             request["notify_url"] = notify_url
         answer = _refund(await self._call("POST", "/v3/refund/domestic/refunds", "refunds", request), "status")
-        if answer["out_refund_no"] != out_refund_no or answer["refund_fee"] != str(refund_fee):
+        if answer["out_refund_no"] != out_refund_no or answer["refund_fee"] != refund_fee:
             raise UpstreamError("refund answer does not match the request")
         return answer
 
@@ -143,9 +143,8 @@ class WeChatClientV3(BaseClient):
         found = _refund(answer, "status")
         if found["out_refund_no"] != out_refund_no:
             raise UpstreamError("refund query answer is for another out_refund_no")
-        fee = found["refund_fee"]
         return [{"out_refund_no": found["out_refund_no"], "refund_id": found["refund_id"],
-                 "refund_fee": int(fee) if fee.isdigit() else None, "refund_status": found["refund_status"],
+                 "refund_fee": found["refund_fee"], "refund_status": found["refund_status"],
                  "success_time": found["success_time"]}]
 
     async def open_notification(self, headers, body):
@@ -176,12 +175,12 @@ class WeChatClientV3(BaseClient):
         fields = _trade(resource)
         if fields["appid"] != self.config.appid or fields["mch_id"] != self.config.mch_id:
             raise NotificationRefused(400, "appid or mchid does not match")
-        if not fields["total_fee"]:
+        if fields["total_fee"] is None:
             # whatever trade_state it claims: a notification without a readable amount is not WeChat's word
             raise NotificationRefused(400, "amount.total is missing or not in CNY fen")
         return Notification(kind=PAYMENT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
                             transaction_id=fields["transaction_id"], trade_state=fields["trade_state"],
-                            total_fee=fen(fields["total_fee"]), time_end=fields["time_end"])
+                            total_fee=fields["total_fee"], time_end=fields["time_end"])
 
     def _refund_result(self, id, event_type, resource):
         fields = _refund(resource, "refund_status")
@@ -191,8 +190,8 @@ class WeChatClientV3(BaseClient):
             raise NotificationRefused(400, "event_type %s does not match the refund's status" % event_type[:32])
         return Notification(kind=REFUND_RESULT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
                             out_refund_no=fields["out_refund_no"], refund_id=fields["refund_id"],
-                            refund_status=fields["refund_status"], refund_fee=fen(fields["refund_fee"]),
-                            total_fee=fen(fields["total_fee"]), success_time=fields["success_time"])
+                            refund_status=fields["refund_status"], refund_fee=fields["refund_fee"],
+                            total_fee=fields["total_fee"], success_time=fields["success_time"])
 
     # -- signing, sending, believing --------------------------------------------------
     async def _call(self, method, path, name, payload=None):
@@ -353,8 +352,9 @@ def _text(data, key):
 
 
 def _fen(amount, key):
+    """amount[key] as int fen (a JSON integer, not negative); None otherwise."""
     value = amount.get(key) if isinstance(amount, dict) else None
-    return str(value) if type(value) is int and value >= 0 else ""
+    return value if type(value) is int and value >= 0 else None
 
 
 def _trade(resource):
@@ -364,7 +364,7 @@ def _trade(resource):
     return {"appid": _text(resource, "appid"), "mch_id": _text(resource, "mchid"),
             "out_trade_no": _text(resource, "out_trade_no"), "transaction_id": _text(resource, "transaction_id"),
             "trade_state": _text(resource, "trade_state"),
-            "total_fee": _fen(amount, "total") if currency in (None, "CNY") else "",
+            "total_fee": _fen(amount, "total") if currency in (None, "CNY") else None,
             "time_end": _beijing(_text(resource, "success_time"), "%Y%m%d%H%M%S") or ""}
 
 
