@@ -115,7 +115,7 @@ def test_a_started_backend_prints_its_token_once_listening_logs_a_404_once_with_
 
 def test_the_simulators_log_times_carry_the_zone(tmp_path):
     port = free_port()
-    with Proc("run_simulator.py", ["--port", str(port)], port=port) as proc:
+    with Proc("run_simulator.py", ["--port", str(port), "--v3-dir", str(tmp_path / "v3")], port=port) as proc:
         assert urllib_status("http://127.0.0.1:%d/no-such-path" % port) == 404
         wait_output(proc, "/no-such-path")
         line = next(line for line in proc.output().splitlines() if "/no-such-path" in line)
