@@ -1,6 +1,7 @@
 """run_server.py's command line: flags and environment -> Config -> App -> listen (one process or several)."""
 import argparse
 import asyncio
+import datetime
 import errno
 import json
 import logging
@@ -12,11 +13,13 @@ import sys
 
 import tornado.netutil
 
+import server
 from server import config as server_config
 from server import settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
 from server.descriptors import default_max_connections, descriptor_limit
+from server.domain import BEIJING
 from server.http.server import GuardedHTTPServer
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
@@ -105,6 +108,8 @@ def flag_values(args, *groups):
 def parse_args(argv, bundle=None):
     """The flags; `bundle` (simulator.bundle, given by run_server.py) checks --simulator-allow-host."""
     p = Parser(prog=PROG, description="WeChat Mini Program payment backend.")
+    p.add_argument("--version", action="version", version="%(prog)s " + server.__version__,
+                   help="print the version and exit")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000, help="the port to listen on (default 8000)")
     p.add_argument("--simulator", action="store_true",
@@ -200,9 +205,21 @@ def bundled_simulator(args, environ, bundle):
     return bundled, read_v3_manifest(bundled.manifest_file) if v3 else None
 
 
+class ZonedFormatter(logging.Formatter):
+    """Times in ISO 8601 with their offset, in Beijing time: the zone of the API's times and order numbers."""
+
+    def formatTime(self, record, datefmt=None):
+        return datetime.datetime.fromtimestamp(record.created, BEIJING).isoformat(timespec="milliseconds")
+
+
+def log_formatter():
+    return ZonedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def setup_logging(level, access_log):
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter())
+    logging.basicConfig(level=level, handlers=[handler])
     if not access_log:  # a line per request is the proxy's job; errors are still logged
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
         logging.getLogger("simulator.access").setLevel(logging.WARNING)
@@ -219,8 +236,9 @@ def bind(flag, port, host):
         raise StartError("%s %d: cannot listen on %s: %s" % (flag, port, host, reason)) from None
 
 
-async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
-    """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several)."""
+async def serve(args, options, config, bundle=None, bundled=None, sockets=None, made_token=None):
+    """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several);
+    `made_token`: the admin token made up for this run, printed once the server listens."""
     backend = App(config, sweep_interval=options.sweep_interval)
     await backend.start()
     one_of_several = sockets is not None
@@ -240,6 +258,8 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None):
         log.info("process %d serving", os.getpid())
     else:
         print_banner(args, options, config, server.max_connections)
+    if made_token:
+        print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % made_token, flush=True)
     if args.simulator:
         print(devtools_hint(args, bundled.appid), flush=True)
     await wait_for_signal()
@@ -330,8 +350,8 @@ def devtools_hint(args, appid):
 
 
 def configure(args, environ, bundle=None):
-    """(ServerOptions, Config, the bundled simulator or None); ConfigError naming every
-    problem, StartError for the bundled simulator's."""
+    """(ServerOptions, Config, the bundled simulator or None, the admin token made up for this run
+    or None); ConfigError naming every problem, StartError for the bundled simulator's."""
     problems = []
     try:
         options = server_config.ServerOptions.from_env(environ, flag_values(args, settings.PROCESS))
@@ -348,9 +368,7 @@ def configure(args, environ, bundle=None):
         problems += exc.problems
     if problems:
         raise server_config.ConfigError(problems)
-    if admin_token:
-        print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % admin_token, flush=True)
-    return options, config, bundled
+    return options, config, bundled, admin_token
 
 
 def start(args, environ, bundle=None):
@@ -358,7 +376,7 @@ def start(args, environ, bundle=None):
     if args.simulator and bundle is None:
         raise StartError("--simulator: the bundled simulator is not available here")
     check_processes(args, None)
-    options, config, bundled = configure(args, environ, bundle)
+    options, config, bundled, made_token = configure(args, environ, bundle)
     check_processes(args, config)
     if args.migrate:
         asyncio.run(migrate(config))
@@ -366,7 +384,7 @@ def start(args, environ, bundle=None):
         return 0
     if args.processes > 1:
         return serve_several(args, options, config)
-    supervisor.run(options.event_loop, serve(args, options, config, bundle, bundled))
+    supervisor.run(options.event_loop, serve(args, options, config, bundle, bundled, made_token=made_token))
     return 0
 
 

@@ -1,6 +1,7 @@
 """run_simulator.py's command line: flags -> SimConfig, TLS files and v3 keys -> State -> listen; the banner."""
 import argparse
 import asyncio
+import datetime
 import errno
 import logging
 import signal
@@ -9,12 +10,13 @@ import sys
 
 import tornado.netutil
 
+import simulator
 from simulator import hosts, tls
 from simulator.v3 import keys as v3keys
 from simulator.app import make_app, make_server
 from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
                               REFUND_DELAY, ConfigError, SimConfig)
-from simulator.models import DEVELOPER_USER
+from simulator.models import BEIJING, DEVELOPER_USER
 from simulator.rules import CODE_TTL, MAX_BODY, NOTIFY_SCHEDULE, PREPAY_TTL
 from simulator.state import State
 
@@ -55,7 +57,9 @@ def host_name(text):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=(
-        "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend." % PROG))
+        "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend (demo --help)." % PROG))
+    p.add_argument("--version", action="version", version="%(prog)s " + simulator.__version__,
+                   help="print the version and exit")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on (default 127.0.0.1); /sim/ answers under it too")
     p.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
@@ -125,7 +129,16 @@ def parse_args(argv):
     v3.add_argument("--v3-merchant-serial", metavar="S",
                     help="the serial (hex) of the merchant's API certificate, with "
                     "--v3-merchant-public-key")
+    p.usage = with_subcommands(p)
     return p.parse_args(argv)
+
+
+def with_subcommands(p):
+    """The usage line of the simulator and, below it, of its subcommand `demo`."""
+    from simulator.demo import build_parser   # demo's parser; its own module (it needs requests)
+    own = p.format_usage().split(": ", 1)[1].rstrip()
+    demo = build_parser().format_usage().split(": ", 1)[1].rstrip()
+    return "%s\n       %s" % (own, demo)
 
 
 def build_config(args):
@@ -262,6 +275,17 @@ def time_scale_line(time_scale):
                             NOTIFY_SCHEDULE[0] * time_scale))
 
 
+class ZonedFormatter(logging.Formatter):
+    """Times in ISO 8601 with their offset, in Beijing time (WeChat's, and the backend's logs' too)."""
+
+    def formatTime(self, record, datefmt=None):
+        return datetime.datetime.fromtimestamp(record.created, BEIJING).isoformat(timespec="milliseconds")
+
+
+def log_formatter():
+    return ZonedFormatter("%(asctime)s %(name)s %(message)s")
+
+
 def fail(message):
     print("%s: error: %s" % (PROG, message), file=sys.stderr)
     return 2
@@ -333,7 +357,9 @@ def main(argv=None):
         return fail(str(exc))
     except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
         return fail("TLS: %s" % exc)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if not args.access_log:
         logging.getLogger("simulator.access").setLevel(logging.WARNING)
     return asyncio.run(serve(args, config, tls_files, merchant_certs, ssl_options, v3))

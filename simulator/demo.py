@@ -1,33 +1,43 @@
 """`run_simulator.py demo`: play a Mini Program against a running backend, step by step."""
 import argparse
 import os
+import socket
+import ssl
 import sys
 import time
+from urllib.parse import urlsplit
 
 import requests
 
 STEPS = 6
 DEFAULT_CA = os.path.join("sim-tls", "ca.pem")
+PROBE_SECONDS = 1.0   # a TLS handshake with a local port takes milliseconds
 
 
 class DemoFailed(Exception):
     pass
 
 
-def parse_args(argv):
+def build_parser():
     p = argparse.ArgumentParser(prog="run_simulator.py demo",
                                 description="Play a Mini Program (login, order, pay) against a backend.")
-    p.add_argument("--backend", default="http://127.0.0.1:8000", help="the backend's base URL")
-    p.add_argument("--simulator", default="https://127.0.0.1:9000", help="the simulator's base URL")
+    p.add_argument("--backend", default="http://127.0.0.1:8000", metavar="URL",
+                   help="the backend's base URL (default %(default)s)")
+    p.add_argument("--simulator", default="https://127.0.0.1:9000", metavar="URL",
+                   help="the simulator's base URL (default %(default)s: run_server.py --simulator's)")
     p.add_argument("--ca-file", default=DEFAULT_CA,
                    help="CA certificate to trust for an https simulator (default: %(default)s, "
                         "written by run_server.py --simulator and run_simulator.py --tls)")
     p.add_argument("--appid", help="the Mini Program's appid (default: the simulator's first app)")
     p.add_argument("--user", default="demo-user", help="who plays the phone")
     p.add_argument("--product", help="product id (default: the first in the catalog)")
-    p.add_argument("--quantity", type=int, default=1)
+    p.add_argument("--quantity", type=int, default=1, help="how many of the product to order (default 1)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the notification")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
 
 
 def main(argv):
@@ -39,6 +49,9 @@ def main(argv):
         run(args, http)
     except DemoFailed as exc:
         print("FAILED: %s" % exc, flush=True)
+        return 1
+    except requests.ConnectionError as exc:
+        print("FAILED: %s" % unreachable(args, exc), flush=True)
         return 1
     except requests.RequestException as exc:
         print("FAILED: %s" % exc, flush=True)
@@ -93,6 +106,56 @@ def call(http, method, url, expect=200, **kwargs):
     if response.status_code != expect or not isinstance(data, dict):
         raise DemoFailed("%s %s answered %d: %s" % (method, url, response.status_code, response.text[:300]))
     return data
+
+
+def unreachable(args, exc):
+    """What a request that got no answer says: where it went, what answered there, the next step."""
+    url = exc.request.url if exc.request is not None else args.simulator
+    parts = urlsplit(url)
+    base = "%s://%s" % (parts.scheme, parts.netloc)
+    is_sim = url.startswith(args.simulator.rstrip("/") + "/")
+    who, flag = ("the simulator", "--simulator") if is_sim else ("the backend", "--backend")
+    where = "%s (%s; tried %s %s)" % (base, who, exc.request.method if exc.request else "GET", url)
+    found = list(causes(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in found):
+        also = (" (it serves the simulator there), or `python run_simulator.py --tls` (then pass --backend too)"
+                if is_sim else "")
+        return "nothing answers at %s: start `python run_server.py --simulator` first%s, or pass %s URL" % (
+            where, also, flag)
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in found):
+        trusted = args.ca_file if os.path.exists(args.ca_file) else "%s, not found" % args.ca_file
+        return ("%s has a certificate not issued by --ca-file (%s): pass --ca-file with the simulator's CA "
+                "(ca.pem in its TLS directory: sim-tls/ where run_server.py --simulator ran)" % (where, trusted))
+    if parts.scheme == "http" and speaks_tls(parts.hostname, parts.port or 80):
+        return "%s speaks HTTPS here: use https://%s (%s https://%s)" % (who, parts.netloc, flag, parts.netloc)
+    if any(isinstance(e, ssl.SSLError) for e in found):
+        return "%s does not speak HTTPS (%s): if it is plain HTTP, use http://%s" % (where, found[-1], parts.netloc)
+    return "cannot reach %s: %s" % (where, found[-1] if found else exc)
+
+
+def causes(exc):
+    """The exceptions behind a requests error (urllib3 wraps the socket's in reasons and arguments)."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args)
+                 if isinstance(x, BaseException)]
+
+
+def speaks_tls(host, port):
+    """Whether host:port completes a TLS handshake (certificates not checked: only the protocol matters)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS) as sock:
+            context.wrap_socket(sock, server_hostname=host).close()
+    except OSError:
+        return False
+    return True
 
 
 def step(n, text):

@@ -196,6 +196,9 @@ async def test_wrong_merchant_key_is_sign_error_and_timeout_is_504(wechat, wx, t
             await client.prepay(order())
         assert info.value.wechat_code == "SIGN_ERROR"
         assert v3_requests(wx.state)[-1]["explanation"]["failed_check"] == "signature"
+        # not WeChat's host: the simulator's request log explains the failure, and the error says where
+        assert ("see %s/sim/console (or %s/sim/requests) for the string WeChat signed and why it did not "
+                "match" % (wechat.url, wechat.url)) in str(info.value)
     finally:
         client.close()
     client = client_for(tmp_path, wechat, timeout="0.3")

@@ -124,6 +124,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb):
         if isinstance(value, ServiceError):
             return
+        if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            return   # the access log's line for the answer says it (404, 405): one line per request
         if isinstance(value, StoreError) and value.__cause__ is not None:
             return   # the database failed: the store logs the outage once, not once per request
         if isinstance(value, (WeChatError, StoreError)):

@@ -2,9 +2,10 @@
 import asyncio
 import json
 import urllib.parse
+from urllib.parse import urlsplit
 
 from server.descriptors import default_connections_per_host
-from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, upstream
+from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
 from server.wechat import PAYMENT
 from server.wechat.retry import Retry, with_retries
 from server.wechat.v2 import notify
@@ -80,8 +81,16 @@ class BaseClient:
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except (OSError, upstream.BadResponse) as exc:
-            # the message names neither URL nor query: the jscode2session URL carries the AppSecret
-            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+            raise UpstreamError(await self._unreachable(name, url, exc)) from None
         if status != 200:
             raise UpstreamError("%s answered HTTP %d" % (name, status))
         return answer
+
+    async def _unreachable(self, name, url, exc):
+        """What a call that got no answer says: the URL (without its query: jscode2session's carries
+        the AppSecret), what answered there, and which setting to look at."""
+        parts = urlsplit(url)
+        proxied = self.http.proxy.for_target(parts.scheme, parts.hostname, parts.port) is not None
+        login = url.startswith(self.config.login_base_url.rstrip("/") + "/sns/")
+        variable = "WECHAT_LOGIN_BASE_URL" if login else "WECHAT_PAY_BASE_URL"
+        return await guidance.unreachable(name, url, exc, variable, proxied)

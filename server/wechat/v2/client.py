@@ -3,7 +3,7 @@ every pay answer verified (wire.py)."""
 
 from server import numbers
 from server.domain import PAY_V2
-from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen
+from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen, guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
 from server.wechat.v2 import wire as wxpay
@@ -13,6 +13,8 @@ _RETRY_PAY = "SYSTEMERROR"
 # captured without them (the docs list them, but closing needs nothing from them). Every
 # other pay answer names both, and one that does not is not trusted.
 _MAY_OMIT_IDS = {"closeorder"}
+SIGN_ERROR = "签名错误"   # WeChat's return_msg when the request's sign does not match
+SIGN_FIX = "WECHAT_API_KEY must be the merchant API key, not the AppSecret, and WECHAT_SIGN_TYPE the one signed with"
 MAX_LISTED = 50   # refunds WeChat takes of one order, so refundquery lists at most that many
 
 
@@ -102,8 +104,10 @@ class WeChatClient(BaseClient):
         except wxpay.XMLError as exc:
             raise UpstreamError("%s answered invalid XML: %s" % (name, exc)) from None
         if answer.get("return_code") != "SUCCESS":
-            raise UpstreamError("%s return_code=%r: %r" % (
-                name, answer.get("return_code", "")[:16], answer.get("return_msg", "")[:128]))
+            message = answer.get("return_msg", "")
+            hint = guidance.sign_error_hint(self.config.pay_base_url, SIGN_FIX) if SIGN_ERROR in message else ""
+            raise UpstreamError("%s return_code=%r: %r%s" % (name, answer.get("return_code", "")[:16], message[:128],
+                                                              hint))
         if not wxpay.verify(answer, self.config.api_key, sign_type):
             raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
         for field, ours in (("appid", self.config.appid), ("mch_id", self.config.mch_id)):

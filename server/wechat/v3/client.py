@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, PROCESSING, REFUNDCLOSE, SUCCESS
 from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
                            WeChatRefused, upstream)
+from server.wechat import guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
 from server.wechat.v3 import wire as wxpay3
@@ -51,6 +52,8 @@ _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 o
     "ORDER_PAID": "ORDERPAID", "ORDERPAID": "ORDERPAID",
     "SYSTEM_ERROR": "SYSTEMERROR", "SYSTEMERROR": "SYSTEMERROR",
 }
+SIGN_FIX = ("WECHAT_MCH_PRIVATE_KEY_FILE must be the key of the merchant API certificate whose serial is "
+            "WECHAT_MCH_SERIAL_NO")
 _NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
 _REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
 _REFUND_EVENTS = {"REFUND.SUCCESS": SUCCESS, "REFUND.CLOSED": REFUNDCLOSE, "REFUND.ABNORMAL": CHANGE}
@@ -216,7 +219,7 @@ class WeChatClientV3(BaseClient):
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except (OSError, upstream.BadResponse) as exc:
-            raise UpstreamError("%s: cannot reach WeChat (%s)" % (name, type(exc).__name__)) from None
+            raise UpstreamError(await self._unreachable(name, url, exc)) from None
 
     async def _answer(self, name, status, fields, body):
         """The answer as a JSON object ({} for a 204), believed; else an exception (or a
@@ -249,7 +252,8 @@ class WeChatClientV3(BaseClient):
             return Retry(_coded(UpstreamError(text), code))
         if status >= 500 or code in _NOT_CONCLUSIVE or not signed:
             # nothing is concluded from these: the caller keeps its state and may try again
-            raise _coded(UpstreamError(text + ("" if signed else " (unsigned)")), code)
+            hint = guidance.sign_error_hint(self.base_url, SIGN_FIX) if code == "SIGN_ERROR" else ""
+            raise _coded(UpstreamError(text + ("" if signed else " (unsigned)") + hint), code)
         raise WeChatRefused(code, text)
 
     async def _believe(self, signed, body, answer=False):
