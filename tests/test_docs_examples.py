@@ -186,6 +186,12 @@ def run_recipe(block, simulator, checkout):
                        done.stderr, simulator.output()[-3000:]), pytrace=False)
 
 
+def test_a_curl_in_the_docs_fails_on_an_http_error_and_says_why(stack, checkout):
+    blocks = [Block("p.md", 1, "sh", "curl -s http://127.0.0.1:8000/api/orders/none\n", "shell")]
+    code, output = run_bash(bash_script(blocks, {BACKEND: stack.url}), checkout, session_env(), 60)
+    assert code == 22 and '"UNAUTHORIZED"' in failed_block(blocks, output)[1]
+
+
 def test_every_example_is_run_or_skipped():
     """No example is dropped silently: each sh/bash/console fence (counted here independently
     of the parser) is run or skipped with a reason, each marker stands before a fence, and
