@@ -37,7 +37,7 @@ class Proc:
     """A child process with its output in a temp file; a context manager that stops it."""
 
     def __init__(self, script, args=(), env=None, port=None, wait_port=True, timeout=20, nofile=None,
-                 module=False):
+                 module=False, cwd=ROOT):
         self.port = port
         self.url = "http://127.0.0.1:%d" % port if port else None
         self._log = tempfile.NamedTemporaryFile(prefix="proc-", suffix=".log", delete=False)
@@ -45,7 +45,7 @@ class Proc:
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, *(["-m", script] if module else [os.path.join(ROOT, script)]), *args],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=_nofile_limit(nofile) if nofile else None)
         self._log.close()  # the child holds its own handle
         if wait_port and port:
