@@ -1,7 +1,6 @@
 """run_server.py's command line: flags and environment -> Config -> App -> listen (one process or several)."""
 import argparse
 import asyncio
-import datetime
 import errno
 import json
 import logging
@@ -15,11 +14,10 @@ import tornado.netutil
 
 import server
 from server import config as server_config
-from server import settings, supervisor
+from server import logs, settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
 from server.descriptors import default_max_connections, descriptor_limit
-from server.domain import BEIJING
 from server.http.server import GuardedHTTPServer
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
@@ -205,26 +203,6 @@ def bundled_simulator(args, environ, bundle):
     return bundled, read_v3_manifest(bundled.manifest_file) if v3 else None
 
 
-class ZonedFormatter(logging.Formatter):
-    """Times in ISO 8601 with their offset, in Beijing time: the zone of the API's times and order numbers."""
-
-    def formatTime(self, record, datefmt=None):
-        return datetime.datetime.fromtimestamp(record.created, BEIJING).isoformat(timespec="milliseconds")
-
-
-def log_formatter():
-    return ZonedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def setup_logging(level, access_log):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(log_formatter())
-    logging.basicConfig(level=level, handlers=[handler])
-    if not access_log:  # a line per request is the proxy's job; errors are still logged
-        logging.getLogger("tornado.access").setLevel(logging.WARNING)
-        logging.getLogger("simulator.access").setLevel(logging.WARNING)
-
-
 def bind(flag, port, host):
     """Listening sockets for host:port; StartError naming the flag when that fails."""
     try:
@@ -357,7 +335,7 @@ def configure(args, environ, bundle=None):
         options = server_config.ServerOptions.from_env(environ, flag_values(args, settings.PROCESS))
     except server_config.ConfigError as exc:
         problems, options = exc.problems, None
-    setup_logging(options.log_level if options else "INFO", options.access_log if options else False)
+    logs.setup(options.log_level if options else "INFO", options.access_log if options else False)
     bundled, manifest = bundled_simulator(args, environ, bundle) if args.simulator else (None, None)
     admin_token = None
     if args.simulator and not environ.get("ADMIN_TOKEN"):

@@ -9,7 +9,7 @@ import socket
 import pytest
 import tornado.testing
 
-from server import cli as server_cli
+from server import logs as server_logs
 from simulator import cli as sim_cli, demo, tls
 from simulator.app import make_app as make_sim_app, make_server
 from simulator.config import SimConfig
@@ -108,9 +108,9 @@ async def test_a_404_is_logged_once(http_client, base_url, app, caplog):
 
 # --- log times carry their zone ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("cli", [server_cli, sim_cli], ids=["server", "simulator"])
-def test_log_times_are_iso_8601_in_beijing_time_with_the_offset(cli):
-    formatter = cli.log_formatter()
+@pytest.mark.parametrize("make", [server_logs.formatter, sim_cli.log_formatter], ids=["server", "simulator"])
+def test_log_times_are_iso_8601_in_beijing_time_with_the_offset(make):
+    formatter = make()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
     record.created = datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, datetime.timezone.utc).timestamp()
     line = formatter.format(record)

@@ -30,13 +30,13 @@ import logging
 import time
 from urllib.parse import quote, urlsplit
 
-from server.domain import BEIJING, CHANGE, PREPAY_TTL, PROCESSING, REFUNDCLOSE, SUCCESS
+from server.domain import BEIJING, CHANGE, PREPAY_TTL, REFUNDCLOSE, SUCCESS
 from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
                            WeChatRefused, upstream)
 from server.wechat import guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
-from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3 import resources, wire as wxpay3
 from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat3")
@@ -55,7 +55,6 @@ _CODES = {   # v3 codes the service acts on -> the names it knows (WeChat's v2 o
 SIGN_FIX = ("WECHAT_MCH_PRIVATE_KEY_FILE must be the key of the merchant API certificate whose serial is "
             "WECHAT_MCH_SERIAL_NO")
 _NOT_CONCLUSIVE = {"SIGN_ERROR", "FREQUENCY_LIMITED"}
-_REFUND_STATUS = {"SUCCESS": SUCCESS, "CLOSED": REFUNDCLOSE, "PROCESSING": PROCESSING, "ABNORMAL": CHANGE}
 _REFUND_EVENTS = {"REFUND.SUCCESS": SUCCESS, "REFUND.CLOSED": REFUNDCLOSE, "REFUND.ABNORMAL": CHANGE}
 _PATH_SAFE = "-_.~*@"   # out_refund_no may hold [0-9A-Za-z_-|*@]; '|' is percent-encoded (and signed so)
 
@@ -112,7 +111,7 @@ class WeChatClientV3(BaseClient):
     async def order_query(self, out_trade_no):
         answer = await self._call("GET", "/v3/pay/transactions/out-trade-no/%s?mchid=%s" % (
             _path(out_trade_no), quote(self.config.mch_id)), "query")
-        trade = _trade(answer)
+        trade = resources.trade(answer)
         if trade["out_trade_no"] != out_trade_no:
             raise UpstreamError("query answer is for another out_trade_no")
         if (trade["appid"], trade["mch_id"]) != (self.config.appid, self.config.mch_id):
@@ -131,7 +130,7 @@ class WeChatClientV3(BaseClient):
             request["reason"] = refund_desc
         if notify_url:
             request["notify_url"] = notify_url
-        answer = _refund(await self._call("POST", "/v3/refund/domestic/refunds", "refunds", request), "status")
+        answer = resources.refund(await self._call("POST", "/v3/refund/domestic/refunds", "refunds", request), "status")
         if answer["out_refund_no"] != out_refund_no or answer["refund_fee"] != refund_fee:
             raise UpstreamError("refund answer does not match the request")
         return answer
@@ -143,7 +142,7 @@ class WeChatClientV3(BaseClient):
             if exc.wechat_code == "RESOURCE_NOT_EXISTS":
                 return []
             raise
-        found = _refund(answer, "status")
+        found = resources.refund(answer, "status")
         if found["out_refund_no"] != out_refund_no:
             raise UpstreamError("refund query answer is for another out_refund_no")
         return [{"out_refund_no": found["out_refund_no"], "refund_id": found["refund_id"],
@@ -175,7 +174,7 @@ class WeChatClientV3(BaseClient):
         return opened(str(event.get("id"))[:64], event["event_type"], resource)
 
     def _payment(self, id, event_type, resource):
-        fields = _trade(resource)
+        fields = resources.trade(resource)
         if fields["appid"] != self.config.appid or fields["mch_id"] != self.config.mch_id:
             raise NotificationRefused(400, "appid or mchid does not match")
         if fields["total_fee"] is None:
@@ -186,7 +185,7 @@ class WeChatClientV3(BaseClient):
                             total_fee=fields["total_fee"], time_end=fields["time_end"])
 
     def _refund_result(self, id, event_type, resource):
-        fields = _refund(resource, "refund_status")
+        fields = resources.refund(resource, "refund_status")
         if fields["mch_id"] != self.config.mch_id:
             raise NotificationRefused(400, "mchid does not match")
         if _REFUND_EVENTS.get(event_type) != fields["refund_status"]:
@@ -348,54 +347,6 @@ def _json_object(body):
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _text(data, key):
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _fen(amount, key):
-    """amount[key] as int fen (a JSON integer, not negative); None otherwise."""
-    value = amount.get(key) if isinstance(amount, dict) else None
-    return value if type(value) is int and value >= 0 else None
-
-
-def _trade(resource):
-    """A v3 transaction (query answer or notification resource) in the domain's names."""
-    amount = resource.get("amount")
-    currency = amount.get("currency") if isinstance(amount, dict) else None
-    return {"appid": _text(resource, "appid"), "mch_id": _text(resource, "mchid"),
-            "out_trade_no": _text(resource, "out_trade_no"), "transaction_id": _text(resource, "transaction_id"),
-            "trade_state": _text(resource, "trade_state"),
-            "total_fee": _fen(amount, "total") if currency in (None, "CNY") else None,
-            "time_end": _beijing(_text(resource, "success_time"), "%Y%m%d%H%M%S") or ""}
-
-
-def _refund(resource, status_key):
-    """A v3 refund (answer, query answer or notification resource) in the domain's names;
-    status_key: "status" in answers, "refund_status" in notifications."""
-    amount = resource.get("amount")
-    status = _text(resource, status_key)
-    return {"mch_id": _text(resource, "mchid"), "out_trade_no": _text(resource, "out_trade_no"),
-            "out_refund_no": _text(resource, "out_refund_no"), "refund_id": _text(resource, "refund_id"),
-            "refund_status": _REFUND_STATUS.get(status, status), "refund_fee": _fen(amount, "refund"),
-            "total_fee": _fen(amount, "total"),
-            "success_time": _beijing(_text(resource, "success_time"), "%Y-%m-%d %H:%M:%S")}
-
-
-def _beijing(text, layout):
-    """An RFC 3339 time as Beijing time in `layout`; None if absent or malformed."""
-    try:
-        moment = datetime.datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-    if moment is None or moment.tzinfo is None:
-        return None
-    try:
-        return moment.astimezone(BEIJING).strftime(layout)
-    except (OverflowError, ValueError):   # 9999-12-31T23:59:59-23:59: past year 9999 in Beijing
-        return None
 
 
 def _rfc3339(timestamp):
