@@ -1,4 +1,4 @@
-// Where the sample shop finds its backend. See the README's "Mini Program" section.
+// Where the sample shop finds its backend. See docs/miniprogram.md.
 module.exports = {
   // the backend (run_server.py); in production the https domain you registered in the
   // Mini Program admin console (request legal domain)

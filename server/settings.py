@@ -1,4 +1,4 @@
-"""THE table of settings: variable, field, default, check, meaning; the README table and --help come from it."""
+"""THE table of settings: variable, field, default, check, meaning; docs/configuration.md's table and --help come from it."""
 import dataclasses
 import os
 import re
@@ -21,7 +21,7 @@ class Setting:
     `check(text)` true (or a ValueError) decides; `problem` says why not, after the variable
     (a function of nothing when it depends on the machine). `convert` makes the field's value.
     `secret`: masked and kept out of repr ("url": a URL that may hold a password). `shown`: the
-    README's default, when the value is not what a reader needs. `flag`: run_server.py's flag
+    documented default, when the value is not what a reader needs. `flag`: run_server.py's flag
     that overrides it, `flag_help` its help when the meaning does not read as one."""
     variable: str
     field: str
@@ -149,7 +149,7 @@ SETTINGS = (
             lambda v: v in wxpay.SIGN_TYPES, "must be MD5 or HMAC-SHA256", applies=not_v3, flag="--sign-type",
             choices=wxpay.SIGN_TYPES),
     Setting("WECHAT_PAY_VERSION", "pay_version", SHOP, "`v2` or `v3`: which WeChat Pay API the backend speaks; see "
-            "[WeChat Pay v3](#wechat-pay-v3)", V2_VERSION, lambda v: v in (V2_VERSION, V3_VERSION),
+            "[WeChat Pay v3](wechat-pay-v3.md)", V2_VERSION, lambda v: v in (V2_VERSION, V3_VERSION),
             "must be v2 or v3", flag="--pay-version", choices=(V2_VERSION, V3_VERSION)),
     Setting("WECHAT_APIV3_KEY", "apiv3_key", V3, "v3: the APIv3 key (32 ASCII characters, set in the merchant "
             "platform; decrypts notifications and platform certificates)", "", re.compile(r"[!-~]{32}").fullmatch,
@@ -176,7 +176,7 @@ SETTINGS = (
     Setting("WECHAT_TIMEOUT", "timeout", SHOP, "seconds allowed for one WeChat call", "10",
             seconds(0.1, 3600, below=True), TIMEOUT_PROBLEM, float),
     Setting("DATABASE_URL", "database_url", SHOP, "where orders live: `sqlite:///path` (one process) or "
-            "`postgresql://user:password@host:port/database` (several processes and hosts; see \"Scaling out\"; "
+            "`postgresql://user:password@host:port/database` (several processes and hosts; see [Deployment](deployment.md); "
             "the password never appears in logs or messages)", "sqlite:///payments.db", database_url_ok,
             "must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user[:password]@host[:port]/database "
             "(characters such as / ? # @ in the password percent-encoded)", secret="url", flag="--database-url"),
@@ -190,7 +190,7 @@ SETTINGS = (
             "waits for a database that does not answer yet (refused, timed out, starting up), trying again every "
             "0.5 s doubling up to 5 s with a log line per attempt, before it exits with code 2; `0`: no waiting",
             "30", seconds(0, 3600), "must be a number of seconds from 0 (no waiting) to 3600", float),
-    Setting("EVENT_LOOP", "event_loop", PROCESS, "`asyncio` or `uvloop` (see \"Scaling out\")", "asyncio",
+    Setting("EVENT_LOOP", "event_loop", PROCESS, "`asyncio` or `uvloop` (see [Performance](performance.md#uvloop))", "asyncio",
             lambda v: v.strip().lower() in EVENT_LOOPS, "must be one of %s" % ", ".join(EVENT_LOOPS),
             lambda v: v.strip().lower(), flag="--event-loop", choices=EVENT_LOOPS),
     Setting("CATALOG_FILE", "catalog_file", SHOP, "products and prices, JSON `{\"products\": [{\"id\", \"name\", "
@@ -287,7 +287,7 @@ def problems(groups, raw):
 
 
 def markdown():
-    """The README's configuration table."""
+    """The configuration table of docs/configuration.md (links relative to docs/)."""
     rows = ["| variable | meaning | default |", "|---|---|---|"]
     for s in SETTINGS:
         rows.append("| `%s` | %s%s | %s |" % (s.variable, s.meaning, "; flag `%s`" % s.flag if s.flag else "",
@@ -310,5 +310,5 @@ def flag_help(setting):
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m server.settings --markdown   (prints the README's configuration table)")
+        sys.exit("usage: python -m server.settings --markdown   (prints docs/configuration.md's table)")
     print(markdown())

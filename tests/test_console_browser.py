@@ -3,7 +3,7 @@ processes: what a developer sees and clicks.
 
 Needs Debian's Chromium (/usr/bin/chromium, or CHROMIUM=path) and Playwright for Python (no
 browser download: Playwright drives that Chromium). Without them the tests are skipped with
-one line locally, and fail in CI (CI set). UPDATE_SCREENSHOTS=1 writes the README's
+one line locally, and fail in CI (CI set). UPDATE_SCREENSHOTS=1 writes docs/console.md's
 screenshots (docs/console-*.png) from these runs.
 """
 import os

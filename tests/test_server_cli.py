@@ -47,18 +47,22 @@ def test_every_flag_has_a_help_text(script):
     assert options_without_help(done.stdout) == []
 
 
-def readme_configuration_table():
-    """The table under the README's "## Configuration" heading."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        section = f.read().split("\n## Configuration\n", 1)[1]
-    return next(block for block in section.split("\n\n") if block.startswith("|"))
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
-def test_readme_configuration_table_is_the_one_the_code_generates():
+def documented_configuration_table():
+    """The table between the markers of docs/configuration.md."""
+    with open(os.path.join(ROOT, "docs", "configuration.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert text.count(TABLE_START) == 1 and text.count(TABLE_END) == 1, "the table's markers, once each"
+    return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+
+
+def test_the_documented_configuration_table_is_the_one_the_code_generates():
     done = subprocess.run([sys.executable, "-m", "server.settings", "--markdown"], cwd=ROOT, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert readme_configuration_table() == done.stdout.strip()
+    assert documented_configuration_table() == done.stdout.strip()
 
 
 def run(*argv):
