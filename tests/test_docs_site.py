@@ -28,3 +28,19 @@ def test_the_readme_is_short():
     assert lines <= README_MAX_LINES, "README.md has %d lines (at most %d: the rest belongs in docs/)" % (
         lines, README_MAX_LINES)
     assert len(data) <= README_MAX_BYTES, "README.md has %d bytes (at most %d)" % (len(data), README_MAX_BYTES)
+
+
+def test_the_architecture_page_names_every_module_and_package():
+    """docs/architecture.md's layout block matches the tree: every module of server/ and
+    simulator/ (by file name) and every package (by folder name) is in it."""
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        layout = f.read().split("```text", 1)[1].split("```", 1)[0]
+    missing = []
+    for top in ("server", "simulator"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if folder != os.path.join(ROOT, top) and os.path.basename(folder) + "/" not in layout:
+                missing.append(os.path.relpath(folder, ROOT) + "/")
+            missing += [os.path.relpath(os.path.join(folder, name), ROOT) for name in files
+                        if name.endswith(".py") and name != "__init__.py" and name not in layout]
+    assert missing == [], "docs/architecture.md's layout does not name: %s" % ", ".join(missing)
