@@ -50,6 +50,13 @@ def test_every_route_is_documented_and_every_documented_operation_is_a_route():
     assert documented - routed == set(), "operations in openapi.json that no route serves"
 
 
+def test_the_document_is_valid_openapi_3_1():
+    """Checked against the OpenAPI 3.1 schema (the one schemathesis ships)."""
+    document = load_document()
+    assert document["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(document).validate()
+
+
 def test_every_error_answer_is_the_error_object_or_wechat_format():
     """Error answers of the API operations are {"error": {...}} with their codes listed."""
     document = load_document()
