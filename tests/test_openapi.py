@@ -1,7 +1,5 @@
-"""The OpenAPI document (server/http/openapi.json): it names every route of server/app.py and
-nothing else, and a running backend answers every operation as it says (schemathesis)."""
+"""server/http/openapi.json: every route and only those, and a running backend answering as it says."""
 import json
-import re
 import time
 
 import pytest
@@ -19,8 +17,8 @@ from tests.support.processes import Proc, free_port
 
 PRODUCTS = [p["id"] for p in DEMO_PRODUCTS]
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
-# what the document promises about every answer: no 5xx it does not list, the listed status
-# codes, content types and bodies
+# every answer: no 5xx (the simulator and the database are up), and its status code, content
+# type and body as the document lists them
 CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.status_code_conformance,
           schemathesis.checks.content_type_conformance, schemathesis.checks.response_schema_conformance]
 # bounded: a few seconds for the whole API
@@ -57,8 +55,8 @@ def test_the_document_is_valid_openapi_3_1():
     schemathesis.openapi.from_dict(document).validate()
 
 
-def test_every_error_answer_is_the_error_object_or_wechat_format():
-    """Error answers of the API operations are {"error": {...}} with their codes listed."""
+def test_every_api_error_answer_is_the_error_object_with_its_codes():
+    """Error answers of the API (not WeChat's notifications) are {"error": {...}}, their codes listed."""
     document = load_document()
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -150,6 +148,7 @@ def backend_v3(tmp_path_factory):
     proc.stop()
 
 
+@pytest.mark.e2e
 def test_the_document_is_served_without_auth(backend):
     r = requests.get(backend.url + "/openapi.json", timeout=5)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json; charset=utf-8"
@@ -175,6 +174,7 @@ def cases(operation, backend):
     return st.one_of(strategies)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
 def test_the_backend_answers_as_documented(backend, operation, request):
     base_url = request.getfixturevalue("backend_v3").url if operation.path.endswith("/v3/notify") else backend.url
