@@ -80,26 +80,31 @@ def make_app(config, store=None, wechat=None, catalog=None, clock=time.time):
     return App(config, store, wechat, catalog, clock).web
 
 
+# The backend's routes, (path pattern, handler); server/http/openapi.json documents each one
+# (tests/test_openapi.py checks that the two agree).
+ROUTES = [
+    (r"/api/login", handlers.LoginHandler),
+    (r"/api/products", handlers.ProductsHandler),
+    (r"/api/orders", handlers.OrdersHandler),
+    (r"/api/orders/%s" % TRADE_NO, handlers.OrderHandler),
+    (r"/api/orders/%s/payment" % TRADE_NO, handlers.PaymentHandler),
+    (r"/api/orders/%s/close" % TRADE_NO, handlers.CloseHandler),
+    (r"/wechat/pay/notify", handlers.PayNotifyHandler),
+    (r"/wechat/refund/notify", handlers.RefundNotifyHandler),
+    (PAY_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
+    (REFUND_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
+    (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
+    (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
+    (r"/admin/refunds", handlers.AdminRefundListHandler),
+    (r"/healthz", handlers.HealthHandler),
+    (r"/openapi\.json", handlers.OpenAPIHandler),
+]
+
+
 def _web_application(backend):
     args = {"service": backend.service}
-    routes = [
-        (r"/api/login", handlers.LoginHandler),
-        (r"/api/products", handlers.ProductsHandler),
-        (r"/api/orders", handlers.OrdersHandler),
-        (r"/api/orders/%s" % TRADE_NO, handlers.OrderHandler),
-        (r"/api/orders/%s/payment" % TRADE_NO, handlers.PaymentHandler),
-        (r"/api/orders/%s/close" % TRADE_NO, handlers.CloseHandler),
-        (r"/wechat/pay/notify", handlers.PayNotifyHandler),
-        (r"/wechat/refund/notify", handlers.RefundNotifyHandler),
-        (PAY_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
-        (REFUND_NOTIFY_PATH_V3, handlers.V3NotifyHandler),
-        (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
-        (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
-        (r"/admin/refunds", handlers.AdminRefundListHandler),
-        (r"/healthz", handlers.HealthHandler),
-    ]
     web = tornado.web.Application(
-        [(path, handler, args) for path, handler in routes],
+        [(path, handler, args) for path, handler in ROUTES],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args)
     web.service = backend.service
     web.backend = backend

@@ -272,6 +272,20 @@ async def test_backend_reuses_upstream_connections(http_client, base_url, sim, a
     assert after["connections_accepted"] - before["connections_accepted"] <= 1
 
 
+async def test_repay_when_wechat_says_paid_is_the_apis_order_paid(http_client, base_url, sim, app, clock):
+    """unifiedorder's ORDERPAID is WeChat's code: the API answers its own, ORDER_PAID (as the
+    README and the OpenAPI document list it), with WeChat's in wechat_code."""
+    auth = await login(http_client, base_url, sim)
+    order = await create(http_client, base_url, auth)
+    no = order["out_trade_no"]
+    app.service.handle_notify = lambda body: asyncio.sleep(0, b"<xml><return_code>FAIL</return_code></xml>")
+    assert (await pay(http_client, sim, order["payment"]))[0] == 200
+    clock.offset += 7200 - 599  # the prepay_id is to be renewed: unifiedorder is asked again
+    status, data = await call(http_client, "POST", base_url + "/api/orders/%s/payment" % no, headers=auth)
+    assert status == 409 and data["error"]["code"] == "ORDER_PAID" and data["error"]["wechat_code"] == "ORDERPAID"
+    assert (await app.service.store.get_order(no)).status == SUCCESS
+
+
 async def test_renewal_inside_the_margin_keeps_wechats_expiry(http_client, base_url, sim, app, clock):
     """Inside the last 10 minutes WeChat answers the same prepay_id: its expiry must not be
     extended, or the order would be handed an expired prepay_id later."""

@@ -2,6 +2,7 @@
 import hmac
 import json
 import logging
+import os
 import re
 
 import tornado.web
@@ -13,6 +14,7 @@ from server.wechat import MAX_NOTIFY_BYTES, NotificationRefused, WeChatError
 
 log = logging.getLogger("server.handlers")
 
+OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
 MAX_JSON_BYTES = 16 * 1024
 MAX_PAGE = 200
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
@@ -219,6 +221,18 @@ class HealthHandler(BaseHandler):
     async def get(self):
         await self.service.store.ping()
         self.send_json(200, {"status": "ok"})
+
+
+class OpenAPIHandler(BaseHandler):
+    """GET /openapi.json: the API's OpenAPI 3.1 document, as checked in (no auth)."""
+    document = None  # the file's bytes, read on first use
+
+    def get(self):
+        if OpenAPIHandler.document is None:
+            with open(OPENAPI_FILE, "rb") as f:
+                OpenAPIHandler.document = f.read()
+        self.set_status(200)
+        self.finish(OpenAPIHandler.document)
 
 
 class NotFoundHandler(BaseHandler):

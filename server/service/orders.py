@@ -20,6 +20,8 @@ BODY_MAX_BYTES = 127
 _OUT_TRADE_NO_ALPHABET = string.ascii_letters + string.digits
 _TRADE_NO = re.compile(r"[^/]{1,32}")
 _ORDER_STATE = {"CLOSED": CLOSED, "REVOKED": CLOSED, "PAYERROR": PAYERROR}  # orderquery trade_state -> ours
+# WeChat's refusals of a (re)prepay -> the API's codes (WeChat's stays in wechat_code)
+_NOT_PAYABLE = {"ORDERPAID": "ORDER_PAID", "ORDERCLOSED": "ORDER_CLOSED", "ORDER_EXPIRED": "ORDER_EXPIRED"}
 
 
 class Orders(Part):
@@ -115,9 +117,10 @@ class Orders(Part):
         try:
             prepay_id = await self.wechat.prepay(order)
         except WeChatRefused as exc:
-            if exc.wechat_code in ("ORDERPAID", "ORDERCLOSED", "ORDER_EXPIRED"):
+            if exc.wechat_code in _NOT_PAYABLE:
                 await self.reconcile(order)
-                raise ServiceError(409, exc.wechat_code, "the order is no longer payable") from None
+                raise ServiceError(409, _NOT_PAYABLE[exc.wechat_code], "the order is no longer payable",
+                                   exc.wechat_code) from None
             raise
         # WeChat answers a repeat with the same prepay_id while it is valid: its expiry stands
         expires_at = order.prepay_expires_at if prepay_id == order.prepay_id else now + PREPAY_TTL
