@@ -1,5 +1,14 @@
 """Shared fixtures; the helpers they use are in tests/support/."""
+import os
+import sys
+
 import pytest
+
+# Compiled modules are cached (__pycache__, git-ignored) even where the environment asks not
+# to (PYTHONDONTWRITEBYTECODE): the suite starts a few hundred Python processes (xdist workers,
+# backends, simulators), and each would otherwise compile every module it imports again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 from tests.support import ADMIN_TOKEN, DEMO, FakeClock, load_vectors
 from tests.support.sim import stop_simulator

@@ -2,12 +2,12 @@
 import json
 import time
 
+import functools
+
 import pytest
 import requests
-import schemathesis
 import tornado.web
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
-from schemathesis import GenerationMode
 
 import server
 from server.app import ROUTES, TRADE_NO
@@ -18,13 +18,25 @@ from tests.support.processes import Proc, free_port
 
 PRODUCTS = [p["id"] for p in DEMO_PRODUCTS]
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
-# every answer: no 5xx (the simulator and the database are up), and its status code, content
-# type and body as the document lists them
-CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.status_code_conformance,
-          schemathesis.checks.content_type_conformance, schemathesis.checks.response_schema_conformance]
 # bounded: a few seconds for the whole API
 FUZZ = settings(max_examples=20, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck))
+
+
+@functools.lru_cache(maxsize=None)
+def schemathesis():
+    """The schemathesis package, imported when a test uses it: every xdist worker collects every
+    module, and importing it (rewritten for assertions as a pytest plugin's) costs seconds."""
+    import schemathesis as package
+    return package
+
+
+def checks():
+    """Every answer: no 5xx (the simulator and the database are up), and its status code,
+    content type and body as the document lists them."""
+    sc = schemathesis().checks
+    return [sc.not_a_server_error, sc.status_code_conformance, sc.content_type_conformance,
+            sc.response_schema_conformance]
 
 
 def load_document():
@@ -53,7 +65,7 @@ def test_the_document_is_valid_openapi_3_1():
     """Checked against the OpenAPI 3.1 schema (the one schemathesis ships)."""
     document = load_document()
     assert document["openapi"] == "3.1.0"
-    schemathesis.openapi.from_dict(document).validate()
+    schemathesis().openapi.from_dict(document).validate()
 
 
 def test_the_documents_version_is_the_backends():
@@ -163,14 +175,21 @@ def test_the_document_is_served_without_auth(backend):
 # The schemathesis Python API, one pytest test per operation (its lazy pytest integration sets
 # Node._nodeid, which pytest 9.2 no longer has). The document loaded here is the file the
 # backend serves (test_the_document_is_served_without_auth).
-SCHEMA = schemathesis.openapi.from_path(OPENAPI_FILE)
-OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
+OPERATIONS = ["%s %s" % (method.upper(), path) for path, item in load_document()["paths"].items()
+              for method in item if method in HTTP_METHODS]
+
+
+@functools.lru_cache(maxsize=None)
+def operation_named(label):
+    schema = schemathesis().openapi.from_path(OPENAPI_FILE)
+    return {op.label: op for op in (result.ok() for result in schema.get_all_operations())}[label]
 
 
 def cases(operation, backend):
     """Valid and invalid requests; an order number in the path is now and then one of the
     user's real orders (unpaid or paid), so that answers beyond 404 are checked too."""
-    strategies = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
+    mode = schemathesis().GenerationMode
+    strategies = [operation.as_strategy(mode.POSITIVE), operation.as_strategy(mode.NEGATIVE)]
     if "{out_trade_no}" in operation.path:
         strategies += [operation.as_strategy(path_parameters={"out_trade_no": no}) for no in (backend.unpaid, backend.paid)]
     if operation.label == "POST /api/orders":  # a random product_id is hardly ever in the catalog
@@ -180,13 +199,14 @@ def cases(operation, backend):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
-def test_the_backend_answers_as_documented(backend, operation, request):
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_the_backend_answers_as_documented(backend, label, request):
+    operation = operation_named(label)
     base_url = request.getfixturevalue("backend_v3").url if operation.path.endswith("/v3/notify") else backend.url
 
     @FUZZ
     @given(case=cases(operation, backend))
     def answers_as_documented(case):
-        case.call_and_validate(base_url=base_url, headers=backend.auth_for(operation), checks=CHECKS)
+        case.call_and_validate(base_url=base_url, headers=backend.auth_for(operation), checks=checks())
 
     answers_as_documented()
