@@ -232,6 +232,7 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
                            args.simulator_allow_host) if args.simulator else None
     server = GuardedHTTPServer(backend.web, limits=options.limits, xheaders=options.xheaders)
     server.add_sockets(sockets)
+    stopped = stop_signal()
     if one_of_several:
         log.info("process %d serving", os.getpid())
     else:
@@ -240,7 +241,7 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
         print("Admin API token for this run (set ADMIN_TOKEN to choose one): %s" % made_token, flush=True)
     if args.simulator:
         print(devtools_hint(args, bundled.appid), flush=True)
-    await wait_for_signal()
+    await stopped.wait()
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
     await backend.stop()
@@ -307,12 +308,14 @@ def serve_several(args, options, config):
     return supervisor.Supervisor(args.processes, sockets, serve_process).run()
 
 
-async def wait_for_signal():
+def stop_signal():
+    """An event set by SIGTERM or SIGINT; installed before the banner says the process serves,
+    so that a supervisor stopping it as soon as it reads the banner gets a clean stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def devtools_hint(args, appid):

@@ -316,12 +316,13 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
             return fail("port %d on %s is already in use (another simulator? try --port)"
                         % (args.port, args.host))
         return fail("cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc))
+    stopped = stop_signal()
     host = "[%s]" % args.host if ":" in args.host else args.host
     scheme = "https" if tls_files else "http"
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
                  args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
                  args.seed, args.notify_sign_type_probability, v3, app.sim_hosts), flush=True)
-    await wait_for_signal()
+    await stopped.wait()
     server.stop()
     app.shutdown()
     try:
@@ -332,12 +333,14 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     return 0
 
 
-async def wait_for_signal():
+def stop_signal():
+    """An event set by SIGTERM or SIGINT; installed before the banner says the process serves,
+    so that a supervisor stopping it as soon as it reads the banner gets a clean stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def main(argv=None):
