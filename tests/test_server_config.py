@@ -116,6 +116,15 @@ def test_server_options_defaults_and_problems():
     assert "MAX_CONNECTIONS" in str(info.value)
 
 
+@pytest.mark.parametrize("var", ["SWEEP_INTERVAL", "LOG_LEVEL", "EVENT_LOOP", "HEADER_TIMEOUT", "BODY_TIMEOUT",
+                                 "IDLE_TIMEOUT", "SEND_TIMEOUT", "MAX_CONNECTIONS"])
+def test_empty_process_setting_is_named_not_a_traceback(var):
+    # set but empty (VAR= in a unit file) is a value, refused by name as any other bad one
+    with pytest.raises(ConfigError) as info:
+        ServerOptions.from_env({var: ""})
+    assert "%s must be" % var in str(info.value) and "(got '')" in str(info.value)
+
+
 def test_default_connection_cap_leaves_room_for_the_wechat_connections():
     assert default_max_connections(256) == 96     # (256 - 64) / 2: each may hold one to WeChat
     assert default_max_connections(1024) == 480
