@@ -274,11 +274,14 @@ def raw_values(groups, environ, overrides=None):
 
 
 def problems(groups, raw):
-    """{field: "VARIABLE <why>"} for every value of these groups that is set and refused."""
+    """{field: "VARIABLE <why>"} for every value of these groups that is set and refused. An
+    empty shop value is one not given (a required one is named as missing); an empty process
+    value is checked as any other (it has a default, so VAR= is a mistake to name)."""
     found = {}
     for setting in of(*groups):
         text = raw.get(setting.field)
-        if text in (None, "") or (setting.applies and not setting.applies(raw)):
+        unset = text is None or (text == "" and setting.group != PROCESS)
+        if unset or (setting.applies and not setting.applies(raw)):
             continue
         reason = setting.reason(str(text))
         if reason:
