@@ -8,7 +8,7 @@ from server import settings
 from server.http import server as httpserver
 from server.settings import PROCESS, SHOP, V3 as V3_GROUP, readable
 from server.wechat import upstream
-from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3 import wire as v3_wire
 from server.store import describe_url
 
 V2, V3 = settings.V2_VERSION, settings.V3_VERSION
@@ -54,7 +54,7 @@ class _Shop:
                 values["refund_notify_url"] = values["notify_url"][:-len(pay_path)] + refund_path
         values["api_key"] = values.get("api_key") or ""   # optional in v3
         if values.get("pay_version") == V3:
-            values["sign_type"] = wxpay3.RSA   # every v3 order's payment is signed with RSA
+            values["sign_type"] = v3_wire.RSA   # every v3 order's payment is signed with RSA
             # v3's notify endpoint takes refund notifications too: a notify URL of another path (a
             # proxy's) serves refunds as well, rather than refunds sent without notify_url (WeChat
             # would then notify only an address set in the merchant platform, if there is one)
@@ -102,12 +102,12 @@ def _v3_problems(raw):
     problems = []
     if raw.get("mch_private_key_file"):
         problems += _key_file_problems("WECHAT_MCH_PRIVATE_KEY_FILE", raw["mch_private_key_file"],
-                                       wxpay3.load_private_key, "the merchant's apiclient_key.pem")
+                                       v3_wire.load_private_key, "the merchant's apiclient_key.pem")
     public_key_file, public_key_id = raw.get("pay_public_key_file"), raw.get("pay_public_key_id")
     if bool(public_key_file) != bool(public_key_id):
         problems.append("WECHAT_PAY_PUBLIC_KEY_FILE and WECHAT_PAY_PUBLIC_KEY_ID go together")
     if public_key_file:
-        problems += _key_file_problems("WECHAT_PAY_PUBLIC_KEY_FILE", public_key_file, wxpay3.load_public_key,
+        problems += _key_file_problems("WECHAT_PAY_PUBLIC_KEY_FILE", public_key_file, v3_wire.load_public_key,
                                        "the WeChat Pay public key")
     cert_dir = raw.get("platform_cert_dir")
     if cert_dir and not _dir_usable(cert_dir):
@@ -131,7 +131,7 @@ def _key_file_problems(variable, path, load, what):
             load(f.read(64 * 1024))
     except OSError as exc:
         return ["%s %s cannot be read (%s)" % (variable, path, exc.strerror or type(exc).__name__)]
-    except wxpay3.KeyFileError as exc:
+    except v3_wire.KeyFileError as exc:
         return ["%s %s %s" % (variable, path, exc)]
     return []
 

@@ -6,8 +6,8 @@ import sys
 from urllib.parse import urlsplit
 
 from server import descriptors, domain, numbers
-from server.wechat.v2 import wire as wxpay
-from server.wechat.v3 import wire as wxpay3
+from server.wechat.v2 import wire as v2_wire
+from server.wechat.v3 import wire as v3_wire
 
 SHOP, V3, PROCESS = "shop", "v3", "process"   # Config (both versions), Config (v3 only), ServerOptions
 V2_VERSION, V3_VERSION = domain.PAY_V2, domain.PAY_V3
@@ -145,9 +145,9 @@ SETTINGS = (
     Setting("WECHAT_NOTIFY_URL", "notify_url", SHOP, "public URL of this server's `/wechat/pay/notify` (v3: of "
             "`/wechat/pay/v3/notify`; no query string)", None, notify_url_ok, NOTIFY_PROBLEM,
             required=(V2_VERSION, V3_VERSION), flag="--notify-url"),
-    Setting("WECHAT_SIGN_TYPE", "sign_type", SHOP, "`MD5` or `HMAC-SHA256` (v2; v3 signs with RSA)", wxpay.MD5,
-            lambda v: v in wxpay.SIGN_TYPES, "must be MD5 or HMAC-SHA256", applies=not_v3, flag="--sign-type",
-            choices=wxpay.SIGN_TYPES),
+    Setting("WECHAT_SIGN_TYPE", "sign_type", SHOP, "`MD5` or `HMAC-SHA256` (v2; v3 signs with RSA)", v2_wire.MD5,
+            lambda v: v in v2_wire.SIGN_TYPES, "must be MD5 or HMAC-SHA256", applies=not_v3, flag="--sign-type",
+            choices=v2_wire.SIGN_TYPES),
     Setting("WECHAT_PAY_VERSION", "pay_version", SHOP, "`v2` or `v3`: which WeChat Pay API the backend speaks; see "
             "[WeChat Pay v3](wechat-pay-v3.md)", V2_VERSION, lambda v: v in (V2_VERSION, V3_VERSION),
             "must be v2 or v3", flag="--pay-version", choices=(V2_VERSION, V3_VERSION)),
@@ -163,9 +163,9 @@ SETTINGS = (
     Setting("WECHAT_PAY_PUBLIC_KEY_FILE", "pay_public_key_file", V3, "v3, public-key mode: the WeChat Pay public "
             "key (PEM)", shown="one of the two modes in v3"),
     Setting("WECHAT_PAY_PUBLIC_KEY_ID", "pay_public_key_id", V3, "v3, public-key mode: the id of that key, "
-            "`PUB_KEY_ID_...`", "", re.compile(re.escape(wxpay3.PUBLIC_KEY_ID_PREFIX) + r"[!-~]{1,100}").fullmatch,
+            "`PUB_KEY_ID_...`", "", re.compile(re.escape(v3_wire.PUBLIC_KEY_ID_PREFIX) + r"[!-~]{1,100}").fullmatch,
             "must start with %s (the id shown with the WeChat Pay public key in the merchant platform)"
-            % wxpay3.PUBLIC_KEY_ID_PREFIX, shown="one of the two modes in v3"),
+            % v3_wire.PUBLIC_KEY_ID_PREFIX, shown="one of the two modes in v3"),
     Setting("WECHAT_PLATFORM_CERT_DIR", "platform_cert_dir", V3, "v3, platform-certificate mode: a directory where "
             "the backend keeps the certificates it fetches from `GET /v3/certificates` (created if missing)",
             shown="one of the two modes in v3"),

@@ -1,4 +1,4 @@
-"""The v3 client (server/wechat3.py) against the simulator in process (behind the proxy of
+"""The v3 client (server/wechat/v3/client.py) against the simulator in process (behind the proxy of
 tests/support/tamper3.py for the answers the simulator never gives): its calls, its answers
 believed only when signed, WeChat's JSON errors, timeouts, and the platform certificates
 fetched, kept and refreshed."""

@@ -6,7 +6,7 @@ from server.domain import PAY_V2
 from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen, guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
-from server.wechat.v2 import wire as wxpay
+from server.wechat.v2 import wire
 
 _RETRY_PAY = "SYSTEMERROR"
 # Answers that may come without appid/mch_id: a real, correctly signed closeorder answer was
@@ -33,8 +33,8 @@ class WeChatClient(BaseClient):
         return answer["prepay_id"]
 
     def payment_params(self, prepay_id, order, timestamp):
-        return wxpay.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
-                                     _v2_sign_type(order, self.config), timestamp, wxpay.nonce())
+        return wire.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
+                                     _v2_sign_type(order, self.config), timestamp, wire.nonce())
 
     async def open_notification(self, headers, body):
         """A v3 notification: this backend does not take them (open_v2_notification does v2's)."""
@@ -85,30 +85,30 @@ class WeChatClient(BaseClient):
         name = path.rsplit("/", 1)[-1]
         sign_type = sign_type or self.config.sign_type
         params = {"appid": self.config.appid, "mch_id": self.config.mch_id, **fields}
-        if sign_type != wxpay.MD5:
+        if sign_type != wire.MD5:
             params["sign_type"] = sign_type
         url = self.config.pay_base_url.rstrip("/") + path
 
         async def once():
             # a fresh nonce per attempt; the business fields stay identical, so a retried
             # unifiedorder is the same order at WeChat
-            params["nonce_str"] = wxpay.nonce()
-            body = wxpay.signed_xml(params, self.config.api_key, sign_type)
+            params["nonce_str"] = wire.nonce()
+            body = wire.signed_xml(params, self.config.api_key, sign_type)
             answer = await self._fetch("POST", url, body, name, client_cert)
             return self._check_pay_answer(name, answer, sign_type)
         return await self._with_retries(once, name)
 
     def _check_pay_answer(self, name, body, sign_type):
         try:
-            answer = wxpay.from_xml(body)
-        except wxpay.XMLError as exc:
+            answer = wire.from_xml(body)
+        except wire.XMLError as exc:
             raise UpstreamError("%s answered invalid XML: %s" % (name, exc)) from None
         if answer.get("return_code") != "SUCCESS":
             message = answer.get("return_msg", "")
             hint = guidance.sign_error_hint(self.config.pay_base_url, SIGN_FIX) if SIGN_ERROR in message else ""
             raise UpstreamError("%s return_code=%r: %r%s" % (name, answer.get("return_code", "")[:16], message[:128],
                                                               hint))
-        if not wxpay.verify(answer, self.config.api_key, sign_type):
+        if not wire.verify(answer, self.config.api_key, sign_type):
             raise UpstreamError("%s answer is unsigned or wrongly signed; not trusted" % name)
         for field, ours in (("appid", self.config.appid), ("mch_id", self.config.mch_id)):
             if field in answer and answer[field] != ours:

@@ -36,7 +36,7 @@ from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRef
 from server.wechat import guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
-from server.wechat.v3 import resources, wire as wxpay3
+from server.wechat.v3 import resources, wire
 from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat3")
@@ -65,8 +65,8 @@ class WeChatClientV3(BaseClient):
     def __init__(self, config, attempts=3, backoff=0.2, clock=time.time, monotonic=time.monotonic):
         super().__init__(config, attempts, backoff)
         self.clock, self.monotonic = clock, monotonic
-        self.private_key = wxpay3.load_private_key(_read(config.mch_private_key_file))
-        public_key = wxpay3.load_public_key(_read(config.pay_public_key_file)) if config.pay_public_key_file else None
+        self.private_key = wire.load_private_key(_read(config.mch_private_key_file))
+        public_key = wire.load_public_key(_read(config.pay_public_key_file)) if config.pay_public_key_file else None
         self.keys = WeChatPayKeys(public_key, config.pay_public_key_id, config.platform_cert_dir, clock)
         self.keys.load_directory()
         self.replays = ReplayGuard(clock)
@@ -106,7 +106,7 @@ class WeChatClientV3(BaseClient):
         return prepay_id
 
     def payment_params(self, prepay_id, order, timestamp):
-        return wxpay3.pay_sign_params(self.config.appid, prepay_id, self.private_key, timestamp, wxpay3.nonce())
+        return wire.pay_sign_params(self.config.appid, prepay_id, self.private_key, timestamp, wire.nonce())
 
     async def order_query(self, out_trade_no):
         answer = await self._call("GET", "/v3/pay/transactions/out-trade-no/%s?mchid=%s" % (
@@ -154,9 +154,9 @@ class WeChatClientV3(BaseClient):
         probes and replays, parse, decrypt. Returns a Notification; NotificationRefused."""
         pairs = headers.get_all() if hasattr(headers, "get_all") else headers.items()
         try:
-            signed = wxpay3.signed_headers(pairs)
+            signed = wire.signed_headers(pairs)
             await self._believe(signed, body)
-        except wxpay3.SignatureError as exc:
+        except wire.SignatureError as exc:
             raise NotificationRefused(401, "signature: %s" % exc) from None
         if self.replays.seen(signed["wechatpay-nonce"]):
             raise NotificationRefused(401, "replayed: nonce %s was seen before" % signed["wechatpay-nonce"][:64])
@@ -167,8 +167,8 @@ class WeChatClientV3(BaseClient):
         if kind is None:
             return Notification(id=str(event.get("id"))[:64], event_type=event["event_type"])
         try:
-            resource = wxpay3.decrypt_resource(event.get("resource"), self.config.apiv3_key)
-        except wxpay3.DecryptError as exc:
+            resource = wire.decrypt_resource(event.get("resource"), self.config.apiv3_key)
+        except wire.DecryptError as exc:
             raise NotificationRefused(400, "resource: %s" % exc) from None
         opened = self._payment if kind == PAYMENT else self._refund_result
         return opened(str(event.get("id"))[:64], event["event_type"], resource)
@@ -203,7 +203,7 @@ class WeChatClientV3(BaseClient):
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
         async def once():
-            headers = dict(self._headers, Authorization=wxpay3.authorization(
+            headers = dict(self._headers, Authorization=wire.authorization(
                 self.config.mch_id, self.config.mch_serial_no, self.private_key, method, signed_url, body,
                 int(self.clock())))
             if payload is not None:
@@ -225,11 +225,11 @@ class WeChatClientV3(BaseClient):
         Retry for SYSTEM_ERROR)."""
         success = 200 <= status < 300
         try:
-            signed = wxpay3.signed_headers(fields)
+            signed = wire.signed_headers(fields)
             has_signature = bool(signed.get("wechatpay-signature"))
             if success or has_signature:   # a 2xx must be signed; a signed error must verify
                 await self._believe(signed, body, answer=True)
-        except wxpay3.SignatureError as exc:
+        except wire.SignatureError as exc:
             raise UpstreamError("%s answer not trusted: %s" % (name, exc)) from None
         if not success:
             return self._error(name, status, body, has_signature)
@@ -259,11 +259,11 @@ class WeChatClientV3(BaseClient):
         """check_signed, fetching the platform certificates (rate-limited) for an unknown serial.
         answer: an API answer, whose Wechatpay-Signature-Type may be absent (see check_signed)."""
         try:
-            return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
-        except wxpay3.SignatureError as exc:
+            return wire.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
+        except wire.SignatureError as exc:
             if exc.reason != "unknown_serial" or not await self._refresh_for_unknown_serial():
                 raise
-        return wxpay3.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
+        return wire.check_signed(signed, body, self.keys.key_for, self.clock(), type_required=not answer)
 
     # -- platform certificates --------------------------------------------------------
     async def _refresh_for_unknown_serial(self):
@@ -283,8 +283,8 @@ class WeChatClientV3(BaseClient):
             self._last_refresh = self.monotonic()
             try:
                 certificates = await self._fetch_certificates()
-            except (UpstreamError, UpstreamTimeout, WeChatRefused, wxpay3.DecryptError, wxpay3.KeyFileError,
-                    wxpay3.SignatureError) as exc:
+            except (UpstreamError, UpstreamTimeout, WeChatRefused, wire.DecryptError, wire.KeyFileError,
+                    wire.SignatureError) as exc:
                 log.warning("platform certificates (%s): fetch failed: %s", why, exc)
                 return False
             added = self.keys.install(certificates)
@@ -298,7 +298,7 @@ class WeChatClientV3(BaseClient):
 
     async def _fetch_certificates(self):
         url = self.base_url + "/v3/certificates"
-        headers = dict(self._headers, Authorization=wxpay3.authorization(
+        headers = dict(self._headers, Authorization=wire.authorization(
             self.config.mch_id, self.config.mch_serial_no, self.private_key, "GET", urlsplit(url).path, b"",
             int(self.clock())))
         status, fields, body = await self._send("GET", url, b"", headers, "certificates")
@@ -307,14 +307,14 @@ class WeChatClientV3(BaseClient):
         answer = _json_object(body)
         if answer is None:
             raise UpstreamError("certificates answered something that is not a JSON object")
-        certificates = [c for c in wxpay3.decrypt_certificates(answer, self.config.apiv3_key) if self.keys.valid(c)]
+        certificates = [c for c in wire.decrypt_certificates(answer, self.config.apiv3_key) if self.keys.valid(c)]
         fresh = {c.serial_number: c.public_key() for c in certificates}
 
         def key_for(serial):   # the answer is signed with one of the certificates it brings
-            return fresh.get(wxpay3.serial_number(serial)) or self.keys.key_for(serial)
-        wxpay3.check_signed(wxpay3.signed_headers(fields), body, key_for, self.clock(), type_required=False)
+            return fresh.get(wire.serial_number(serial)) or self.keys.key_for(serial)
+        wire.check_signed(wire.signed_headers(fields), body, key_for, self.clock(), type_required=False)
         if not certificates:
-            raise wxpay3.DecryptError("no certificate in the answer is valid now")
+            raise wire.DecryptError("no certificate in the answer is valid now")
         return certificates
 
     async def _refresh_forever(self):

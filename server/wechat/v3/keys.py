@@ -6,11 +6,11 @@ import os
 import tempfile
 import time
 
-from server.wechat.v3 import wire as wxpay3
+from server.wechat.v3 import wire
 
 log = logging.getLogger("server.wechat3")
 
-REPLAY_MEMORY = 2 * wxpay3.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
+REPLAY_MEMORY = 2 * wire.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
 REPLAY_MAX = 100000
 
 
@@ -31,7 +31,7 @@ class WeChatPayKeys:
     def key_for(self, serial):
         if self.public_key_id and serial == self.public_key_id:
             return self.public_key
-        certificate = self.certificates.get(wxpay3.serial_number(serial))
+        certificate = self.certificates.get(wire.serial_number(serial))
         return certificate.public_key() if certificate is not None and self.valid(certificate) else None
 
     def valid(self, certificate):
@@ -42,7 +42,7 @@ class WeChatPayKeys:
         """Trust exactly these (WeChat lists every certificate still in use); returns the
         serials that are new."""
         fresh = {c.serial_number: c for c in certificates if self.valid(c)}
-        added = [wxpay3.serial_hex(c) for n, c in fresh.items() if n not in self.certificates]
+        added = [wire.serial_hex(c) for n, c in fresh.items() if n not in self.certificates]
         self.certificates = fresh
         return added
 
@@ -55,8 +55,8 @@ class WeChatPayKeys:
                 continue
             try:
                 with open(os.path.join(self.cert_dir, name), "rb") as f:
-                    certificate = wxpay3.load_certificate(f.read(64 * 1024))
-            except (OSError, wxpay3.KeyFileError) as exc:
+                    certificate = wire.load_certificate(f.read(64 * 1024))
+            except (OSError, wire.KeyFileError) as exc:
                 log.warning("platform certificate %s skipped: %s", name, exc)
                 continue
             if self.valid(certificate):
@@ -67,7 +67,7 @@ class WeChatPayKeys:
         from cryptography.hazmat.primitives import serialization
         os.makedirs(self.cert_dir, exist_ok=True)
         for certificate in certificates:
-            path = os.path.join(self.cert_dir, wxpay3.serial_hex(certificate) + ".pem")
+            path = os.path.join(self.cert_dir, wire.serial_hex(certificate) + ".pem")
             if os.path.exists(path):
                 continue
             fd, temporary = tempfile.mkstemp(dir=self.cert_dir, suffix=".tmp")
