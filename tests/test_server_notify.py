@@ -45,6 +45,20 @@ async def test_forgeries_never_mark_paid(http_client, base_url, sim, app, forge)
     assert await app.service.store.events(order["out_trade_no"]) == [(None, NOTPAY, "create")]
 
 
+@pytest.mark.parametrize("forge", [
+    lambda o: signed(notification(o), key="0" * 32),
+    lambda o: signed(notification(o, appid="wx0000000000000000")),
+    lambda o: signed(notification(o), sign_type="HMAC-SHA256"),
+], ids=["other-key", "appid", "sign-type"])
+async def test_a_refused_notification_is_logged_with_its_order(http_client, base_url, sim, app, caplog, forge):
+    # the operator looking into a forged notification is told which order it was about
+    order = await unpaid_order(http_client, base_url, sim)
+    with caplog.at_level("WARNING", logger="server.service"):
+        assert (await post_notify(http_client, base_url, forge(order)))[1]["return_code"] == "FAIL"
+    refused = [r.getMessage() for r in caplog.records if r.name == "server.service" and "refused" in r.getMessage()]
+    assert len(refused) == 1 and order["out_trade_no"] in refused[0], refused
+
+
 async def test_repeat_answers_success_and_other_transaction_is_refused(http_client, base_url, sim, app):
     order = await unpaid_order(http_client, base_url, sim)
     body = signed(notification(order))
