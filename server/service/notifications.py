@@ -31,7 +31,8 @@ class Notifications(Part):
             note = await opening
             problem = await self._record(note)
         except NotificationRefused as exc:
-            log.warning("notification refused (%d): %s", exc.status, exc)
+            named = " %r" % exc.about[:64] if exc.about else ""
+            log.warning("notification%s refused (%d): %s", named, exc.status, exc)
             raise
         if problem:
             log.warning("notification %r refused: %s", note.id[:64], problem)

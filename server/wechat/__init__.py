@@ -48,11 +48,12 @@ class WeChatRefused(WeChatError):
 
 
 class NotificationRefused(Exception):
-    """A notification not to be believed or not for us: answer `status`, store nothing."""
+    """A notification not to be believed or not for us: answer `status`, store nothing.
+    `about`: what the log line names it by (its order's number, v3's notification id), once known."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, about=None):
         super().__init__(message)
-        self.status = status
+        self.status, self.about = status, about
 
 
 PAYMENT, REFUND_RESULT = "payment", "refund result"   # what a notification is about

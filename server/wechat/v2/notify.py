@@ -13,10 +13,10 @@ async def open_payment(config, body, order_of):
     out_trade_no = params.get("out_trade_no", "")
     order = await order_of(out_trade_no)
     if order is None:
-        raise NotificationRefused(400, "unknown order")
+        raise NotificationRefused(400, "unknown order", out_trade_no)
     _check_signed(config, params, order)
     if params.get("appid") != config.appid or params.get("mch_id") != config.mch_id:
-        raise NotificationRefused(400, "appid or mch_id does not match")
+        raise NotificationRefused(400, "appid or mch_id does not match", out_trade_no)
     paid = params.get("result_code") == "SUCCESS"
     # a failed payment's amount is evidence of nothing: only a paid one's is compared with the order
     return Notification(kind=PAYMENT, id=out_trade_no, order=order, out_trade_no=out_trade_no,
@@ -29,12 +29,13 @@ async def open_payment(config, body, order_of):
 def _check_signed(config, params, order):
     if not config.api_key or order.pay_version != PAY_V2:
         # v3 mode without a v2 key, or an order paid through v3: nothing to verify a v2 sign with
-        raise NotificationRefused(400, "v2 notifications are not accepted for this order")
+        raise NotificationRefused(400, "v2 notifications are not accepted for this order", order.out_trade_no)
     declared = params.get("sign_type")
     if declared is not None and declared != order.sign_type:
-        raise NotificationRefused(400, "sign_type %s does not match the order's %s" % (declared[:16], order.sign_type))
+        raise NotificationRefused(400, "sign_type %s does not match the order's %s" % (declared[:16], order.sign_type),
+                                  order.out_trade_no)
     if not wire.verify(params, config.api_key, order.sign_type):
-        raise NotificationRefused(400, "signature mismatch")
+        raise NotificationRefused(400, "signature mismatch", order.out_trade_no)
 
 
 def open_refund(config, body):

@@ -169,17 +169,17 @@ class WeChatClientV3(BaseClient):
         try:
             resource = wire.decrypt_resource(event.get("resource"), self.config.apiv3_key)
         except wire.DecryptError as exc:
-            raise NotificationRefused(400, "resource: %s" % exc) from None
+            raise NotificationRefused(400, "resource: %s" % exc, str(event.get("id"))) from None
         opened = self._payment if kind == PAYMENT else self._refund_result
         return opened(str(event.get("id"))[:64], event["event_type"], resource)
 
     def _payment(self, id, event_type, resource):
         fields = resources.trade(resource)
         if fields["appid"] != self.config.appid or fields["mch_id"] != self.config.mch_id:
-            raise NotificationRefused(400, "appid or mchid does not match")
+            raise NotificationRefused(400, "appid or mchid does not match", id)
         if fields["total_fee"] is None:
             # whatever trade_state it claims: a notification without a readable amount is not WeChat's word
-            raise NotificationRefused(400, "amount.total is missing or not in CNY fen")
+            raise NotificationRefused(400, "amount.total is missing or not in CNY fen", id)
         return Notification(kind=PAYMENT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
                             transaction_id=fields["transaction_id"], trade_state=fields["trade_state"],
                             total_fee=fields["total_fee"], time_end=fields["time_end"])
@@ -187,9 +187,9 @@ class WeChatClientV3(BaseClient):
     def _refund_result(self, id, event_type, resource):
         fields = resources.refund(resource, "refund_status")
         if fields["mch_id"] != self.config.mch_id:
-            raise NotificationRefused(400, "mchid does not match")
+            raise NotificationRefused(400, "mchid does not match", id)
         if _REFUND_EVENTS.get(event_type) != fields["refund_status"]:
-            raise NotificationRefused(400, "event_type %s does not match the refund's status" % event_type[:32])
+            raise NotificationRefused(400, "event_type %s does not match the refund's status" % event_type[:32], id)
         return Notification(kind=REFUND_RESULT, id=id, event_type=event_type, out_trade_no=fields["out_trade_no"],
                             out_refund_no=fields["out_refund_no"], refund_id=fields["refund_id"],
                             refund_status=fields["refund_status"], refund_fee=fields["refund_fee"],
