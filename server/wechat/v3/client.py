@@ -39,7 +39,7 @@ from server.wechat.retry import Retry
 from server.wechat.v3 import resources, wire
 from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
-log = logging.getLogger("server.wechat3")
+log = logging.getLogger("server.wechat.v3")
 
 ORDER_TTL_MARGIN = 60            # an order is not given a prepay_id in the last minute of PREPAY_TTL
 CERT_REFRESH_EVERY = 12 * 3600   # platform certificates are fetched again this often

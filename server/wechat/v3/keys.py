@@ -8,7 +8,7 @@ import time
 
 from server.wechat.v3 import wire
 
-log = logging.getLogger("server.wechat3")
+log = logging.getLogger("server.wechat.v3")
 
 REPLAY_MEMORY = 2 * wire.TIMESTAMP_WINDOW + 60   # a nonce is remembered while its message could pass
 REPLAY_MAX = 100000
