@@ -62,7 +62,8 @@ def parse_args(argv):
                    help="print the version and exit")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on (default 127.0.0.1); /sim/ answers under it too")
-    p.add_argument("--port", type=port_number, default=9000, help="0 picks a free port")
+    p.add_argument("--port", type=port_number, default=9000,
+                   help="the port to listen on (default 9000; 0 picks a free port)")
     p.add_argument("--allow-host", action="append", default=[], type=host_name, metavar="NAME",
                    help="another Host name (with any port) under which /sim/ and the console "
                    "answer, e.g. a tunnel's name or a LAN address; repeatable. By default only "

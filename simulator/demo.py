@@ -104,8 +104,16 @@ def call(http, method, url, expect=200, **kwargs):
     except ValueError:
         data = None
     if response.status_code != expect or not isinstance(data, dict):
-        raise DemoFailed("%s %s answered %d: %s" % (method, url, response.status_code, response.text[:300]))
+        raise DemoFailed("%s %s answered %d%s" % (method, url, response.status_code, refusal(data, response.text)))
     return data
+
+
+def refusal(data, text):
+    """The error an answer carries: the backend's code and whole message (its next step is at the end)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return " %s: %s" % (error.get("code"), str(error["message"])[:2000])
+    return ": %s" % text[:300]
 
 
 def unreachable(args, exc):

@@ -95,6 +95,28 @@ async def test_v2_sign_error_points_at_the_simulators_explanation(http_client, b
     assert any("/sim/console" in r.getMessage() for r in caplog.records if "/api/orders" in r.getMessage())
 
 
+# --- the admin API and the HTTP layer name what to send -------------------------------------------
+
+@GEN
+@pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer "}, {"Authorization": "Bearer wrong-token-123456"}],
+                         ids=["no header", "empty token", "wrong token"])
+async def test_a_refused_admin_call_says_which_token_to_send(http_client, base_url, app, headers):
+    status, answer = await call(http_client, "POST", base_url + "/admin/orders/X1/refunds", {"refund_fee": 1},
+                                headers=headers)
+    assert status == 401 and answer["error"]["code"] == "UNAUTHORIZED", answer
+    message = answer["error"]["message"]
+    assert "Authorization: Bearer" in message and "ADMIN_TOKEN" in message, message
+    assert "run_server.py --simulator prints" in message, message
+
+
+@GEN
+async def test_a_method_not_allowed_names_the_method_and_the_openapi_document(http_client, base_url, app):
+    status, answer = await call(http_client, "GET", base_url + "/admin/orders/X1/refunds")
+    assert status == 405 and answer["error"]["code"] == "METHOD_NOT_ALLOWED", answer
+    message = answer["error"]["message"]
+    assert "GET" in message and "/openapi.json" in message, message
+
+
 # --- one log line per 404 ---------------------------------------------------------------------------
 
 @GEN
@@ -153,3 +175,13 @@ async def test_demo_with_http_for_the_https_simulator_says_use_https(tls_sim, ca
     assert code == 1
     assert "ConnectionResetError" not in out and "Connection aborted" not in out, out
     assert "the simulator speaks HTTPS here: use https://127.0.0.1:%d" % tls_sim.port in out, out
+
+
+@GEN
+@pytest.mark.parametrize("backend_overrides", [{"api_key": "W" * 32}])
+async def test_demo_shows_the_backends_error_whole(http_client, base_url, sim, app, backend_overrides, capsys):
+    code = await asyncio.to_thread(demo.main, ["--simulator", sim.url, "--backend", base_url])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "answered 502 UPSTREAM_ERROR: WeChat: unifiedorder" in out, out
+    assert "and WECHAT_SIGN_TYPE the one signed with)" in out, out

@@ -47,6 +47,14 @@ def test_every_flag_has_a_help_text(script):
     assert options_without_help(done.stdout) == []
 
 
+@pytest.mark.parametrize("script, port", [("run_server.py", 8000), ("run_simulator.py", 9000)])
+def test_the_port_flag_names_its_default(script, port):
+    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    described = re.search(r"\n  --port PORT\s+(.*?)\n  -", done.stdout, re.S).group(1)
+    assert "default %d" % port in " ".join(described.split()), described
+
+
 TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 

@@ -17,6 +17,8 @@ log = logging.getLogger("server.handlers")
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
 MAX_JSON_BYTES = 16 * 1024
 MAX_PAGE = 200
+_ADMIN_REFUSED = ("admin token missing or wrong: send `Authorization: Bearer <token>` with the backend's ADMIN_TOKEN "
+                  "(run_server.py --simulator prints one at start when ADMIN_TOKEN is unset)")
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}
 
 
@@ -119,6 +121,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
         status, error = _error_shape(status_code, exc)
+        if status == 405:   # tornado's own 405 says nothing; name what was refused and where the list is
+            error["message"] = "%s is not allowed on %s: GET /openapi.json lists each path's methods" % (
+                self.request.method, self.request.path)
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": error}, ensure_ascii=False))
@@ -252,7 +257,7 @@ class AdminHandler(BaseHandler):
         expected = self.service.config.admin_token
         token = self.bearer_token()
         if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
-            raise ServiceError(401, "UNAUTHORIZED", "admin token missing or wrong")
+            raise ServiceError(401, "UNAUTHORIZED", _ADMIN_REFUSED)
 
 
 class AdminOrderHandler(AdminHandler):
