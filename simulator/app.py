@@ -9,7 +9,7 @@ from simulator import login_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
-from simulator.plane import console, control, phone
+from simulator.plane import console, control, health, phone
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
 from simulator.v2 import api as v2api
@@ -103,12 +103,13 @@ def routes(state, notifier, settlement):
         (r"/sim/config", control.SimConfigHandler),
         (r"/sim/stats", control.SimStatsHandler),
         (r"/sim/v3/keys", control.SimV3KeysHandler),
+        (r"/sim/health", health.SimHealthHandler),
     ]
     return [(pattern, handler, deps) for pattern, handler in wechat + sim] + console.routes(deps)
 
 
 def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None,
-             listen_host="127.0.0.1", allow_hosts=()):
+             listen_host="127.0.0.1", allow_hosts=(), pay_version="v2"):
     """The Application; its notifier (app.sim_notifier) delivers and its settlement
     (app.sim_settlement) settles refunds on the current IOLoop.
 
@@ -119,6 +120,7 @@ def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None,
     yes, over plain HTTP no; True: always (plain HTTP is then refused); False: never.
     listen_host, allow_hosts: besides loopback names, the Host names /sim/ answers under
     (simulator.hosts.HostPolicy; ValueError for a malformed name); others get 403.
+    pay_version: the API whose settings the simulator was started to give (GET /sim/health).
     """
     hosts = HostPolicy(listen_host, allow_hosts)
     if refund_delay is not None:
@@ -129,7 +131,8 @@ def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None,
     foreign = tornado.routing.Rule(ForeignHost(hosts), control.ForeignHostHandler)
     app = SimApplication([foreign] + routes(state, notifier, settlement),
                          default_handler_class=control.NotFoundHandler,
-                         log_function=log_request, sim_client_certs=client_certs)
+                         log_function=log_request, sim_client_certs=client_certs,
+                         sim_pay_version=pay_version)
     app.sim_state = state
     app.sim_hosts = hosts
     app.sim_notifier = notifier

@@ -50,7 +50,8 @@ def start(bundled, sockets, port, time_scale=1.0, allow_hosts=()):
     v3 serving API v3 too, with the keys prepare() made. The app (its shutdown() stops it)."""
     # developer mode: WeChat DevTools' wx.login codes were issued by Tencent, not by us
     sim_app = make_app(State(SimConfig.demo(), time_scale=time_scale, accept_unknown_codes=True,
-                             v3=bundled.v3), allow_hosts=allow_hosts)
+                             v3=bundled.v3), allow_hosts=allow_hosts,
+                       pay_version="v3" if bundled.v3 else "v2")
     make_server(sim_app, ssl_options=tls.server_context(bundled.tls)).add_sockets(sockets)
     print("WeChat simulator on https://127.0.0.1:%d (console https://127.0.0.1:%d/sim/console; demo "
           "credentials; CA %s; login codes it never issued are taken as the developer user)"

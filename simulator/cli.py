@@ -1,4 +1,4 @@
-"""run_simulator.py's command line: flags -> SimConfig, TLS files and v3 keys -> State -> listen; the banner."""
+"""run_simulator.py's command line: flags -> SimConfig, TLS files and v3 keys -> State -> listen (the banner: banner.py, `env`: envcmd.py)."""
 import argparse
 import asyncio
 import datetime
@@ -11,13 +11,14 @@ import sys
 import tornado.netutil
 
 import simulator
-from simulator import hosts, tls
+from simulator import clientenv, hosts, tls
 from simulator.v3 import keys as v3keys
 from simulator.app import make_app, make_server
 from simulator.config import (DEMO_API_KEY, DEMO_APIV3_KEY, DEMO_APPID, DEMO_MCH_ID, DEMO_SECRET,
                               REFUND_DELAY, ConfigError, SimConfig)
-from simulator.models import BEIJING, DEVELOPER_USER
-from simulator.rules import CODE_TTL, MAX_BODY, NOTIFY_SCHEDULE, PREPAY_TTL
+from simulator.banner import banner, settings_line
+from simulator.models import BEIJING
+from simulator.rules import MAX_BODY
 from simulator.state import State
 
 PROG = "run_simulator.py"
@@ -56,8 +57,17 @@ def host_name(text):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=(
-        "Subcommand: '%s demo --backend URL' plays a Mini Program against a backend (demo --help)." % PROG))
+    p = build_parser()
+    p.usage = with_subcommands(p)
+    return p.parse_args(argv)
+
+
+def build_parser(prog=PROG):
+    """The simulator's options (`env` takes them too, to print the settings for them)."""
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=(
+        "Subcommands: '%s demo --backend URL' plays a Mini Program against a backend (demo --help); "
+        "'%s env <the same options>' prints the settings a backend needs for this simulator "
+        "(env --help)." % (PROG, PROG)))
     p.add_argument("--version", action="version", version="%(prog)s " + simulator.__version__,
                    help="print the version and exit")
     p.add_argument("--host", default="127.0.0.1",
@@ -99,6 +109,13 @@ def parse_args(argv):
                    "rest), as real WeChat's sometimes do; drawn from the --seed random "
                    "(default 0: never; POST /sim/orders/<no>/notify {\"mode\": "
                    "\"with_sign_type\"} sends one on demand)")
+    p.add_argument("--pay-version", choices=clientenv.PAY_VERSIONS, default="v2",
+                   help="the WeChat Pay API whose settings `env` and --ready-file give a client "
+                   "(default v2; the simulator serves both)")
+    p.add_argument("--ready-file", metavar="PATH",
+                   help="once listening, write PATH (atomically, mode 0600) as JSON: the URL, the "
+                   "pid and the settings `env --format json` prints; removed on a clean stop, "
+                   "and a left-over replaced on start")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a local CA; /secapi/ (refund) then requires the "
                    "merchant's client certificate issued by that CA, like WeChat")
@@ -130,16 +147,16 @@ def parse_args(argv):
     v3.add_argument("--v3-merchant-serial", metavar="S",
                     help="the serial (hex) of the merchant's API certificate, with "
                     "--v3-merchant-public-key")
-    p.usage = with_subcommands(p)
-    return p.parse_args(argv)
+    return p
 
 
 def with_subcommands(p):
     """The usage line of the simulator and, below it, of its subcommand `demo`."""
-    from simulator.demo import build_parser   # demo's parser; its own module (it needs requests)
+    from simulator.demo import build_parser as demo_parser   # its own module (it needs requests)
     own = p.format_usage().split(": ", 1)[1].rstrip()
-    demo = build_parser().format_usage().split(": ", 1)[1].rstrip()
-    return "%s\n       %s" % (own, demo)
+    demo = demo_parser().format_usage().split(": ", 1)[1].rstrip()
+    env = "%s env [the options above] [--format sh|dotenv|json]" % PROG
+    return "%s\n       %s\n       %s" % (own, demo, env)
 
 
 def build_config(args):
@@ -161,30 +178,6 @@ def prepare_v3(args, config):
                           merchant_cert=args.v3_merchant_cert,
                           merchant_public_key=args.v3_merchant_public_key,
                           merchant_serial=args.v3_merchant_serial)
-
-
-def v3_lines(base, v3):
-    merchant = next(iter(v3.merchants.values()))
-    lines = ["  API v3    %s/v3/...  key mode %s: %s" % (base, v3.key_mode, {
-        "public-key": "answers and notifications signed with the WeChat Pay public key",
-        "certificate": "signed with the platform certificate (GET /v3/certificates)",
-        "migration": "answers signed with the key the request's Wechatpay-Serial names "
-                     "(else the certificate), notifications with both, alternating",
-    }[v3.key_mode]),
-             "  v3 merchant   mchid=%s  serial_no=%s  apiv3_key=%s"
-             % (merchant.mchid, merchant.serial_no, merchant.apiv3_key)]
-    if merchant.private_key_file:
-        lines.append("  v3 merchant key   %s   (demo, generated: WECHAT_MCH_PRIVATE_KEY_FILE)"
-                     % merchant.private_key_file)
-    if merchant.certificate_file:
-        lines.append("  v3 merchant cert  %s" % merchant.certificate_file)
-    lines += ["  WeChat Pay public key   %s   id %s" % (v3.wechatpay_public_key_file,
-                                                      v3.public_key_id),
-              "  platform certificate    %s   serial %s" % (v3.platform_cert_file,
-                                                         v3.platform_serial),
-              "  v3 manifest   %s   (public material: GET %s/sim/v3/keys)"
-              % (v3.manifest_file, base)]
-    return lines
 
 
 def check_tls_args(args):
@@ -212,68 +205,6 @@ def prepare_tls(args, config):
     for mch_id in merchants[1:]:
         certs[mch_id] = tls.issue_merchant(files, mch_id)
     return files, certs
-
-
-def banner(base, config, time_scale, refund_delay=REFUND_DELAY, tls_files=None,
-           merchant_certs=None, accept_unknown_codes=False, seed=None,
-           notify_sign_type_probability=0.0, v3=None, host_policy=None):
-    lines = ["WeChat simulator listening on %s" % base,
-             "  pay base URL    %s/  (sandbox: %s/sandboxnew/, %s/xdc/apiv2sandbox/)"
-             % (base, base, base),
-             "  login base URL  %s/  (GET /sns/jscode2session, GET /cgi-bin/token)" % base,
-             "  control plane   %s/sim/" % base,
-             "  console         %s/sim/console" % base,
-             "  /sim/ hosts     %s; other Host names get 403 (--allow-host adds one)"
-             % (host_policy or hosts.HostPolicy()).describe()]
-    for app in config.apps.values():
-        lines.append("  app       appid=%s  secret=%s" % (app.appid, app.secret))
-    for m in config.merchants.values():
-        lines.append("  merchant  mch_id=%s  api_key=%s  appids=%s"
-                     % (m.mch_id, m.api_key, ",".join(m.appids)))
-    lines.append(time_scale_line(time_scale))
-    if seed is not None:
-        lines.append("  faults    random draws seeded with %d: the same requests fire the same "
-                     "faults" % seed)
-    if notify_sign_type_probability:
-        lines.append("  notify    %g of payment notifications carry a signed sign_type field"
-                     % notify_sign_type_probability)
-    lines.append("  refunds   PROCESSING for %g s, then SUCCESS (or what POST /sim/refunds/<no> "
-                 "chooses)" % (refund_delay * time_scale))
-    lines.extend(tls_lines(tls_files, merchant_certs or {}))
-    if v3 is not None:
-        lines.extend(v3_lines(base, v3))
-    lines.append(login_line(accept_unknown_codes))
-    return "\n".join(lines)
-
-
-def login_line(accept_unknown_codes):
-    if accept_unknown_codes:
-        return ("  login     developer mode: a code this simulator never issued (wx.login in WeChat "
-                "DevTools) is taken once, as user %r" % DEVELOPER_USER)
-    return ("  login     only codes from POST /sim/login, once each, for %g minutes (WeChat's rules)"
-            % (CODE_TTL / 60))
-
-
-def tls_lines(files, merchant_certs):
-    if files is None:
-        return ["  no TLS: /secapi/pay/refund works over plain HTTP WITHOUT a client certificate "
-                "(real WeChat requires HTTPS and the merchant's apiclient_cert; run with --tls "
-                "to test that)"]
-    lines = ["  TLS: HTTPS only; /secapi/ requires a client certificate issued by this CA "
-             "(without one the connection is closed unanswered, as at WeChat)",
-             "  CA certificate  %s   (backend: WECHAT_CA_FILE)" % files.ca_cert]
-    for mch_id, (cert, key) in merchant_certs.items():
-        lines.append("  merchant %s  cert %s   (WECHAT_CERT_FILE)" % (mch_id, cert))
-        lines.append("  merchant %s  key  %s   (WECHAT_KEY_FILE)" % (mch_id, key))
-    return lines
-
-
-def time_scale_line(time_scale):
-    if time_scale == 1:
-        return "  time scale 1: real WeChat durations"
-    return ("  time scale %g (not 1): code TTL %g s, prepay_id TTL %g s, first notify retry "
-            "after %g s" % (time_scale, CODE_TTL * time_scale, PREPAY_TTL * time_scale,
-                            NOTIFY_SCHEDULE[0] * time_scale))
 
 
 class ZonedFormatter(logging.Formatter):
@@ -309,7 +240,7 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
                   accept_unknown_codes=args.accept_unknown_codes, seed=args.seed,
                   notify_sign_type_probability=args.notify_sign_type_probability, v3=v3)
     app = make_app(state, notify_timeout=args.notify_timeout, listen_host=args.host,
-                   allow_hosts=args.allow_host)
+                   allow_hosts=args.allow_host, pay_version=args.pay_version)
     try:
         server, port = listen(app, args.host, args.port, ssl_options)
     except OSError as exc:
@@ -320,9 +251,18 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
     stopped = stop_signal()
     host = "[%s]" % args.host if ":" in args.host else args.host
     scheme = "https" if tls_files else "http"
+    try:
+        if args.ready_file:
+            clientenv.write_ready(args.ready_file, clientenv.base_url(args.host, port, tls_files is not None),
+                                  client_settings(args, port, config, tls_files, v3))
+    except clientenv.ReadyError as exc:
+        server.stop()
+        app.shutdown()
+        return fail("--ready-file: %s" % exc)
     print(banner("%s://%s:%d" % (scheme, host, port), config, args.time_scale,
                  args.refund_delay, tls_files, merchant_certs, args.accept_unknown_codes,
                  args.seed, args.notify_sign_type_probability, v3, app.sim_hosts), flush=True)
+    print(settings_line(args.ready_file), flush=True)
     await stopped.wait()
     server.stop()
     app.shutdown()
@@ -330,6 +270,8 @@ async def serve(args, config, tls_files=None, merchant_certs=None, ssl_options=N
         await asyncio.wait_for(server.close_all_connections(), 5)
     except asyncio.TimeoutError:
         pass    # a client holding a connection open must not keep us alive
+    if args.ready_file:
+        clientenv.remove_ready(args.ready_file)
     print("WeChat simulator stopped", flush=True)
     return 0
 
@@ -344,20 +286,37 @@ def stop_signal():
     return stop
 
 
+def prepare(args, with_v3=True):
+    """The configuration and files the flags name: (config, tls_files, merchant_certs, v3);
+    ConfigError, tls.TLSError, v3keys.V3Error or ssl.SSLError say what is wrong."""
+    config = build_config(args)
+    check_tls_args(args)
+    check_host(args)
+    tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
+    return config, tls_files, merchant_certs, prepare_v3(args, config) if with_v3 else None
+
+
+def client_settings(args, port, config, tls_files, v3):
+    """What `env` prints for these flags, with the port the simulator listens on."""
+    url = clientenv.base_url(args.host, port, tls_files is not None)
+    return clientenv.settings(url, config, args.pay_version, tls_files, v3)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
         from simulator.demo import main as demo_main     # the lead's; needs the backend
         return demo_main(argv[1:])
+    if argv[:1] == ["env"]:
+        from simulator.envcmd import main as env_main
+        return env_main(argv[1:])
     args = parse_args(argv)
     try:
-        config = build_config(args)
-        check_tls_args(args)
-        check_host(args)
-        tls_files, merchant_certs = prepare_tls(args, config) if args.tls else (None, None)
+        config, tls_files, merchant_certs, v3 = prepare(args)
         ssl_options = tls.server_context(tls_files) if tls_files else None
-        v3 = prepare_v3(args, config)
-    except (ConfigError, tls.TLSError, v3keys.V3Error) as exc:
+        if args.ready_file:
+            clientenv.remove_ready(args.ready_file)     # a killed run's file must not read as ready
+    except (ConfigError, tls.TLSError, v3keys.V3Error, clientenv.ReadyError) as exc:
         return fail(str(exc))
     except ssl.SSLError as exc:     # the files exist but OpenSSL refuses them
         return fail("TLS: %s" % exc)
