@@ -10,10 +10,10 @@ import pytest
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
+from simulator.v2 import wire as v2wire
 from tests.support.sim import (DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, Receiver, call, ext_sign,
                                order_fields, post_xml, refund_fields, signed_xml,
                                stop_simulator, wait_for)
-from simulator.v2 import wire as v2wire
 
 CODE_URL = re.compile(r"^weixin://wxpay/bizpayurl\?pr=[0-9A-Za-z]{7}$")
 SCENE = '{"h5_info": {"type": "Wap", "wap_url": "https://shop.example", "wap_name": "shop"}}'
