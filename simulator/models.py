@@ -14,6 +14,7 @@ REFUND_OUTCOMES = ("SUCCESS", "REFUNDCLOSE", "CHANGE")
 # NO_CASH (a merchant's own coupon: settlement_total_fee = total_fee - its amount).
 COUPON_TYPES = ("CASH", "NO_CASH")
 DEVELOPER_USER = "developer"   # whose openid unknown codes map to in developer mode
+PAYER_USER = "default"         # who pays a Native, App or H5 order when no user is named
 
 
 class Clock:
@@ -123,6 +124,7 @@ class Order:
     request: dict = dataclasses.field(default_factory=dict)   # v3: the create body, as sent
     paid_at: float = 0.0
     notify_id: str = ""         # v3: the notification's id (the same on every retry)
+    payer_openid: str = ""      # who paid an order created without openid (NATIVE, APP, MWEB)
 
     @property
     def total_fee(self):
@@ -153,7 +155,8 @@ class Order:
 
     @property
     def openid(self):
-        return self.fields.get("openid", "")
+        """JSAPI's payer, named at unifiedorder; otherwise whoever paid (payer_openid)."""
+        return self.fields.get("openid") or self.payer_openid
 
     @property
     def paid(self):
@@ -169,6 +172,7 @@ class Order:
                 if f.name not in ("fields", "refunds", "request")}
         data.update({k: self.fields.get(k) for k in ("body", "attach", "trade_type",
                                                      "openid", "notify_url")})
+        data["openid"] = self.openid
         data["total_fee"] = self.total_fee
         data["cash_fee"] = self.cash_fee
         data["settlement_total_fee"] = self.settlement_total_fee

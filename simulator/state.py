@@ -175,6 +175,8 @@ class State(V2State, V3State):
         if coupon_fee:
             order.coupon_fee, order.coupon_type = coupon_fee, coupon_type
             order.coupon_id = models.new_coupon_id()
+        if not order.openid:    # a Native, App or H5 order paid from the console
+            self.set_payer(order, models.PAYER_USER)
         order.trade_state = "SUCCESS"
         order.transaction_id = models.new_transaction_id(now)
         order.time_end = beijing(now)

@@ -137,6 +137,24 @@ def test_pay_from_the_console_and_the_backend_reports_success(shop):
     shop.screenshot("paid")
 
 
+def test_the_console_pays_native_app_and_h5_orders(shop):
+    from playwright.sync_api import expect
+    extra = {"NATIVE": {"product_id": "coffee"}, "APP": {},
+             "MWEB": {"scene_info": '{"h5_info": {"type": "Wap"}}'}}
+    for trade_type, fields in extra.items():
+        no = "CONSOLE%s%d" % (trade_type, os.getpid())
+        fields.update(appid=DEMO["appid"], mch_id=DEMO["mch_id"], nonce_str="console", body="Coffee",
+                      out_trade_no=no, total_fee="100", spbill_create_ip="127.0.0.1",
+                      notify_url="http://127.0.0.1:9/notify", trade_type=trade_type)
+        r = requests.post(shop.sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, DEMO["api_key"]),
+                          timeout=5)
+        assert wxpay.from_xml(r.content)["result_code"] == "SUCCESS", r.text
+        row = shop.page.locator('#orders tr[data-order="%s"]' % no)
+        expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
+        row.locator('button[data-action="pay"]').click()
+        expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
+
+
 def test_cancel_and_fail_from_the_console(shop):
     from playwright.sync_api import expect
     auth = shop.login()

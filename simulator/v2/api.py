@@ -5,6 +5,7 @@ import re
 
 import tornado.iostream
 
+from simulator import payurls
 from simulator.endpoint import WeChatEndpoint
 from simulator.rules import MAX_BODY, TRADE_STATE_DESC
 from simulator.v2 import wire as v2wire
@@ -199,15 +200,21 @@ class UnifiedOrderHandler(PayHandler):
                                       "notify_url", "trade_type")
 
     def required_fields(self, msg):
-        # openid identifies the payer of a Mini Program (JSAPI) payment.
+        # openid identifies the payer of a Mini Program (JSAPI) payment; NATIVE, APP and MWEB
+        # orders have none (统一下单: openid "trade_type=JSAPI时（即JSAPI支付），此参数必传").
         extra = ("openid",) if msg.get("trade_type") == "JSAPI" else ()
         return self.required + extra
 
     def rules(self, msg):
+        """统一下单's answer: prepay_id for every trade_type, plus code_url for NATIVE and
+        mweb_url for MWEB; APP's client signs its own pay parameters from the prepay_id."""
         order = self.state.unified_order(self.merchant, msg, self.sandbox)
         out = {"trade_type": msg["trade_type"], "prepay_id": order.prepay_id}
         if msg["trade_type"] == "NATIVE":
-            out["code_url"] = "weixin://wxpay/bizpayurl?pr=" + order.prepay_id[-7:]
+            out["code_url"] = payurls.code_url(order.prepay_id)
+        elif msg["trade_type"] == "MWEB":
+            base = "%s://%s" % (self.request.protocol, self.request.host)
+            out["mweb_url"] = payurls.mweb_url(base, order.prepay_id)
         return out
 
 

@@ -53,6 +53,7 @@ FORMAT_DES = {
     "length": "参数长度有误，最长127字节",
     "format": "参数格式错误",
     "native": "为必填参数（trade_type=NATIVE）",
+    "mweb": "为必填参数（trade_type=MWEB）",
     "time": "参数格式错误，格式为yyyyMMddHHmmss",
     "out_refund_no": "参数格式错误，最长64位，只能是数字、大小写字母_-|*@",
 }
@@ -104,8 +105,13 @@ def _field_problems(msg):
             yield name, FORMAT_DES["length"]
     if msg["trade_type"] not in TRADE_TYPES:
         yield "trade_type", FORMAT_DES["format"]
+    # 统一下单: product_id "trade_type=NATIVE时，此参数必传"; H5's scene_info (h5_info: type,
+    # wap_url, wap_name) is required for MWEB, and WeChat refuses an MWEB order without it
+    # with INVALID_REQUEST (smartwalle/wxpay#14, befinal/node-tenpay#73).
     if msg["trade_type"] == "NATIVE" and not msg.get("product_id"):
         yield "product_id", FORMAT_DES["native"]
+    if msg["trade_type"] == "MWEB" and not msg.get("scene_info"):
+        yield "scene_info", FORMAT_DES["mweb"]
     if msg.get("fee_type", "CNY") not in ("CNY", ""):
         yield "fee_type", FORMAT_DES["format"]
     for name in ("time_start", "time_expire"):

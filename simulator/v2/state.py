@@ -1,6 +1,6 @@
 """API v2's changes to the simulator's State: unifiedorder, closeorder, refund, and the
 refundquery lookup (State inherits them: every change is still a State method)."""
-from simulator.models import Order, Refund
+from simulator.models import Order, Refund, openid_for
 from simulator.v2 import rules as v2rules, wire as v2wire
 from simulator.v2.rules import PayError
 
@@ -27,6 +27,13 @@ class V2State:
         self.orders[(order.mch_id, order.out_trade_no)] = order
         self._new_prepay(order)
         return order
+
+    def set_payer(self, order, user):
+        """Who pays an order created without openid (NATIVE, APP, MWEB): WeChat learns the payer
+        when the phone pays, and names their openid under the order's appid in the payment
+        notification and orderquery, as for JSAPI."""
+        order.payer_openid = openid_for(order.appid, user)
+        self.openids[order.appid][order.payer_openid] = user
 
     def close_order(self, order):
         v2rules.check_open(order)
