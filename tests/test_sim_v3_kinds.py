@@ -297,3 +297,16 @@ async def test_app_call_field_errors(http_client, base, v3_merchant, change):
     status, data = await call(http_client, base + "/sim/pay", "POST", fields)
     assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
     assert (await query(http_client, base, v3_merchant, "APPFIELD1"))["trade_state"] == "NOTPAY"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_wx_request_payment_does_not_pay_an_app_order(http_client, base, v3_merchant):
+    """JSAPI's fields with an App order's prepay_id, correctly RSA-signed: refused."""
+    prepay_id = (await create(http_client, base, v3_merchant, "APP", "CROSS0001"))["prepay_id"]
+    params = {"appid": APPID, "timeStamp": str(int(time.time())), "nonceStr": "n0nceN0nce",
+              "package": "prepay_id=" + prepay_id, "signType": "RSA"}
+    params["paySign"] = rsa_sign(v3_merchant.key, "%s\n%s\n%s\n%s\n" % (
+        APPID, params["timeStamp"], params["nonceStr"], params["package"]))
+    status, data = await call(http_client, base + "/sim/pay", "POST", params)
+    assert status == 400 and "App" in data["errMsg"], data
+    assert (await query(http_client, base, v3_merchant, "CROSS0001"))["trade_state"] == "NOTPAY"
