@@ -31,12 +31,21 @@ class V3SimPayHandler(SimPayHandler):
                      "prepayid" if "partnerid" in data else None)
         order = self.v3_order(field, data) if field else None
         if order is None:
-            return super().checked_order(data)
+            return self.jsapi_order(super().checked_order(data))
         self.check_payable(order, field)
         user = data.get("user", "default")
         if isinstance(user, bool) or not isinstance(user, (str, int)) or str(user) == "":
             raise PaymentFail(400, "requestPayment:fail user must be a non-empty string")
         self.state.v3_payer(order, str(user))
+        return order
+
+    def jsapi_order(self, order):
+        """wx.requestPayment pays JSAPI orders only: a v3 prepay_id of another kind is its
+        App's, code_url's or h5_url's to pay."""
+        ordered_as = order.fields.get("trade_type") or "JSAPI"
+        if order.api == "v3" and ordered_as != "JSAPI":
+            raise PaymentFail(400, "requestPayment:fail package names %s order, not a JSAPI one"
+                              % KIND_NAMES[ordered_as])
         return order
 
     def v3_order(self, field, data):
