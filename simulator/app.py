@@ -9,11 +9,11 @@ from simulator import login_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
-from simulator.plane import console, control, health, phone, scan
+from simulator.plane import console, control, health, pay3, phone
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
 from simulator.v2 import api as v2api
-from simulator.v3 import api as v3api
+from simulator.v3 import api as v3api, kinds as v3kinds
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
@@ -82,10 +82,10 @@ def routes(state, notifier, settlement):
         (PREFIX + r"/cgi-bin/token/?", login_api.TokenHandler),
     ]
     if state.v3 is not None:
-        wechat += v3api.routes()
+        wechat += v3api.routes() + v3kinds.routes()
     sim = [
         (r"/sim/login", phone.SimLoginHandler),
-        (r"/sim/pay", scan.SimPayHandler),
+        (r"/sim/pay", pay3.V3SimPayHandler),   # v3's kinds, then v2's (scan.py), then JSAPI
         (r"/sim/orders", control.SimOrdersHandler),
         (r"/sim/orders/([^/]+)", control.SimOrderHandler),
         (r"/sim/orders/([^/]+)/notify", control.SimNotifyHandler),

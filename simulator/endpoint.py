@@ -18,10 +18,13 @@ V3_APIS = ("/v3/pay/transactions/jsapi", "/v3/pay/transactions/out-trade-no/{out
            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
            "/v3/refund/domestic/refunds", "/v3/refund/domestic/refunds/{out_refund_no}",
            "/v3/certificates")
-WECHAT_APIS = V2_APIS + V3_APIS
+# API v3's other order kinds: Native, App and H5 (v3/kinds.py).
+V3_KIND_APIS = ("/v3/pay/transactions/native", "/v3/pay/transactions/app",
+                "/v3/pay/transactions/h5")
+WECHAT_APIS = V2_APIS + V3_APIS + V3_KIND_APIS
 _V3_TEMPLATES = [(re.compile("^" + re.sub(r"\{[a-z_]+\}", "[^/]+", re.escape(api)
                                           .replace(r"\{", "{").replace(r"\}", "}")) + "$"), api)
-                 for api in V3_APIS]
+                 for api in V3_APIS + V3_KIND_APIS]
 FAULT_KINDS = ("latency", "status", "system_error", "malformed", "bad_sign", "drop")
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_XML = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDA"

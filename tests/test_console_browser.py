@@ -6,8 +6,10 @@ browser download: Playwright drives that Chromium). Without them the tests are s
 one line locally, and fail in CI (CI set). UPDATE_SCREENSHOTS=1 writes docs/console.md's
 screenshots (docs/console-*.png) from these runs.
 """
+import json
 import os
 import re
+import time
 
 import pytest
 import requests
@@ -54,7 +56,9 @@ class Processes:
 
     def __init__(self, tmp_path):
         sim_port, port = free_port(), free_port()
-        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01"], port=sim_port)
+        self.v3_dir = tmp_path / "sim-v3"
+        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01",
+                                             "--v3-dir", str(self.v3_dir)], port=sim_port)
         env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
                    SWEEP_INTERVAL="0")
         self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
@@ -153,6 +157,41 @@ def test_the_console_pays_native_app_and_h5_orders(shop):
         expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
         row.locator('button[data-action="pay"]').click()
         expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
+
+
+def v3_sdk(processes, wechatpay_type):
+    """wechatpayv3 configured from the simulator's v3 manifest (public-key mode), pointed at it."""
+    from wechatpayv3 import WeChatPay
+    with open(processes.v3_dir / "v3.json", encoding="utf-8") as f:
+        m = json.load(f)
+    with open(m["merchant_private_key_file"], encoding="utf-8") as f:
+        private_key = f.read()
+    with open(m["wechatpay_public_key_file"], encoding="utf-8") as f:
+        public_key = f.read()
+    pay = WeChatPay(wechatpay_type=wechatpay_type, mchid=m["mchid"], private_key=private_key,
+                    cert_serial_no=m["merchant_serial_no"], apiv3_key=m["apiv3_key"],
+                    appid=m["appid"], notify_url="http://127.0.0.1:9/notify", timeout=(5, 10),
+                    public_key=public_key, public_key_id=m["wechatpay_public_key_id"])
+    pay._core._gate_way = processes.sim.url
+    return pay
+
+
+def test_pay_v3_native_app_and_h5_orders_from_the_console(shop, processes):
+    from playwright.sync_api import expect
+    from wechatpayv3 import WeChatPayType
+    scene = {"payer_client_ip": "203.0.113.7", "h5_info": {"type": "Wap"}}
+    for kind, trade_type in ((WeChatPayType.NATIVE, "NATIVE"), (WeChatPayType.APP, "APP"),
+                             (WeChatPayType.H5, "MWEB")):
+        pay, no = v3_sdk(processes, kind), "CONSOLE%s%d" % (trade_type, time.time_ns() % 10 ** 9)
+        code, text = pay.pay(description="Coffee", out_trade_no=no, amount={"total": 100},
+                             scene_info=scene if kind == WeChatPayType.H5 else None)
+        assert code == 200, text
+        row = shop.page.locator('#orders tr[data-order="%s"]' % no)
+        row.locator('button[data-action="pay"]').click(timeout=10000)
+        expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
+        code, text = pay.query(out_trade_no=no)
+        assert (json.loads(text)["trade_state"], json.loads(text)["trade_type"]) == (
+            "SUCCESS", trade_type)
 
 
 def test_cancel_and_fail_from_the_console(shop):

@@ -3,6 +3,7 @@ from the manifest v3.json the simulator writes (its generated demo merchant key)
 JSAPI order, query it both ways, close one, pay one on the phone (paySign by the SDK's sign),
 refund and query the refund; the SDK's own callback() accepts the simulator's notifications
 and refuses its probes and forgeries. In public-key, certificate and migration mode."""
+import contextlib
 import json
 import os
 import subprocess
@@ -23,21 +24,34 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(params=["public-key", "certificate", "migration"])
 def sim(request, tmp_path):
-    with simulator_process("v3 manifest", "--v3-dir", str(tmp_path / "sim-v3"),
-                           "--v3-key-mode", request.param) as proc:
-        with open(tmp_path / "sim-v3" / "v3.json", encoding="utf-8") as f:
-            proc.manifest = json.load(f)
-        proc.mode = request.param
+    with v3_simulator(tmp_path, request.param) as proc:
         yield proc
 
 
-def sdk(sim, notify_url):
+@pytest.fixture(params=["public-key", "certificate"])
+def kinds_sim(request, tmp_path):
+    with v3_simulator(tmp_path, request.param) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def v3_simulator(tmp_path, mode):
+    """A real run_simulator.py in this key mode, with its manifest as .manifest."""
+    with simulator_process("v3 manifest", "--v3-dir", str(tmp_path / "sim-v3"),
+                           "--v3-key-mode", mode) as proc:
+        with open(tmp_path / "sim-v3" / "v3.json", encoding="utf-8") as f:
+            proc.manifest = json.load(f)
+        proc.mode = mode
+        yield proc
+
+
+def sdk(sim, notify_url, wechatpay_type=WeChatPayType.MINIPROG):
     """WeChatPay configured as a backend would be from the manifest, pointed at the
     simulator (pay._core._gate_way: the SDK has no base-URL option)."""
     m = sim.manifest
     with open(m["merchant_private_key_file"], encoding="utf-8") as f:
         private_key = f.read()
-    options = dict(wechatpay_type=WeChatPayType.MINIPROG, mchid=m["mchid"],
+    options = dict(wechatpay_type=wechatpay_type, mchid=m["mchid"],
                    private_key=private_key, cert_serial_no=m["merchant_serial_no"],
                    apiv3_key=m["apiv3_key"], appid=m["appid"], notify_url=notify_url,
                    timeout=(5, 10))
@@ -139,6 +153,45 @@ def test_wechatpayv3_sdk_end_to_end(sim):
     want = {"public-key": {"PUB_KEY_ID_"}, "certificate": {sim.manifest["platform_serial_no"][:11]},
             "migration": {"PUB_KEY_ID_"}}[sim.mode]
     assert serials == want
+
+
+@pytest.mark.parametrize("kind", [WeChatPayType.NATIVE, WeChatPayType.APP, WeChatPayType.H5])
+def test_native_app_and_h5_orders_with_the_sdk(kinds_sim, kind):
+    """Created by the SDK, paid on the phone (/sim/pay: the code_url, the h5_url, or the App's
+    call signed by the SDK's sign), SUCCESS in the SDK's query, the notification accepted by
+    its callback(), a refund."""
+    session = requests.Session()
+    session.trust_env = False
+    with V3Sink() as sink:
+        pay = sdk(kinds_sim, sink.url, kind)
+        no = "SDK" + uuid.uuid4().hex[:12]
+        scene = {"payer_client_ip": "203.0.113.7", "h5_info": {"type": "Wap"}}
+        created = ok(pay.pay(description="Coffee", out_trade_no=no, amount={"total": 100},
+                             scene_info=scene if kind == WeChatPayType.H5 else None))
+        if kind == WeChatPayType.NATIVE:
+            phone = {"code_url": created["code_url"]}
+        elif kind == WeChatPayType.H5:
+            phone = {"h5_url": created["h5_url"]}
+        else:
+            m, timestamp, nonce = kinds_sim.manifest, str(int(time.time())), uuid.uuid4().hex
+            phone = {"appid": m["appid"], "partnerid": m["mchid"],
+                     "prepayid": created["prepay_id"], "package": "Sign=WXPay",
+                     "noncestr": nonce, "timestamp": timestamp,
+                     "sign": pay.sign([m["appid"], timestamp, nonce, created["prepay_id"]])}
+        r = session.post(kinds_sim.url + "/sim/pay", json=phone, timeout=5)
+        assert r.status_code == 200, r.text
+        trade_type = {WeChatPayType.NATIVE: "NATIVE", WeChatPayType.APP: "APP",
+                      WeChatPayType.H5: "MWEB"}[kind]
+        tx = ok(pay.query(out_trade_no=no))
+        assert (tx["trade_state"], tx["trade_type"], tx["transaction_id"]) == (
+            "SUCCESS", trade_type, r.json()["transaction_id"])
+        headers, body = sink.wait(lambda h, b: json.loads(b)["event_type"] ==
+                                  "TRANSACTION.SUCCESS")
+        note = accepted(pay, headers, body)
+        assert note and (note["out_trade_no"], note["trade_type"]) == (no, trade_type)
+        refund = ok(pay.refund(out_refund_no="R" + no, out_trade_no=no,
+                               amount={"refund": 100, "total": 100, "currency": "CNY"}))
+        assert refund["status"] in ("PROCESSING", "SUCCESS")
 
 
 def test_start_up_banner_manifest_and_bad_v3_flags(tmp_path):

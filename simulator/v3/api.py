@@ -154,8 +154,9 @@ class V3Endpoint(Authentication, WeChatEndpoint):
 
 
 class JsapiHandler(V3Endpoint):
-    """POST /v3/pay/transactions/jsapi -> 200 {"prepay_id"}."""
+    """POST /v3/pay/transactions/jsapi -> 200 {"prepay_id"} (the other kinds: v3/kinds.py)."""
     api = JSAPI
+    trade_type = "JSAPI"
 
     def rules(self, body):
         self.same_mchid(v3rules.string(body, "mchid"), "the body")
@@ -163,9 +164,13 @@ class JsapiHandler(V3Endpoint):
         if appid not in self.merchant_appids():
             raise V3Error("APPID_MCHID_NOT_MATCH", detail="appid %s is not bound to mchid %s"
                           % (appid, self.auth["mchid"]))
-        order = self.state.v3_order(self.auth["mchid"], appid, body)
+        order = self.state.v3_order(self.auth["mchid"], appid, body, self.trade_type)
         self.entry["out_trade_no"] = order.out_trade_no
-        return 200, {"prepay_id": order.prepay_id}
+        return 200, self.created(order)
+
+    def created(self, order):
+        """What the create call answers: the prepay_id that wx.requestPayment pays."""
+        return {"prepay_id": order.prepay_id}
 
     def merchant_appids(self):
         merchant = self.state.config.merchants.get(self.auth["mchid"])

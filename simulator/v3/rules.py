@@ -56,6 +56,11 @@ REFUND_STATUS = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "REFUNDCLOSE"
 REFUND_EVENT = {"SUCCESS": ("REFUND.SUCCESS", "退款成功"),
                 "REFUNDCLOSE": ("REFUND.CLOSED", "退款关闭"),
                 "CHANGE": ("REFUND.ABNORMAL", "退款异常")}
+# H5下单: "h5_url有效期为5分钟" (WeChat's H5 docs); a later 下单 with the same out_trade_no
+# and fields issues a new one. (code_url, Native's, lives 2 hours as a prepay_id does.)
+H5_URL_TTL = 300
+# H5下单's scene_info.h5_info.type: the scenes WeChat documents.
+H5_TYPES = ("iOS", "Android", "Wap")
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{6,32}$")
 OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
 
@@ -131,8 +136,10 @@ def notify_url(url, name="notify_url"):
     return url
 
 
-def check_jsapi(body):
-    """The JSAPI order's fields (protocol.md 10): the normalised order, or V3Error."""
+def check_order(body, trade_type="JSAPI"):
+    """An order's fields (protocol.md 10), the normalised order or V3Error. trade_type: JSAPI
+    (payer.openid required), NATIVE and APP (no payer: whoever scans or opens it pays), MWEB
+    (the H5 order: scene_info required, check_scene)."""
     string(body, "appid")
     string(body, "mchid")
     description = string(body, "description", max_bytes=127)
@@ -144,21 +151,42 @@ def check_jsapi(body):
     amount = obj(body, "amount")
     total = fen(amount, "total", "amount")
     currency(amount, "amount")
-    payer = obj(body, "payer")
-    openid = string(payer, "openid", where="payer/")
+    openid = ""
+    if trade_type == "JSAPI":
+        openid = string(obj(body, "payer"), "openid", where="payer/")
+    elif trade_type == "MWEB":
+        check_scene(body)
     time_expire = string(body, "time_expire", required=False)
-    expire_at = None
-    if time_expire:
-        try:
-            expire_at = v3wire.parse_rfc3339(time_expire)
-            # shown in Beijing time later: a time that falls outside years 1..9999 there is no time
-            datetime.datetime.fromtimestamp(expire_at, _BEIJING)
-        except (ValueError, OverflowError, OSError):
-            raise param_error("time_expire must be an RFC 3339 time such as "
-                              "2026-12-02T10:34:56+08:00, not %r" % time_expire) from None
     return {"description": description, "out_trade_no": out_trade_no, "attach": attach,
             "total": total, "openid": openid, "time_expire": time_expire,
-            "expire_at": expire_at}
+            "expire_at": expire_time(time_expire), "trade_type": trade_type}
+
+
+def expire_time(time_expire):
+    """The POSIX time of time_expire ("" -> None), or V3Error."""
+    if not time_expire:
+        return None
+    try:
+        expire_at = v3wire.parse_rfc3339(time_expire)
+        # shown in Beijing time later: a time that falls outside years 1..9999 there is no time
+        datetime.datetime.fromtimestamp(expire_at, _BEIJING)
+    except (ValueError, OverflowError, OSError):
+        raise param_error("time_expire must be an RFC 3339 time such as "
+                          "2026-12-02T10:34:56+08:00, not %r" % time_expire) from None
+    return expire_at
+
+
+def check_scene(body):
+    """H5下单 (POST /v3/pay/transactions/h5): WeChat documents scene_info as required, with
+    payer_client_ip (the payer's IPv4 or IPv6 address) and h5_info required, and h5_info.type
+    required: the scene, one of iOS, Android, Wap."""
+    scene = obj(body, "scene_info")
+    string(scene, "payer_client_ip", max_bytes=45, where="scene_info/")
+    h5_info = obj(scene, "h5_info")
+    kind = string(h5_info, "type", max_bytes=32, where="scene_info/h5_info/")
+    if kind not in H5_TYPES:
+        raise param_error("scene_info.h5_info.type must be one of %s, not %r"
+                          % (", ".join(H5_TYPES), kind))
 
 
 def check_refund(body):
@@ -195,9 +223,14 @@ def check_open(order):
         raise V3Error("ORDER_CLOSED", detail="order %s is CLOSED" % order.out_trade_no)
 
 
-def check_repeat(order, body):
-    """The same out_trade_no again: only the same open v3 order with the same fields."""
+def check_repeat(order, body, trade_type="JSAPI"):
+    """The same out_trade_no again: only the same open v3 order of the same kind (trade_type)
+    with the same fields."""
     check_open(order)
+    ordered_as = order.fields.get("trade_type") or "JSAPI"
+    if order.api == "v3" and ordered_as != trade_type:
+        raise V3Error("OUT_TRADE_NO_USED", detail="out_trade_no %s was ordered before as %s, "
+                      "not %s" % (order.out_trade_no, ordered_as, trade_type))
     if order.api != "v3" or order.request != body:
         changed = sorted(k for k in set(order.request) | set(body)
                          if order.request.get(k) != body.get(k))

@@ -2,7 +2,7 @@
 orders, closes and refunds (State inherits them: every change is still a State method)."""
 import time
 
-from simulator.models import Order, Refund, beijing
+from simulator.models import Order, Refund, beijing, openid_for
 from simulator.v3 import rules as v3rules
 from simulator.v3.rules import V3Error
 
@@ -36,31 +36,43 @@ class V3State:
             return "public-key" if self.v3_signatures % 2 else "certificate"
         return "certificate" if mode == "certificate" else "public-key"
 
-    def v3_order(self, mchid, appid, body):
-        """POST /v3/pay/transactions/jsapi: a new order, or the same open order again with a
-        live prepay_id; V3Error otherwise (ORDERPAID, ORDER_CLOSED, OUT_TRADE_NO_USED)."""
-        fields = v3rules.check_jsapi(body)
-        if not self.openid_issued(appid, fields["openid"]):
+    def v3_order(self, mchid, appid, body, trade_type="JSAPI"):
+        """POST /v3/pay/transactions/jsapi (or /native, /app, /h5: trade_type NATIVE, APP,
+        MWEB): a new order, or the same open order of the same kind again with a live
+        prepay_id; V3Error otherwise (ORDERPAID, ORDER_CLOSED, OUT_TRADE_NO_USED)."""
+        fields = v3rules.check_order(body, trade_type)
+        if trade_type == "JSAPI" and not self.openid_issued(appid, fields["openid"]):
             raise V3Error("PARAM_ERROR", "appid和openid不匹配",
                           detail="payer.openid %s was not issued for appid %s (POST /sim/login)"
                           % (fields["openid"], appid))
         order = self.orders.get((mchid, fields["out_trade_no"]))
         if order is not None:
-            v3rules.check_repeat(order, body)
+            v3rules.check_repeat(order, body, trade_type)
             if self.prepay_expired(order):
-                self._new_prepay(order)
+                self._new_v3_prepay(order)
             return order
         expire = fields["expire_at"]
         v2_fields = {"appid": appid, "body": fields["description"], "attach": fields["attach"],
                      "total_fee": str(fields["total"]), "fee_type": "CNY",
-                     "trade_type": "JSAPI", "openid": fields["openid"],
+                     "trade_type": trade_type, "openid": fields["openid"],
                      "notify_url": body["notify_url"], "sign_type": "RSA",
                      "time_expire": beijing(expire) if expire is not None else ""}
         order = Order(mchid, fields["out_trade_no"], appid, False, "RSA", v2_fields,
                       self.clock.now(), api="v3", request=dict(body))
         self.orders[(order.mch_id, order.out_trade_no)] = order
-        self._new_prepay(order)
+        self._new_v3_prepay(order)
         return order
+
+    def _new_v3_prepay(self, order):
+        """A new prepay_id; an H5 order's lives H5_URL_TTL, as its h5_url does (v3rules)."""
+        self._new_prepay(order)
+        if order.fields["trade_type"] == "MWEB":
+            order.prepay_expires_at = self.clock.now() + self.clock.scaled(v3rules.H5_URL_TTL)
+
+    def v3_payer(self, order, user):
+        """Who scanned the Native code or opened the H5 or App payment: the payer's openid
+        for the order's appid (JSAPI orders name theirs when they are created)."""
+        order.fields["openid"] = openid_for(order.appid, user)
 
     def v3_close(self, order):
         """POST .../out-trade-no/{no}/close: CLOSED, unless paid or closed already."""

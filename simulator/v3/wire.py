@@ -13,8 +13,10 @@ ASCII bytes), the nonce and associated_data as UTF-8 bytes, ciphertext = base64(
 import base64
 import binascii
 import datetime
+import hashlib
 import re
 import secrets
+import urllib.parse
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -57,6 +59,11 @@ def answer_message(timestamp, nonce, body=b""):
 def paysign_message(appid, timestamp, nonce, package):
     """appId\\ntimeStamp\\nnonceStr\\npackage\\n (signType is not signed)."""
     return ("%s\n%s\n%s\n%s\n" % (appid, timestamp, nonce, package)).encode("utf-8")
+
+
+def app_sign_message(appid, timestamp, noncestr, prepayid):
+    """APP调起支付 (v3): appid\\ntimestamp\\nnoncestr\\nprepayid\\n, signed like paySign."""
+    return ("%s\n%s\n%s\n%s\n" % (appid, timestamp, noncestr, prepayid)).encode("utf-8")
 
 
 def _bytes(value):
@@ -164,6 +171,39 @@ def decrypt(apiv3_key, nonce_text, ciphertext, associated_data=""):
     except (InvalidTag, ValueError):
         raise DecryptError("the tag does not verify: wrong APIv3 key, nonce or "
                            "associated_data") from None
+
+
+# --- the links Native and H5 orders answer ----------------------------------------------
+# Native下单 answers code_url, "weixin://wxpay/bizpayurl?pr=..." (the payer scans it as a QR
+# code); the simulator's pr is the order's prepay_id, so a scan finds the order. H5下单 answers
+# h5_url, "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=...&package=...",
+# WeChat's own shape: the prepay_id and a number.
+CODE_URL_PREFIX = "weixin://wxpay/bizpayurl?pr="
+H5_URL_PREFIX = "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?"
+
+
+def code_url(prepay_id):
+    return CODE_URL_PREFIX + prepay_id
+
+
+def h5_url(prepay_id):
+    package = int.from_bytes(hashlib.sha256(prepay_id.encode("ascii")).digest()[:4], "big")
+    return H5_URL_PREFIX + urllib.parse.urlencode({"prepay_id": prepay_id, "package": package})
+
+
+def prepay_of_code_url(url):
+    """The prepay_id a simulator code_url names; None when url is not one."""
+    if isinstance(url, str) and url.startswith(CODE_URL_PREFIX):
+        return url[len(CODE_URL_PREFIX):] or None
+    return None
+
+
+def prepay_of_h5_url(url):
+    """The prepay_id an h5_url (or a v2 mweb_url, the same shape) names; None otherwise."""
+    if not isinstance(url, str):
+        return None
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("prepay_id")
+    return values[0] if values else None
 
 
 # --- nonces and times -------------------------------------------------------------------
