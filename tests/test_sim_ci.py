@@ -1,5 +1,7 @@
 """The simulator in CI: `run_simulator.py env` (the backend's settings for a simulator),
 GET /sim/health, --ready-file, and docs/simulator-in-ci.md's script run as written."""
+import contextlib
+import io
 import json
 import os
 import signal
@@ -11,7 +13,7 @@ import pytest
 import requests
 
 from server import settings as backend_settings
-from simulator import __version__
+from simulator import __version__, cli as simulator_cli
 from tests.support import DEMO, docblocks
 from tests.support.processes import ROOT, Proc, free_port
 from tests.support.shop import Shop
@@ -21,9 +23,16 @@ SIMULATOR = os.path.join(ROOT, "run_simulator.py")
 BACKEND_NAMES = {s.variable for s in backend_settings.SETTINGS}
 
 
-def env_command(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, SIMULATOR, "env", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=60)
+def env_command(*args):
+    """`run_simulator.py env ARGS`, run in this process: the entry script's own main (the
+    subcommand's process-level path is run by eval_env and the docs' CI script below)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = simulator_cli.main(["env", *args])
+        except SystemExit as exc:    # argparse's refusals
+            code = exc.code
+    return subprocess.CompletedProcess(["env", *args], code or 0, out.getvalue(), err.getvalue())
 
 
 def env_json(*args):

@@ -28,9 +28,10 @@ def sim(request, tmp_path):
         yield proc
 
 
-@pytest.fixture(params=["public-key", "certificate"])
-def kinds_sim(request, tmp_path):
-    with v3_simulator(tmp_path, request.param) as proc:
+@pytest.fixture(scope="module", params=["public-key", "certificate"])
+def kinds_sim(request, tmp_path_factory):
+    """One simulator per key mode for the three kinds (each test uses its own out_trade_no)."""
+    with v3_simulator(tmp_path_factory.mktemp("kinds"), request.param) as proc:
         yield proc
 
 
