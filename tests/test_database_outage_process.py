@@ -7,7 +7,6 @@ import collections
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ import requests
 from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.postgres import PostgresServer
 from tests.support.processes import ROOT, Proc, free_port
-from tests.support.shop import Shop
+from tests.support.shop import Shop, Users
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +40,15 @@ class PostgresShop(Shop):
                             env=env, port=port)
 
 
-class Buyers:
+class Buyers(Users):
     """Mini Program users creating orders in threads until stopped; every answer recorded as
     (monotonic time, status, error code), every request that got no answer as its exception."""
+    join_timeout = 30
 
     def __init__(self, shop, users=8):
         self.url = shop.backend.url + "/api/orders"
-        self.auths = [shop.login("outage-%d" % i) for i in range(users)]
         self.answers, self.failures = [], []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(auth,)) for auth in self.auths]
+        super().__init__(shop, users, "outage")
 
     def run(self, auth):
         with requests.Session() as http:
@@ -74,16 +72,6 @@ class Buyers:
                 return False
             time.sleep(0.02)
         return True
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
 
 
 @pytest.fixture

@@ -239,15 +239,37 @@ class V3Shop(Shop):
         return auth, order["out_trade_no"], paid.json()["transaction_id"]
 
 
-class Traffic:
+class Users:
+    """Logged-in Mini Program users, each running self.run(auth) in a thread from `with` until
+    its end (a subclass's run loops until self.stop is set)."""
+    join_timeout = 10
+
+    def __init__(self, shop, users, prefix):
+        self.shop = shop
+        self.auths = [shop.login("%s-%d" % (prefix, i)) for i in range(users)]
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(a,)) for a in self.auths]
+
+    def run(self, auth):
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(self.join_timeout)
+
+
+class Traffic(Users):
     """Mini Program users creating and paying orders in threads until told to stop."""
 
     def __init__(self, shop, users=4):
-        self.shop = shop
-        self.auths = [shop.login("crash-%d" % i) for i in range(users)]
         self.created, self.paid, self.errors = [], [], 0
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(a,)) for a in self.auths]
+        super().__init__(shop, users, "crash")
 
     def run(self, auth):
         while not self.stop.is_set():
@@ -264,13 +286,3 @@ class Traffic:
             except requests.RequestException:
                 self.errors += 1
                 time.sleep(0.02)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
