@@ -2,11 +2,12 @@
 opened h5_url, or the App's call to the WeChat SDK (APP调起支付) whose RSA sign is checked; any
 other body, and any that names an API v2 order, goes on to v2's (plane/scan.py), then to
 wx.requestPayment's checks (plane/phone.py)."""
+from simulator import payurls
 from simulator.models import beijing
 from simulator.plane import scan
 from simulator.plane.phone import PAY_RESULTS, PaymentFail, js_type
 from simulator.rules import PREPAY_TTL
-from simulator.v3 import rules as v3rules, wire as v3wire
+from simulator.v3 import wire as v3wire
 
 # APP调起支付 (v3, WeChat's App docs): these fields, package the constant Sign=WXPay, and sign =
 # base64 SHA256withRSA with the merchant API certificate's key over
@@ -91,11 +92,13 @@ class V3SimPayHandler(scan.SimPayHandler):
             raise PaymentFail(409, "requestPayment:fail 该订单已支付")
         if order.trade_state == "CLOSED":
             raise PaymentFail(409, "requestPayment:fail 该订单已关闭")
+        if field == "h5_url" and self.state.h5_link_expired(order):
+            raise PaymentFail(400, "requestPayment:fail "
+                              + payurls.h5_link_expired(field, order.out_trade_no))
         if self.state.prepay_expired(order):
-            life = ("%g minutes" % (v3rules.H5_URL_TTL / 60) if field == "h5_url"
-                    else "%g hours" % (PREPAY_TTL / 3600))
-            raise PaymentFail(400, "requestPayment:fail %s expired (it lives %s): a new 下单 "
-                              "with the same out_trade_no issues a new one" % (field, life))
+            raise PaymentFail(400, "requestPayment:fail %s expired (it lives %g hours): a new "
+                              "下单 with the same out_trade_no issues a new one"
+                              % (field, PREPAY_TTL / 3600))
         time_expire = order.fields.get("time_expire")
         if time_expire and beijing(self.state.clock.now()) >= time_expire:
             raise PaymentFail(400, "requestPayment:fail order expired at time_expire "

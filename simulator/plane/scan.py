@@ -75,14 +75,20 @@ class SimPayHandler(phone.SimPayHandler):
         return self.current(prepay_id, "NATIVE", "code_url")
 
     def opened(self, data):
-        """The H5 order whose mweb_url the browser opened (on whichever host it names)."""
+        """The H5 order whose mweb_url the browser opened (on whichever host it names), while
+        that link lives (payurls.H5_LINK_TTL)."""
         named = payurls.prepay_of_mweb_url(data["mweb_url"])
         order = self.state.by_prepay.get(named[0]) if named else None
-        if order is None or named[1] != payurls.mweb_package(named[0]):
+        links = [payurls.mweb_package(named[0], n) for n in range(order.h5_link + 1)] \
+            if order is not None else []
+        if named is None or named[1] not in links:
             raise PaymentFail(400, FAIL + "mweb_url invalid: not an mweb_url (%s?prepay_id=..."
                               "&package=...) this simulator answered to an MWEB unifiedorder"
                               % payurls.MWEB_PATH)
-        return self.current(named[0], "MWEB", "mweb_url")
+        order = self.current(named[0], "MWEB", "mweb_url")
+        if named[1] != links[-1] or self.state.h5_link_expired(order):
+            raise PaymentFail(400, FAIL + payurls.h5_link_expired("mweb_url", order.out_trade_no))
+        return order
 
     def app_call(self, data):
         """The APP order of the App's pay parameters, once their sign checks out."""
