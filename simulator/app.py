@@ -9,7 +9,7 @@ from simulator import login_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
-from simulator.plane import console, control, health, pay3, phone
+from simulator.plane import console, control, health, pay, phone
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
 from simulator.v2 import api as v2api
@@ -85,7 +85,7 @@ def routes(state, notifier, settlement):
         wechat += v3api.routes() + v3kinds.routes()
     sim = [
         (r"/sim/login", phone.SimLoginHandler),
-        (r"/sim/pay", pay3.V3SimPayHandler),   # v3's kinds, then v2's (scan.py), then JSAPI
+        (r"/sim/pay", pay.SimPayHandler),
         (r"/sim/orders", control.SimOrdersHandler),
         (r"/sim/orders/([^/]+)", control.SimOrderHandler),
         (r"/sim/orders/([^/]+)/notify", control.SimNotifyHandler),

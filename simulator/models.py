@@ -109,6 +109,8 @@ class Order:
     created_at: float
     prepay_id: str = ""
     prepay_expires_at: float = 0.0
+    h5_link: int = 0            # H5 (MWEB): which link of the prepay_id is current (payurls)
+    h5_link_expires_at: float = 0.0
     trade_state: str = "NOTPAY"
     transaction_id: str = ""
     time_end: str = ""

@@ -1,6 +1,7 @@
 """The links WeChat answers for orders paid outside a Mini Program: Native's code_url (the QR
-code's text) and H5's mweb_url (the page that opens WeChat), both made from the prepay_id, so
-they live and are renewed with it, and found again from it when the phone uses them."""
+code's text, living as long as its prepay_id) and H5's mweb_url (the page that opens WeChat,
+living 5 minutes), both made from the prepay_id and found again from it when the phone uses
+them; and the H5 link's life, shared by v2's mweb_url and v3's h5_url."""
 import hashlib
 import string
 import urllib.parse
@@ -14,6 +15,12 @@ PR_LENGTH = 7
 # &package=<9-10 digits> (统一下单 trade_type=MWEB answers, e.g. package=638899314,
 # package=1037687096); here on the simulator's own address, so the phone can open it.
 MWEB_PATH = "/cgi-bin/mmpayweb-bin/checkmweb"
+# H5's link, v2's mweb_url and v3's h5_url: "mweb_url的有效期为5分钟" (统一下单, H5.php?chapter=
+# 9_20) and "h5_url的有效期为5分钟" (H5下单); opened later, WeChat's checkmweb page shows
+# "支付请求已失效，请重新发起支付" (H5支付's common errors). v2's prepay_id lives on (2 hours), so
+# a repeated unifiedorder answers the same prepay_id with a new link (a new package).
+H5_LINK_TTL = 300
+H5_LINK_EXPIRED = "支付请求已失效，请重新发起支付"
 _ALPHABET = string.digits + string.ascii_letters
 
 
@@ -31,15 +38,23 @@ def code_url(prepay_id):
     return CODE_URL_PREFIX + pr
 
 
-def mweb_package(prepay_id):
-    """The package of an mweb_url: 9 or 10 digits, no leading zero."""
-    return str(100000000 + _digest(prepay_id, "package") % 1900000000)
+def mweb_package(prepay_id, link=0):
+    """The package of the link-th mweb_url of a prepay_id: 9 or 10 digits, no leading zero."""
+    purpose = "package" if link == 0 else "package\0%d" % link
+    return str(100000000 + _digest(prepay_id, purpose) % 1900000000)
 
 
-def mweb_url(base, prepay_id):
+def mweb_url(base, prepay_id, link=0):
     """base: the simulator's scheme://host as the merchant reached it."""
-    query = urllib.parse.urlencode({"prepay_id": prepay_id, "package": mweb_package(prepay_id)})
+    query = urllib.parse.urlencode({"prepay_id": prepay_id,
+                                    "package": mweb_package(prepay_id, link)})
     return "%s%s?%s" % (base, MWEB_PATH, query)
+
+
+def h5_link_expired(field, out_trade_no):
+    """The phone's answer to an H5 link opened after its 5 minutes (mweb_url or h5_url)."""
+    return ("%s (%s expired: it lives %g minutes; the order call again with out_trade_no %s "
+            "answers a new one)" % (H5_LINK_EXPIRED, field, H5_LINK_TTL / 60, out_trade_no))
 
 
 def prepay_of_code_url(prepay_ids, url):

@@ -11,7 +11,7 @@ import itertools
 import random
 import secrets
 
-from simulator import models, rules
+from simulator import models, payurls, rules
 from simulator.config import REFUND_DELAY, check_refund_delay
 from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Refund, beijing,
                               check_outcome, openid_for)
@@ -154,10 +154,24 @@ class State(V2State, V3State):
         now = self.clock.now()
         order.prepay_id = models.new_prepay_id(now)
         order.prepay_expires_at = now + self.clock.scaled(rules.PREPAY_TTL)
+        order.h5_link, order.h5_link_expires_at = 0, 0.0
         self.by_prepay[order.prepay_id] = order
 
     def prepay_expired(self, order):
         return self.clock.now() >= order.prepay_expires_at
+
+    def issue_h5_link(self, order):
+        """An H5 order's link (mweb_url, h5_url) as an order call answers it: the current one
+        while it lives, else the next, for payurls.H5_LINK_TTL."""
+        now = self.clock.now()
+        if order.h5_link_expires_at and now < order.h5_link_expires_at:
+            return
+        if order.h5_link_expires_at:
+            order.h5_link += 1
+        order.h5_link_expires_at = now + self.clock.scaled(payurls.H5_LINK_TTL)
+
+    def h5_link_expired(self, order):
+        return self.clock.now() >= order.h5_link_expires_at
 
     def find_order(self, mch_id, out_trade_no="", transaction_id=""):
         """transaction_id wins over out_trade_no, as WeChat documents."""

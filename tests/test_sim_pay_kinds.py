@@ -275,6 +275,25 @@ async def test_opening_the_mweb_url_pays_an_h5_order(http_client, base, received
 
 
 @pytest.mark.gen_test
+async def test_an_mweb_url_lives_five_minutes_its_prepay_id_two_hours(http_client, base, app):
+    first = await create(http_client, base, "MWEB")
+    app.sim_state.clock.advance(0.301)      # 5 minutes and 1 second at time scale 0.001
+    status, data = await call(http_client, base + "/sim/pay", "POST",
+                              {"mweb_url": first["mweb_url"]})
+    # what WeChat's checkmweb page shows for an mweb_url past its 5 minutes
+    assert status == 400 and "支付请求已失效，请重新发起支付" in data["errMsg"], data
+    again = await create(http_client, base, "MWEB")
+    assert again["prepay_id"] == first["prepay_id"]      # the prepay_id still lives (2 h)
+    assert again["mweb_url"] != first["mweb_url"]
+    status, data = await call(http_client, base + "/sim/pay", "POST",
+                              {"mweb_url": first["mweb_url"]})
+    assert status == 400 and "支付请求已失效" in data["errMsg"], data
+    status, data = await call(http_client, base + "/sim/pay", "POST",
+                              {"mweb_url": again["mweb_url"]})
+    assert status == 200 and data["trade_type"] == "MWEB", data
+
+
+@pytest.mark.gen_test
 async def test_an_mweb_url_with_another_package_is_refused(http_client, base):
     mweb_url = (await create(http_client, base, "MWEB"))["mweb_url"]
     forged = re.sub(r"package=[0-9]+", "package=1", mweb_url)

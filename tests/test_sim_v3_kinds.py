@@ -191,6 +191,23 @@ async def test_field_errors(http_client, base, v3_merchant, kind, change):
 
 
 @pytest.mark.gen_test(timeout=15)
+async def test_h5_without_h5_info_names_the_field_as_wechat_does(http_client, base, v3_merchant):
+    body = kind_body("MWEB", "NOH5INFO1", base, scene_info={"payer_client_ip": "203.0.113.7"})
+    status, _, text = await v3_call(http_client, base, v3_merchant, "POST", KINDS["MWEB"], body)
+    assert (status, json.loads(text)["message"]) == (
+        400, "输入源“/body/scene_info/h5_info”映射到字段“h5_info”必填性规则校验失败，此字段为必填项")
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_an_expired_h5_url_is_refused_as_the_checkmweb_page_does(http_client, base,
+                                                                       v3_merchant, app):
+    h5 = await create(http_client, base, v3_merchant, "MWEB", "H5GONE001")
+    app.sim_state.clock.advance(301 * TIME_SCALE)               # 5 minutes and 1 second
+    status, data = await call(http_client, base + "/sim/pay", "POST", {"h5_url": h5["h5_url"]})
+    assert status == 400 and "支付请求已失效，请重新发起支付" in data["errMsg"], data
+
+
+@pytest.mark.gen_test(timeout=15)
 async def test_wrong_appid_and_a_fault_on_the_new_paths(http_client, base, v3_merchant):
     status, _, text = await v3_call(http_client, base, v3_merchant, "POST", KINDS["APP"],
                                     kind_body("APP", "APPID0001", base, appid="wx0000000000000000"))

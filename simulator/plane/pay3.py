@@ -1,12 +1,11 @@
-"""The phone paying API v3's Native, H5 and App orders at POST /sim/pay: a scanned code_url, an
-opened h5_url, or the App's call to the WeChat SDK (APP调起支付) whose RSA sign is checked; any
-other body, and any that names an API v2 order, goes on to v2's (plane/scan.py), then to
-wx.requestPayment's checks (plane/phone.py)."""
+"""The phone paying API v3's Native, H5 and App orders (plane/pay.py chooses it): a scanned
+code_url, an opened h5_url, or the App's call to the WeChat SDK (APP调起支付) whose RSA sign is
+checked."""
+from simulator import payurls
 from simulator.models import beijing
-from simulator.plane import scan
-from simulator.plane.phone import PAY_RESULTS, PaymentFail, js_type
+from simulator.plane.phone import PaymentFail, js_type
 from simulator.rules import PREPAY_TTL
-from simulator.v3 import rules as v3rules, wire as v3wire
+from simulator.v3 import wire as v3wire
 
 # APP调起支付 (v3, WeChat's App docs): these fields, package the constant Sign=WXPay, and sign =
 # base64 SHA256withRSA with the merchant API certificate's key over
@@ -20,20 +19,17 @@ KINDS = {"code_url": ("NATIVE", "Native (scan code_url)"),
 KIND_NAMES = {"NATIVE": "a Native", "MWEB": "an H5 (MWEB)", "APP": "an App", "JSAPI": "a JSAPI"}
 
 
-class V3SimPayHandler(scan.SimPayHandler):
-    """POST /sim/pay, also for v3 orders of the other kinds: {"code_url"} (Native: the payer
-    scans it), {"h5_url"} (H5), or the App's fields {"appid", "partnerid", "prepayid",
-    "package": "Sign=WXPay", "noncestr", "timestamp", "sign"}; each with wx.requestPayment's
-    optional "result" and coupon, and an optional "user" who pays (default "default": the
-    order's payer.openid is that user's for the order's appid). An order of API v2 named so
-    goes on to v2's checks."""
+class V3Payer:
+    """v3 orders of the other kinds, mixed into plane/pay.py's SimPayHandler (a
+    phone.SimPayHandler: self.state, self.entry): {"code_url"} (Native: the payer scans it),
+    {"h5_url"} (H5), or the App's fields {"appid", "partnerid", "prepayid", "package":
+    "Sign=WXPay", "noncestr", "timestamp", "sign"}; each with wx.requestPayment's optional
+    "result" and coupon, and an optional "user" who pays (default "default": the order's
+    payer.openid is that user's for the order's appid)."""
 
-    def checked_order(self, data):
-        field = next((name for name in ("code_url", "h5_url", "prepayid") if name in data),
-                     "prepayid" if "partnerid" in data else None)
-        order = self.v3_order(field, data) if field else None
-        if order is None:
-            return self.jsapi_order(super().checked_order(data))
+    def v3_kind_order(self, field, data):
+        """The v3 order the body's field (code_url, h5_url, prepayid) names, payable now."""
+        order = self.v3_order(field, data)
         self.check_payable(order, field)
         user = data.get("user", "default")
         if isinstance(user, bool) or not isinstance(user, (str, int)) or str(user) == "":
@@ -41,38 +37,17 @@ class V3SimPayHandler(scan.SimPayHandler):
         self.state.v3_payer(order, str(user))
         return order
 
-    def jsapi_order(self, order):
-        """wx.requestPayment pays JSAPI orders only: a v3 prepay_id of another kind is its
-        App's, code_url's or h5_url's to pay."""
-        ordered_as = order.fields.get("trade_type") or "JSAPI"
-        if order.api == "v3" and ordered_as != "JSAPI":
-            raise PaymentFail(400, "requestPayment:fail package names %s order, not a JSAPI one"
-                              % KIND_NAMES[ordered_as])
-        return order
-
     def v3_order(self, field, data):
-        """The v3 order the body names (checked: kind, App fields and sign); None for v2's."""
+        """The v3 order the body names (checked: kind, App fields and sign)."""
         trade_type, api = KINDS[field]
         self.entry["api"] = api
-        if data.get("result", "SUCCESS") not in PAY_RESULTS:
-            raise PaymentFail(400, "requestPayment:fail result must be one of "
-                              + ", ".join(PAY_RESULTS))
         if trade_type == "APP":
             check_strings(data, APP_FIELDS)
-        value = data[field]
-        if not isinstance(value, str):
-            raise PaymentFail(400, "requestPayment:fail parameter error: parameter.%s should be "
-                              "String instead of %s;" % (field, js_type(value)))
-        prepay_id = {"code_url": v3wire.prepay_of_code_url, "h5_url": v3wire.prepay_of_h5_url,
-                     "prepayid": str}[field](value)
+        prepay_id = prepay_named(field, data[field])
         order = self.state.by_prepay.get(prepay_id or "")
-        if order is None and field != "h5_url":
-            return None     # perhaps a v2 code_url or App call: v2's checks say what is wrong
-        if order is None:
-            raise PaymentFail(400, "requestPayment:fail %s invalid: it names no order of this "
-                              "simulator" % field)
-        if order.api != "v3":
-            return None
+        if order is None or order.api != "v3":
+            raise PaymentFail(400, "requestPayment:fail %s invalid: it names no v3 order of "
+                              "this simulator" % field)
         self.entry["out_trade_no"] = order.out_trade_no
         ordered_as = order.fields.get("trade_type") or "JSAPI"
         if ordered_as != trade_type:
@@ -91,11 +66,13 @@ class V3SimPayHandler(scan.SimPayHandler):
             raise PaymentFail(409, "requestPayment:fail 该订单已支付")
         if order.trade_state == "CLOSED":
             raise PaymentFail(409, "requestPayment:fail 该订单已关闭")
+        if field == "h5_url" and self.state.h5_link_expired(order):
+            raise PaymentFail(400, "requestPayment:fail "
+                              + payurls.h5_link_expired(field, order.out_trade_no))
         if self.state.prepay_expired(order):
-            life = ("%g minutes" % (v3rules.H5_URL_TTL / 60) if field == "h5_url"
-                    else "%g hours" % (PREPAY_TTL / 3600))
-            raise PaymentFail(400, "requestPayment:fail %s expired (it lives %s): a new 下单 "
-                              "with the same out_trade_no issues a new one" % (field, life))
+            raise PaymentFail(400, "requestPayment:fail %s expired (it lives %g hours): a new "
+                              "下单 with the same out_trade_no issues a new one"
+                              % (field, PREPAY_TTL / 3600))
         time_expire = order.fields.get("time_expire")
         if time_expire and beijing(self.state.clock.now()) >= time_expire:
             raise PaymentFail(400, "requestPayment:fail order expired at time_expire "
@@ -121,6 +98,12 @@ class V3SimPayHandler(scan.SimPayHandler):
         self.entry["signature"] = "bad"
         self.entry["explanation"] = explain_app_sign(merchant, data, message)
         raise PaymentFail(400, "requestPayment:fail 支付验证签名失败")
+
+
+def prepay_named(field, value):
+    """The prepay_id a code_url, h5_url or prepayid names (None: not one of the simulator's)."""
+    return {"code_url": v3wire.prepay_of_code_url, "h5_url": v3wire.prepay_of_h5_url,
+            "prepayid": str}[field](value)
 
 
 def check_strings(data, names):

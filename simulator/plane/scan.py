@@ -1,7 +1,7 @@
-"""POST /sim/pay for the orders paid outside a Mini Program: a Native order's code_url scanned
-({"code_url"}), an App's pay parameters handed to WXApi.sendReq ({"appid", "partnerid",
-"prepayid", "package", "noncestr", "timestamp", "sign"}) and an H5 order's mweb_url opened
-({"mweb_url"}); wx.requestPayment's fields are played by phone.py as before.
+"""The phone paying API v2's orders made outside a Mini Program (plane/pay.py chooses it): a
+Native order's code_url scanned ({"code_url"}), an App's pay parameters handed to WXApi.sendReq
+({"appid", "partnerid", "prepayid", "package", "noncestr", "timestamp", "sign"}) and an H5
+order's mweb_url opened ({"mweb_url"}).
 
 Each takes the optional "result", "coupon_fee" and "coupon_type" of phone.py, and "user" (as
 /sim/login's): who pays, whose openid the notification and orderquery then name. Every answer
@@ -9,7 +9,7 @@ is worded as wx.requestPayment's (errMsg), and names the order's trade_type."""
 from simulator import payurls
 from simulator.models import PAYER_USER
 from simulator.plane import phone
-from simulator.plane.phone import PAY_RESULTS, PaymentFail, unpayable
+from simulator.plane.phone import PaymentFail, unpayable
 from simulator.v2 import wire as v2wire
 
 # APP调起支付 (v2): the App passes appid, partnerid (the mch_id), prepayid, package (the fixed
@@ -27,42 +27,21 @@ REFUSALS = {"ORDER_PAID": (409, "该订单已支付"), "ORDER_CLOSED": (409, "�
             "PREPAY_EXPIRED": (400, None), "ORDER_EXPIRED": (400, None)}
 
 
-def kind_of(data):
-    """The trade_type a /sim/pay body pays, or None for wx.requestPayment's fields (JSAPI)."""
-    if "code_url" in data:
-        return "NATIVE"
-    if "mweb_url" in data:
-        return "MWEB"
-    if "partnerid" in data:
-        return "APP"
-    return None
+class V2Payer:
+    """The v2 Native scan, App call and H5 page, mixed into plane/pay.py's SimPayHandler (a
+    phone.SimPayHandler: self.state, self.entry)."""
 
-
-class SimPayHandler(phone.SimPayHandler):
-    """phone.SimPayHandler, plus the Native scan, the App's call and the H5 page."""
-    kind = None
-
-    def checked_order(self, data):
-        self.kind = kind_of(data)
-        if self.kind is None:
-            return super().checked_order(data)
-        self.entry["api"] = APIS[self.kind]
-        if data.get("result", "SUCCESS") not in PAY_RESULTS:
-            raise PaymentFail(400, FAIL + "result must be one of " + ", ".join(PAY_RESULTS))
+    def v2_kind_order(self, kind, data):
+        """The v2 order of that kind (NATIVE, APP, MWEB) the body names, payable now."""
+        self.entry["api"] = APIS[kind]
         user = data.get("user", PAYER_USER)
         if not isinstance(user, str) or not user:
             raise PaymentFail(400, FAIL + "user must be a non-empty string")
-        order = {"NATIVE": self.scanned, "APP": self.app_call, "MWEB": self.opened}[self.kind](data)
+        order = {"NATIVE": self.scanned, "APP": self.app_call, "MWEB": self.opened}[kind](data)
         self.entry["out_trade_no"] = order.out_trade_no
         refuse(self.state, order)
         self.state.set_payer(order, user)
         return order
-
-    def pay(self, order, result, coupon=(0, "")):
-        out = super().pay(order, result, coupon)
-        if self.kind:
-            out["trade_type"] = self.kind
-        return out
 
     def scanned(self, data):
         """The Native order whose code_url was scanned."""
@@ -75,14 +54,20 @@ class SimPayHandler(phone.SimPayHandler):
         return self.current(prepay_id, "NATIVE", "code_url")
 
     def opened(self, data):
-        """The H5 order whose mweb_url the browser opened (on whichever host it names)."""
+        """The H5 order whose mweb_url the browser opened (on whichever host it names), while
+        that link lives (payurls.H5_LINK_TTL)."""
         named = payurls.prepay_of_mweb_url(data["mweb_url"])
         order = self.state.by_prepay.get(named[0]) if named else None
-        if order is None or named[1] != payurls.mweb_package(named[0]):
+        links = [payurls.mweb_package(named[0], n) for n in range(order.h5_link + 1)] \
+            if order is not None else []
+        if named is None or named[1] not in links:
             raise PaymentFail(400, FAIL + "mweb_url invalid: not an mweb_url (%s?prepay_id=..."
                               "&package=...) this simulator answered to an MWEB unifiedorder"
                               % payurls.MWEB_PATH)
-        return self.current(named[0], "MWEB", "mweb_url")
+        order = self.current(named[0], "MWEB", "mweb_url")
+        if named[1] != links[-1] or self.state.h5_link_expired(order):
+            raise PaymentFail(400, FAIL + payurls.h5_link_expired("mweb_url", order.out_trade_no))
+        return order
 
     def app_call(self, data):
         """The APP order of the App's pay parameters, once their sign checks out."""

@@ -214,7 +214,8 @@ class UnifiedOrderHandler(PayHandler):
             out["code_url"] = payurls.code_url(order.prepay_id)
         elif msg["trade_type"] == "MWEB":
             base = "%s://%s" % (self.request.protocol, self.request.host)
-            out["mweb_url"] = payurls.mweb_url(base, order.prepay_id)
+            self.state.issue_h5_link(order)
+            out["mweb_url"] = payurls.mweb_url(base, order.prepay_id, order.h5_link)
         return out
 
 

@@ -6,7 +6,7 @@ import datetime
 import re
 import urllib.parse
 
-from simulator import rules
+from simulator import payurls, rules
 from simulator.v3 import wire as v3wire
 
 SIGNATURE_WINDOW = 300      # seconds a request's timestamp may be off (not scaled)
@@ -56,9 +56,10 @@ REFUND_STATUS = {"PROCESSING": "PROCESSING", "SUCCESS": "SUCCESS", "REFUNDCLOSE"
 REFUND_EVENT = {"SUCCESS": ("REFUND.SUCCESS", "退款成功"),
                 "REFUNDCLOSE": ("REFUND.CLOSED", "退款关闭"),
                 "CHANGE": ("REFUND.ABNORMAL", "退款异常")}
-# H5下单: "h5_url有效期为5分钟" (WeChat's H5 docs); a later 下单 with the same out_trade_no
-# and fields issues a new one. (code_url, Native's, lives 2 hours as a prepay_id does.)
-H5_URL_TTL = 300
+# H5下单: "h5_url的有效期为5分钟" (payurls.H5_LINK_TTL); a later 下单 with the same
+# out_trade_no and fields issues a new one. (code_url, Native's, lives 2 hours as a prepay_id
+# does.)
+H5_URL_TTL = payurls.H5_LINK_TTL
 # H5下单's scene_info.h5_info.type: the scenes WeChat documents.
 H5_TYPES = ("iOS", "Android", "Wap")
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{6,32}$")
@@ -100,12 +101,15 @@ def string(body, name, required=True, max_bytes=None, where=""):
     return value
 
 
-def obj(body, name, required=True):
+def obj(body, name, required=True, where=""):
     value = body.get(name)
     if value is None and not required:
         return {}
+    if value is None:
+        raise param_error("输入源“/body/%s%s”映射到字段“%s”必填性规则校验失败，此字段为必填项"
+                          % (where, name, name))
     if not isinstance(value, dict):
-        raise param_error("%s must be a JSON object" % name)
+        raise param_error("%s%s must be a JSON object" % (where, name))
     return value
 
 
@@ -182,7 +186,7 @@ def check_scene(body):
     required: the scene, one of iOS, Android, Wap."""
     scene = obj(body, "scene_info")
     string(scene, "payer_client_ip", max_bytes=45, where="scene_info/")
-    h5_info = obj(scene, "h5_info")
+    h5_info = obj(scene, "h5_info", where="scene_info/")
     kind = string(h5_info, "type", max_bytes=32, where="scene_info/h5_info/")
     if kind not in H5_TYPES:
         raise param_error("scene_info.h5_info.type must be one of %s, not %r"

@@ -64,10 +64,12 @@ class V3State:
         return order
 
     def _new_v3_prepay(self, order):
-        """A new prepay_id; an H5 order's lives H5_URL_TTL, as its h5_url does (v3rules)."""
+        """A new prepay_id; an H5 order's lives as its h5_url does (issue_h5_link): H5下单
+        answers only the link, so a 下单 after it expired answers a new prepay_id and link."""
         self._new_prepay(order)
         if order.fields["trade_type"] == "MWEB":
-            order.prepay_expires_at = self.clock.now() + self.clock.scaled(v3rules.H5_URL_TTL)
+            self.issue_h5_link(order)
+            order.prepay_expires_at = order.h5_link_expires_at
 
     def v3_payer(self, order, user):
         """Who scanned the Native code or opened the H5 or App payment: the payer's openid
