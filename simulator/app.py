@@ -9,11 +9,11 @@ from simulator import login_api
 from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
-from simulator.plane import console, control, health, pay, phone
+from simulator.plane import bills as planebills, console, control, health, pay, phone
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
-from simulator.v2 import api as v2api
-from simulator.v3 import api as v3api, kinds as v3kinds
+from simulator.v2 import api as v2api, bills as v2bills
+from simulator.v3 import api as v3api, bills as v3bills, kinds as v3kinds
 
 # Every WeChat path answers below /, /sandboxnew/ and /xdc/apiv2sandbox/, slash or not.
 PREFIX = r"(?P<prefix>/sandboxnew|/xdc/apiv2sandbox)?"
@@ -76,13 +76,14 @@ def routes(state, notifier, settlement):
         (PREFIX + r"/pay/closeorder/?", v2api.CloseOrderHandler),
         (PREFIX + r"/secapi/pay/refund/?", v2api.RefundHandler),
         (PREFIX + r"/pay/refundquery/?", v2api.RefundQueryHandler),
+        (PREFIX + r"/pay/downloadbill/?", v2bills.DownloadBillHandler),
         (r"/sandboxnew/pay/getsignkey/?", v2api.GetSignKeyHandler),
         (GETSIGNKEY_XDC + "/?", v2api.GetSignKeyHandler),
         (PREFIX + r"/sns/jscode2session/?", login_api.Code2SessionHandler),
         (PREFIX + r"/cgi-bin/token/?", login_api.TokenHandler),
     ]
     if state.v3 is not None:
-        wechat += v3api.routes() + v3kinds.routes()
+        wechat += v3api.routes() + v3kinds.routes() + v3bills.routes()
     sim = [
         (r"/sim/login", phone.SimLoginHandler),
         (r"/sim/pay", pay.SimPayHandler),
@@ -91,6 +92,9 @@ def routes(state, notifier, settlement):
         (r"/sim/orders/([^/]+)/notify", control.SimNotifyHandler),
         (r"/sim/orders/([^/]+)/phone", phone.SimPhoneHandler),
         (r"/sim/orders/([^/]+)/refund-outcome", control.SimRefundOutcomeHandler),
+        (r"/sim/orders/([^/]+)/notifications", planebills.SimOrderNotificationsHandler),
+        (r"/sim/orders/([^/]+)/refunds", planebills.SimOrderRefundsHandler),
+        (r"/sim/bills/([^/]+)", planebills.SimBillsHandler),
         (r"/sim/refunds", control.SimRefundsHandler),
         (r"/sim/refunds/([^/]+)", control.SimRefundHandler),
         (r"/sim/refunds/([^/]+)/notify", control.SimRefundNotifyHandler),

@@ -21,10 +21,13 @@ V3_APIS = ("/v3/pay/transactions/jsapi", "/v3/pay/transactions/out-trade-no/{out
 # API v3's other order kinds: Native, App and H5 (v3/kinds.py).
 V3_KIND_APIS = ("/v3/pay/transactions/native", "/v3/pay/transactions/app",
                 "/v3/pay/transactions/h5")
-WECHAT_APIS = V2_APIS + V3_APIS + V3_KIND_APIS
+# Bills: v2's downloadbill, v3's two bill applications and their download_url (bills.py).
+V2_BILL_APIS = ("/pay/downloadbill",)
+V3_BILL_APIS = ("/v3/bill/tradebill", "/v3/bill/fundflowbill", "/v3/billdownload/file")
+WECHAT_APIS = V2_APIS + V3_APIS + V3_KIND_APIS + V2_BILL_APIS + V3_BILL_APIS
 _V3_TEMPLATES = [(re.compile("^" + re.sub(r"\{[a-z_]+\}", "[^/]+", re.escape(api)
                                           .replace(r"\{", "{").replace(r"\}", "}")) + "$"), api)
-                 for api in V3_APIS + V3_KIND_APIS]
+                 for api in V3_APIS + V3_KIND_APIS + V3_BILL_APIS]
 FAULT_KINDS = ("latency", "status", "system_error", "malformed", "bad_sign", "drop")
 # What the `malformed` fault answers: cut off mid-document, like a broken proxy.
 MALFORMED_XML = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDA"

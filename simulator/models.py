@@ -127,6 +127,7 @@ class Order:
     paid_at: float = 0.0
     notify_id: str = ""         # v3: the notification's id (the same on every retry)
     payer_openid: str = ""      # who paid an order created without openid (NATIVE, APP, MWEB)
+    notify_lost: bool = False   # fault: its payment notifications are never delivered
 
     @property
     def total_fee(self):
@@ -211,6 +212,9 @@ class Refund:
     notify_delivered: bool = False
     api: str = "v2"             # "v3": requested by POST /v3/refund/domestic/refunds
     notify_id: str = ""         # v3: the notification's id (the same on every retry)
+    # API, or VENDOR_PLATFORM for a refund made by hand in the merchant platform (v2's
+    # refund_request_source)
+    request_source: str = "API"
 
     @property
     def key(self):

@@ -154,7 +154,17 @@ class Notifier:
         return self._http
 
     def start(self, order):
-        """Begin WeChat's delivery of a freshly paid order: attempt 1 now."""
+        """Begin WeChat's delivery of a freshly paid order: attempt 1 now; none for an order
+        whose notifications are lost (POST /sim/orders/<no>/notifications {"deliver": false}),
+        recorded as one attempt with outcome "lost"."""
+        if order.notify_lost:
+            record = payment_target(order).record()
+            record.update({"url": order.notify_url, "time": self.state.clock.now(),
+                           "attempt": 1, "mode": "auto", "forged": False, "kind": "payment",
+                           "outcome": "lost", "error": "notifications of this order are "
+                           "lost (POST /sim/orders/<out_trade_no>/notifications)"})
+            self.state.log_notification(record)
+            return
         self._schedule(payment_target(order), 1, 0.0)
 
     def start_refund(self, refund):

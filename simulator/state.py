@@ -79,6 +79,7 @@ class State(V2State, V3State):
         self.phone_results = {}                         # (mch_id, out_trade_no) -> last phone result
         self.v3_nonces = collections.OrderedDict()      # (mchid, nonce_str) -> forget after
         self.v3_signatures = 0                          # notification attempts signed
+        self.bill_files = {}                            # v3 bill download token -> BillFile
 
     def set_refund_delay(self, seconds):
         self.refund_delay = check_refund_delay(seconds)
@@ -234,6 +235,32 @@ class State(V2State, V3State):
         order.trade_state = "REFUND"
         self.refunds[refund.key] = refund
         self.by_refund_id[refund.refund_id] = refund
+        return refund
+
+    def platform_refund(self, order, refund_fee, out_refund_no, notify_url=""):
+        """A refund made by hand in the merchant platform (POST /sim/orders/<no>/refunds):
+        accepted PROCESSING like any other (the caller settles it at once); the backend
+        never asked for it. ValueError when the order cannot take it."""
+        if not order.paid:
+            raise ValueError("order %s is %s: only a paid order is refunded"
+                             % (order.out_trade_no, order.trade_state))
+        if not 0 < refund_fee <= order.total_fee - order.refunded_fee:
+            raise ValueError("refund_fee must be 1..%d (the order's total less what is "
+                             "refunded)" % (order.total_fee - order.refunded_fee))
+        if (order.mch_id, out_refund_no) in self.refunds:
+            raise ValueError("merchant %s already has refund %s" % (order.mch_id, out_refund_no))
+        now = self.clock.now()
+        refund = Refund(
+            mch_id=order.mch_id, appid=order.appid, out_trade_no=order.out_trade_no,
+            transaction_id=order.transaction_id, out_refund_no=out_refund_no,
+            refund_id=self._refund_id(now), total_fee=order.total_fee, refund_fee=refund_fee,
+            sandbox=order.sandbox, sign_type=order.sign_type, notify_url=notify_url,
+            created_at=now, due_at=now, refund_desc="商户平台退款", api=order.api,
+            refund_account="AVAILABLE" if order.api == "v3" else "REFUND_SOURCE_UNSETTLED_FUNDS",
+            request_source="VENDOR_PLATFORM")
+        outcome = order.refund_outcome      # meant for the next refund the backend asks for
+        self._add_refund(order, refund)
+        order.refund_outcome = outcome
         return refund
 
     def _refund_id(self, now):

@@ -283,3 +283,24 @@ def test_advancing_the_clock_in_the_console_expires_a_login_code(shop):
                "the clock to show the jump")
     r = requests.post(shop.backend.url + "/api/login", json={"code": code}, timeout=10)
     assert r.status_code == 401 and r.json()["error"]["wechat_code"] == 40029
+
+
+def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):
+    """Last in the module: it moves the simulator's clock past the end of the day."""
+    from playwright.sync_api import expect
+    order = shop.order(shop.login("bill-user")).json()
+    paid = requests.post(shop.sim.url + "/sim/pay", json=order["payment"], timeout=10)
+    assert paid.status_code == 200, paid.text
+    now = requests.get(shop.sim.url + "/sim/clock", timeout=5).json()["now"]
+    day = time.strftime("%Y-%m-%d", time.gmtime(now + 8 * 3600))     # Beijing
+    shop.page.locator("#bill-date").fill(day)
+    shop.page.locator("button#show-bill").click()
+    expect(shop.page.locator("#bill-text")).to_contain_text("has not ended", timeout=10000)
+    end = (now + 8 * 3600) // 86400 * 86400 + 86400 - 8 * 3600
+    requests.post(shop.sim.url + "/sim/clock", json={"advance": end - now + 1}, timeout=5)
+    shop.page.locator("button#show-bill").click()
+    bill = shop.page.locator("#bill-text")
+    expect(bill).to_contain_text("交易时间,公众账号ID,商户号", timeout=10000)
+    expect(bill).to_contain_text("`" + order["out_trade_no"] + ",")
+    assert shop.page.locator("#bill-link").get_attribute("href") == (
+        "/sim/bills/%s?bill_type=ALL" % day)

@@ -67,7 +67,7 @@ def refund_plaintext(refund, mode="normal"):
         "out_refund_no": refund.out_refund_no, "out_trade_no": refund.out_trade_no,
         "refund_account": refund.refund_account, "refund_fee": str(refund.refund_fee),
         "refund_id": refund.refund_id, "refund_recv_accout": refund.refund_recv_accout,
-        "refund_request_source": "API", "refund_status": refund.refund_status,
+        "refund_request_source": refund.request_source, "refund_status": refund.refund_status,
         "settlement_refund_fee": str(refund.refund_fee),
         "settlement_total_fee": str(refund.total_fee), "total_fee": str(refund.total_fee),
         "transaction_id": refund.transaction_id,

@@ -513,11 +513,32 @@
       act(button, 'POST', '/sim/clock', { advance: seconds }, function (d) {
         return 'Clock advanced ' + duration(seconds) + '; offset now ' + d.offset + ' s.';
       });
+    } else if (button.id === 'show-bill') {
+      showBill();
     } else if (button.id === 'reset') {
       act(button, 'POST', '/sim/reset', undefined, function () {
         return 'Simulator reset: orders, refunds, codes, logs, faults and clock offset forgotten.';
       });
     }
+  }
+
+  function billUrl() {
+    return '/sim/bills/' + encodeURIComponent($('#bill-date').value) +
+      '?bill_type=' + encodeURIComponent($('#bill-type').value);
+  }
+
+  // GET /sim/bills/<day>: the bill's text, or the reason there is none (yet)
+  function showBill() {
+    var url = billUrl();
+    $('#bill-link').href = url;
+    fetch(url).then(function (r) {
+      return r.text().then(function (text) {
+        if (r.ok) { $('#bill-text').textContent = text; return; }
+        var reason = text;
+        try { reason = JSON.parse(text).error.message; } catch (e) { /* not JSON */ }
+        $('#bill-text').textContent = 'No bill: ' + reason;
+      });
+    });
   }
 
   function numberField(form, name) {
