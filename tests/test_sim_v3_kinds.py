@@ -317,6 +317,17 @@ async def test_app_call_field_errors(http_client, base, v3_merchant, change):
 
 
 @pytest.mark.gen_test(timeout=15)
+async def test_the_app_call_takes_prepay_id_for_prepayid_as_v2s_does(http_client, base,
+                                                                     v3_merchant):
+    prepay_id = (await create(http_client, base, v3_merchant, "APP", "ALIAS0001"))["prepay_id"]
+    fields = app_call(v3_merchant, prepay_id)
+    fields["prepay_id"] = fields.pop("prepayid")
+    status, data = await call(http_client, base + "/sim/pay", "POST", fields)
+    assert status == 200 and data["out_trade_no"] == "ALIAS0001", data
+    assert (await query(http_client, base, v3_merchant, "ALIAS0001"))["trade_state"] == "SUCCESS"
+
+
+@pytest.mark.gen_test(timeout=15)
 async def test_wx_request_payment_does_not_pay_an_app_order(http_client, base, v3_merchant):
     """JSAPI's fields with an App order's prepay_id, correctly RSA-signed: refused."""
     prepay_id = (await create(http_client, base, v3_merchant, "APP", "CROSS0001"))["prepay_id"]
