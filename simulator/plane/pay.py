@@ -13,8 +13,8 @@ FAIL = "requestPayment:fail "
 def payer_of(state, data):
     """(trade_type, field, api version) of a /sim/pay body; ("JSAPI", None, None) for
     wx.requestPayment's fields. A code_url or App call is v3's when it names a v3 order, else
-    v2's (whose checks say what is wrong with it); an App call names its order by prepayid (v2
-    also takes prepay_id), and without partnerid only a v3 order's."""
+    v2's (whose checks say what is wrong with it); an App call names its order by prepayid (or
+    prepay_id, see app_call_fields), and without partnerid only a v3 order's."""
     if "code_url" in data:
         return "NATIVE", "code_url", version(state, "code_url", data["code_url"])
     if "h5_url" in data:
@@ -26,6 +26,15 @@ def payer_of(state, data):
     if "partnerid" in data:
         return "APP", "prepayid", "v2"
     return "JSAPI", None, None
+
+
+def app_call_fields(data):
+    """The body with an App call's prepay_id (a common misspelling of APP调起支付's prepayid,
+    taken for both versions) as prepayid; other bodies as they are."""
+    if "partnerid" in data and "prepayid" not in data and "prepay_id" in data:
+        data = dict(data, prepayid=data["prepay_id"])
+        del data["prepay_id"]
+    return data
 
 
 def version(state, field, value):
@@ -40,6 +49,7 @@ class SimPayHandler(V3Payer, V2Payer, phone.SimPayHandler):
     kind = None     # the v2 trade_type paid outside a Mini Program: its answer names it
 
     def checked_order(self, data):
+        data = app_call_fields(data)
         trade_type, field, api = payer_of(self.state, data)
         if api is None:
             return self.jsapi_order(super().checked_order(data))

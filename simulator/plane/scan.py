@@ -71,12 +71,11 @@ class V2Payer:
 
     def app_call(self, data):
         """The APP order of the App's pay parameters, once their sign checks out."""
-        fields = dict(data, prepayid=data.get("prepayid", data.get("prepay_id")))
         for name in APP_FIELDS:
-            if not isinstance(fields.get(name), str):
+            if not isinstance(data.get(name), str):
                 raise PaymentFail(400, FAIL + "parameter error: parameter.%s should be String "
-                                  "instead of %s;" % (name, phone.js_type(fields.get(name))))
-        params = {name: fields[name] for name in APP_FIELDS}
+                                  "instead of %s;" % (name, phone.js_type(data.get(name))))
+        params = {name: data[name] for name in APP_FIELDS}
         order = self.current(params["prepayid"], "APP", "prepayid")
         if (params["appid"], params["partnerid"]) != (order.appid, order.mch_id):
             raise PaymentFail(400, FAIL + "appid and partnerid must be the order's appid and "
