@@ -302,6 +302,14 @@ async def test_an_mweb_url_with_another_package_is_refused(http_client, base):
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize("field", ["mweb_url", "h5_url"])
+async def test_an_h5_link_that_is_no_url_is_refused_not_a_500(http_client, base, field):
+    link = "http://[::1/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx1&package=1"
+    status, data = await call(http_client, base + "/sim/pay", "POST", {field: link})
+    assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
+
+
+@pytest.mark.gen_test
 async def test_kinds_are_not_interchangeable(http_client, base):
     native = await create(http_client, base, "NATIVE", "N1")
     app_order = await create(http_client, base, "APP", "A1")
