@@ -8,6 +8,7 @@ import time
 import pytest
 from wechatpayv3.utils import rsa_sign
 
+from simulator import payurls
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
@@ -325,6 +326,17 @@ async def test_the_app_call_takes_prepay_id_for_prepayid_as_v2s_does(http_client
     status, data = await call(http_client, base + "/sim/pay", "POST", fields)
     assert status == 200 and data["out_trade_no"] == "ALIAS0001", data
     assert (await query(http_client, base, v3_merchant, "ALIAS0001"))["trade_state"] == "SUCCESS"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_v2_shaped_code_url_of_a_v3_order_is_no_link_it_answered(http_client, base,
+                                                                        v3_merchant):
+    """v2's code_url (pr = 7 characters of the prepay_id) of a v3 Native order: never answered."""
+    native = await create(http_client, base, v3_merchant, "NATIVE", "V2SHAPE01")
+    v2_shaped = payurls.code_url(native["code_url"].replace("weixin://wxpay/bizpayurl?pr=", ""))
+    status, data = await call(http_client, base + "/sim/pay", "POST", {"code_url": v2_shaped})
+    assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
+    assert (await query(http_client, base, v3_merchant, "V2SHAPE01"))["trade_state"] == "NOTPAY"
 
 
 @pytest.mark.gen_test(timeout=15)
