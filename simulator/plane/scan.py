@@ -86,10 +86,12 @@ class V2Payer:
         return order
 
     def current(self, prepay_id, trade_type, name):
-        """The order of a prepay_id of that trade_type, while it is its prepay_id."""
+        """The v2 order of a prepay_id of that trade_type, while it is its prepay_id (a v3
+        order's links are v3's: its prepay_id in a v2-shaped link was never answered)."""
         order = self.state.by_prepay.get(prepay_id)
-        if order is None or order.fields.get("trade_type") != trade_type:
-            raise PaymentFail(400, FAIL + "%s invalid: it names no %s order" % (name, trade_type))
+        if order is None or order.api != "v2" or order.fields.get("trade_type") != trade_type:
+            raise PaymentFail(400, FAIL + "%s invalid: it names no v2 %s order"
+                              % (name, trade_type))
         if order.prepay_id != prepay_id:
             raise PaymentFail(400, FAIL + "%s expired: a later unifiedorder of order %s issued "
                               "a new prepay_id" % (name, order.out_trade_no))
