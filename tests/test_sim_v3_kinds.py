@@ -182,6 +182,7 @@ async def test_repeat_close_and_the_console_phone(http_client, base, v3_merchant
     ("NATIVE", {"description": None}),
     ("APP", {"amount": {"total": 0}}),
     ("NATIVE", {"notify_url": "ftp://shop.example.com/notify"}),
+    ("APP", {"notify_url": "http://[::1/notify"}),
 ])
 async def test_field_errors(http_client, base, v3_merchant, kind, change):
     body = kind_body(kind, "FIELDS" + kind, base, **change)
