@@ -5,10 +5,10 @@ import dataclasses
 import json
 import logging
 import math
-import urllib.parse
 
 import tornado.web
 
+from simulator import payurls
 from simulator.digits import parse_int
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS, canonical_api
 from simulator.models import REFUND_OUTCOMES, REFUND_STATUSES
@@ -117,7 +117,8 @@ def check_same_origin(handler):
     origin = handler.request.headers.get("Origin")
     if origin is None:
         return
-    host = urllib.parse.urlsplit(origin).netloc if origin != "null" else ""
+    parts = payurls.split_url(origin) if origin != "null" else None
+    host = parts.netloc if parts is not None else ""    # "null" or no URL: another page's
     if host.lower() != handler.request.host.lower():
         raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
                        "simulator (only its own console may)" % origin)
