@@ -119,6 +119,7 @@ async def test_create_pay_on_the_phone_query_notify_refund(http_client, base, v3
     status, data = await call(http_client, base + "/sim/pay", "POST",
                               phone_fields(v3_merchant, kind, created))
     assert status == 200 and data["out_trade_no"] == no, data
+    assert data["trade_type"] == kind           # as a v2 order's answer names it
     _, bob = await login(http_client, base, "bob")
     tx = await query(http_client, base, v3_merchant, no)
     assert (tx["trade_type"], tx["trade_state"], tx["transaction_id"]) == (
