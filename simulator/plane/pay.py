@@ -46,7 +46,7 @@ def version(state, field, value):
 
 class SimPayHandler(V3Payer, V2Payer, phone.SimPayHandler):
     """POST /sim/pay for every kind of order: see payer_of for which payer a body goes to."""
-    kind = None     # the v2 trade_type paid outside a Mini Program: its answer names it
+    kind = None     # the trade_type paid outside a Mini Program (v2 or v3): its answer names it
 
     def checked_order(self, data):
         data = app_call_fields(data)
@@ -58,9 +58,9 @@ class SimPayHandler(V3Payer, V2Payer, phone.SimPayHandler):
         if field != "prepayid" and not isinstance(data[field], str):
             raise PaymentFail(400, FAIL + "parameter error: parameter.%s should be String "
                               "instead of %s;" % (field, js_type(data[field])))
+        self.kind = trade_type
         if api == "v3":
             return self.v3_kind_order(field, data)
-        self.kind = trade_type
         return self.v2_kind_order(trade_type, data)
 
     def jsapi_order(self, order):
