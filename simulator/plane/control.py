@@ -117,8 +117,7 @@ def check_same_origin(handler):
     origin = handler.request.headers.get("Origin")
     if origin is None:
         return
-    parts = payurls.split_url(origin) if origin != "null" else None
-    host = parts.netloc if parts is not None else ""    # "null" or no URL: another page's
+    host = getattr(payurls.split_url(origin), "netloc", "")    # "null", no URL: no host
     if host.lower() != handler.request.host.lower():
         raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
                        "simulator (only its own console may)" % origin)
