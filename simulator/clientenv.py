@@ -11,6 +11,7 @@ PAY_VERSIONS = ("v2", "v3")
 # --simulator uses the same directory below --simulator-v3-dir)
 BACKEND_CERT_DIR = "backend-platform-certs"
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@%+,=-]*\Z")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")     # what sh's export and dotenv take as a name
 
 
 class ReadyError(Exception):
@@ -108,4 +109,9 @@ def read_ready(path):
         raise ReadyError("%s: not a ready file: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise ReadyError("%s: not a ready file (no settings)" % path)
-    return data["settings"]
+    settings = data["settings"]
+    # the simulator writes names and strings only; anything else would be eval'd or crash render
+    if not all(_NAME.match(k) and isinstance(v, str) for k, v in settings.items()):
+        raise ReadyError("%s: not a ready file (settings must map variable names to strings)"
+                         % path)
+    return settings

@@ -70,11 +70,22 @@ def prepay_of_code_url(prepay_ids, url):
 
 def prepay_of_mweb_url(url):
     """(prepay_id, package) named by an mweb_url on any host, or None when it is not one."""
-    if not isinstance(url, str):
+    parts = split_url(url)
+    if parts is None:
         return None
-    parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qs(parts.query)
     if parts.path != MWEB_PATH or len(query.get("prepay_id", ())) != 1 \
             or len(query.get("package", ())) != 1:
         return None
     return query["prepay_id"][0], query["package"][0]
+
+
+def split_url(url):
+    """urlsplit's parts of url, or None when url is no string or no URL (urlsplit raises
+    ValueError for one such as http://[::1/, an unclosed IPv6 host)."""
+    if not isinstance(url, str):
+        return None
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError:
+        return None

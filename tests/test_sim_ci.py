@@ -147,6 +147,21 @@ def test_env_refuses_what_it_cannot_answer_in_one_line(args, problem):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.parametrize("settings", [
+    {"WECHAT_APPID": 5},                                  # not a string: was a traceback
+    {"WECHAT_APPID": "wx1", "X=1; touch pwned #": "v"},   # not a name: would be eval'd
+    {"": "v"},
+])
+def test_env_refuses_a_ready_file_whose_settings_are_not_names_to_strings(tmp_path, settings):
+    ready = tmp_path / "ready.json"
+    ready.write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": 1, "settings": settings}))
+    for fmt in ("sh", "dotenv", "json"):
+        done = env_command("--ready-file", str(ready), "--format", fmt)
+        assert done.returncode == 2 and done.stdout == "", (fmt, done)
+        assert done.stderr.startswith("run_simulator.py env: error: %s: not a ready file" % ready)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_the_ready_file_holds_the_url_and_the_settings_and_goes_with_the_simulator(tmp_path):
     ready = tmp_path / "ready.json"
     ready.write_text("{}")      # a left-over of a killed run is replaced, never taken for ready

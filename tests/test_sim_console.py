@@ -262,6 +262,9 @@ async def test_phone_refuses_another_web_pages_request(http_client, base, app):
     assert status == 403 and data["error"]["code"] == "CROSS_ORIGIN"
     status, _ = await phone(http_client, base, "X1", "CANCEL", headers={"Origin": "null"})
     assert status == 403
+    status, data = await phone(http_client, base, "X1", "SUCCESS",
+                               headers={"Origin": "http://[::1"})      # no URL at all
+    assert status == 403 and data["error"]["code"] == "CROSS_ORIGIN", data
     assert app.sim_state.orders[(DEMO_MCH_ID, "X1")].trade_state == "NOTPAY"
     # the console itself: same origin
     status, _ = await phone(http_client, base, "X1", "SUCCESS",

@@ -202,7 +202,8 @@ async def test_allowed_out_trade_no_charset_and_body_limit(http_client, base):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("url", ["http://shop.example/notify?id=1", "ftp://shop.example/n",
-                                 "notify", "http://shop.example/" + "n" * 250])
+                                 "notify", "http://shop.example/" + "n" * 250,
+                                 "http://[::1/notify"])
 async def test_invalid_notify_url(http_client, base, url):
     _, openid = await login(http_client, base)
     _, data = await unifiedorder(http_client, base, order_fields(openid, notify_url=url))

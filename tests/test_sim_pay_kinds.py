@@ -209,6 +209,15 @@ async def test_the_app_call_pays_an_app_order(http_client, base, received, sign_
 
 
 @pytest.mark.gen_test
+async def test_the_app_call_takes_prepay_id_for_prepayid(http_client, base):
+    params = app_params((await create(http_client, base, "APP"))["prepay_id"])
+    params["prepay_id"] = params.pop("prepayid")     # signed as prepayid, sent misspelt
+    status, paid = await call(http_client, base + "/sim/pay", "POST", params)
+    assert status == 200 and paid["trade_type"] == "APP", paid
+    assert (await query(http_client, base, "K1"))["trade_state"] == "SUCCESS"
+
+
+@pytest.mark.gen_test
 async def test_a_bad_app_sign_is_refused_with_the_explanation(http_client, base, app):
     prepay_id = (await create(http_client, base, "APP"))["prepay_id"]
     params = app_params(prepay_id)
@@ -299,6 +308,14 @@ async def test_an_mweb_url_with_another_package_is_refused(http_client, base):
     forged = re.sub(r"package=[0-9]+", "package=1", mweb_url)
     status, data = await call(http_client, base + "/sim/pay", "POST", {"mweb_url": forged})
     assert status == 400 and data["errMsg"].startswith("requestPayment:fail")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("field", ["mweb_url", "h5_url"])
+async def test_an_h5_link_that_is_no_url_is_refused_not_a_500(http_client, base, field):
+    link = "http://[::1/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx1&package=1"
+    status, data = await call(http_client, base + "/sim/pay", "POST", {field: link})
+    assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
 
 
 @pytest.mark.gen_test

@@ -259,6 +259,9 @@ async def test_out_refund_no_format_and_required_fields(http_client, base):
     _, data = await post_xml(http_client, base + "/secapi/pay/refund",
                              refund_fields(out_refund_no="Z", notify_url="ftp://x/y"))
     assert data["return_msg"] == "invalid notify_url"
+    _, data = await post_xml(http_client, base + "/secapi/pay/refund",
+                             refund_fields(out_refund_no="Z", notify_url="http://[::1/y"))
+    assert data["return_msg"] == "invalid notify_url"
 
 
 @pytest.mark.gen_test(timeout=10)

@@ -217,6 +217,7 @@ async def test_time_expire_and_an_order_of_api_v2(http_client, base, v3_merchant
     ({"amount": {"total": "100"}}, "PARAM_ERROR"),
     ({"amount": {"total": 100, "currency": "USD"}}, "PARAM_ERROR"),
     ({"notify_url": "https://shop.example.com/notify?x=1"}, "PARAM_ERROR"),
+    ({"notify_url": "http://[::1/notify"}, "PARAM_ERROR"),
     ({"payer": {"openid": "oNotIssuedByTheSimulator000"}}, "PARAM_ERROR"),
     ({"time_expire": "20261202103456"}, "PARAM_ERROR"),
     ({"payer": None}, "PARAM_ERROR"),
@@ -351,6 +352,7 @@ async def test_refund_rules_and_query(http_client, base, v3_merchant, app, box):
            (refund_body("R-2", 10, total=99), 400, "INVALID_REQUEST"),    # not the order's total
            (refund_body("R-2", 10, out_trade_no="NOSUCHORDER"), 404, "RESOURCE_NOT_EXISTS"),
            (refund_body("R-2", 101), 400, "PARAM_ERROR"),                 # refund > total
+           (refund_body("R-2", 1, notify_url="http://[::1/n"), 400, "PARAM_ERROR"),  # no URL
            ({"out_refund_no": "R-2", "amount": {"refund": 1, "total": 100}}, 400, "PARAM_ERROR")]
     for body, want_status, want_code in bad:
         status, _, text = await v3_call(http_client, base, v3_merchant, "POST", REFUNDS, body)

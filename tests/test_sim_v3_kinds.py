@@ -8,6 +8,7 @@ import time
 import pytest
 from wechatpayv3.utils import rsa_sign
 
+from simulator import payurls
 from simulator.app import make_app
 from simulator.config import SimConfig
 from simulator.state import State
@@ -118,6 +119,7 @@ async def test_create_pay_on_the_phone_query_notify_refund(http_client, base, v3
     status, data = await call(http_client, base + "/sim/pay", "POST",
                               phone_fields(v3_merchant, kind, created))
     assert status == 200 and data["out_trade_no"] == no, data
+    assert data["trade_type"] == kind           # as a v2 order's answer names it
     _, bob = await login(http_client, base, "bob")
     tx = await query(http_client, base, v3_merchant, no)
     assert (tx["trade_type"], tx["trade_state"], tx["transaction_id"]) == (
@@ -181,6 +183,7 @@ async def test_repeat_close_and_the_console_phone(http_client, base, v3_merchant
     ("NATIVE", {"description": None}),
     ("APP", {"amount": {"total": 0}}),
     ("NATIVE", {"notify_url": "ftp://shop.example.com/notify"}),
+    ("APP", {"notify_url": "http://[::1/notify"}),
 ])
 async def test_field_errors(http_client, base, v3_merchant, kind, change):
     body = kind_body(kind, "FIELDS" + kind, base, **change)
@@ -314,6 +317,28 @@ async def test_app_call_field_errors(http_client, base, v3_merchant, change):
     status, data = await call(http_client, base + "/sim/pay", "POST", fields)
     assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
     assert (await query(http_client, base, v3_merchant, "APPFIELD1"))["trade_state"] == "NOTPAY"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_the_app_call_takes_prepay_id_for_prepayid_as_v2s_does(http_client, base,
+                                                                     v3_merchant):
+    prepay_id = (await create(http_client, base, v3_merchant, "APP", "ALIAS0001"))["prepay_id"]
+    fields = app_call(v3_merchant, prepay_id)
+    fields["prepay_id"] = fields.pop("prepayid")
+    status, data = await call(http_client, base + "/sim/pay", "POST", fields)
+    assert status == 200 and data["out_trade_no"] == "ALIAS0001", data
+    assert (await query(http_client, base, v3_merchant, "ALIAS0001"))["trade_state"] == "SUCCESS"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_v2_shaped_code_url_of_a_v3_order_is_no_link_it_answered(http_client, base,
+                                                                        v3_merchant):
+    """v2's code_url (pr = 7 characters of the prepay_id) of a v3 Native order: never answered."""
+    native = await create(http_client, base, v3_merchant, "NATIVE", "V2SHAPE01")
+    v2_shaped = payurls.code_url(native["code_url"].replace("weixin://wxpay/bizpayurl?pr=", ""))
+    status, data = await call(http_client, base + "/sim/pay", "POST", {"code_url": v2_shaped})
+    assert status == 400 and data["errMsg"].startswith("requestPayment:fail"), data
+    assert (await query(http_client, base, v3_merchant, "V2SHAPE01"))["trade_state"] == "NOTPAY"
 
 
 @pytest.mark.gen_test(timeout=15)

@@ -5,10 +5,10 @@ import dataclasses
 import json
 import logging
 import math
-import urllib.parse
 
 import tornado.web
 
+from simulator import payurls
 from simulator.digits import parse_int
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS, canonical_api
 from simulator.models import REFUND_OUTCOMES, REFUND_STATUSES
@@ -117,7 +117,7 @@ def check_same_origin(handler):
     origin = handler.request.headers.get("Origin")
     if origin is None:
         return
-    host = urllib.parse.urlsplit(origin).netloc if origin != "null" else ""
+    host = getattr(payurls.split_url(origin), "netloc", "")    # "null", no URL: no host
     if host.lower() != handler.request.host.lower():
         raise SimError(403, "CROSS_ORIGIN", "a request from the web page %s may not drive the "
                        "simulator (only its own console may)" % origin)

@@ -13,8 +13,8 @@ FAIL = "requestPayment:fail "
 def payer_of(state, data):
     """(trade_type, field, api version) of a /sim/pay body; ("JSAPI", None, None) for
     wx.requestPayment's fields. A code_url or App call is v3's when it names a v3 order, else
-    v2's (whose checks say what is wrong with it); an App call names its order by prepayid (v2
-    also takes prepay_id), and without partnerid only a v3 order's."""
+    v2's (whose checks say what is wrong with it); an App call names its order by prepayid (or
+    prepay_id, see app_call_fields), and without partnerid only a v3 order's."""
     if "code_url" in data:
         return "NATIVE", "code_url", version(state, "code_url", data["code_url"])
     if "h5_url" in data:
@@ -28,6 +28,15 @@ def payer_of(state, data):
     return "JSAPI", None, None
 
 
+def app_call_fields(data):
+    """The body with an App call's prepay_id (a common misspelling of APP调起支付's prepayid,
+    taken for both versions) as prepayid; other bodies as they are."""
+    if "partnerid" in data and "prepayid" not in data and "prepay_id" in data:
+        data = dict(data, prepayid=data["prepay_id"])
+        del data["prepay_id"]
+    return data
+
+
 def version(state, field, value):
     """"v3" when value (a code_url or prepayid) names a v3 order, else "v2"."""
     order = state.by_prepay.get(prepay_named(field, value) or "") \
@@ -37,9 +46,10 @@ def version(state, field, value):
 
 class SimPayHandler(V3Payer, V2Payer, phone.SimPayHandler):
     """POST /sim/pay for every kind of order: see payer_of for which payer a body goes to."""
-    kind = None     # the v2 trade_type paid outside a Mini Program: its answer names it
+    kind = None     # the trade_type paid outside a Mini Program (v2 or v3): its answer names it
 
     def checked_order(self, data):
+        data = app_call_fields(data)
         trade_type, field, api = payer_of(self.state, data)
         if api is None:
             return self.jsapi_order(super().checked_order(data))
@@ -48,9 +58,9 @@ class SimPayHandler(V3Payer, V2Payer, phone.SimPayHandler):
         if field != "prepayid" and not isinstance(data[field], str):
             raise PaymentFail(400, FAIL + "parameter error: parameter.%s should be String "
                               "instead of %s;" % (field, js_type(data[field])))
+        self.kind = trade_type
         if api == "v3":
             return self.v3_kind_order(field, data)
-        self.kind = trade_type
         return self.v2_kind_order(trade_type, data)
 
     def jsapi_order(self, order):

@@ -71,12 +71,11 @@ class V2Payer:
 
     def app_call(self, data):
         """The APP order of the App's pay parameters, once their sign checks out."""
-        fields = dict(data, prepayid=data.get("prepayid", data.get("prepay_id")))
         for name in APP_FIELDS:
-            if not isinstance(fields.get(name), str):
+            if not isinstance(data.get(name), str):
                 raise PaymentFail(400, FAIL + "parameter error: parameter.%s should be String "
-                                  "instead of %s;" % (name, phone.js_type(fields.get(name))))
-        params = {name: fields[name] for name in APP_FIELDS}
+                                  "instead of %s;" % (name, phone.js_type(data.get(name))))
+        params = {name: data[name] for name in APP_FIELDS}
         order = self.current(params["prepayid"], "APP", "prepayid")
         if (params["appid"], params["partnerid"]) != (order.appid, order.mch_id):
             raise PaymentFail(400, FAIL + "appid and partnerid must be the order's appid and "
@@ -87,10 +86,12 @@ class V2Payer:
         return order
 
     def current(self, prepay_id, trade_type, name):
-        """The order of a prepay_id of that trade_type, while it is its prepay_id."""
+        """The v2 order of a prepay_id of that trade_type, while it is its prepay_id (a v3
+        order's links are v3's: its prepay_id in a v2-shaped link was never answered)."""
         order = self.state.by_prepay.get(prepay_id)
-        if order is None or order.fields.get("trade_type") != trade_type:
-            raise PaymentFail(400, FAIL + "%s invalid: it names no %s order" % (name, trade_type))
+        if order is None or order.api != "v2" or order.fields.get("trade_type") != trade_type:
+            raise PaymentFail(400, FAIL + "%s invalid: it names no v2 %s order"
+                              % (name, trade_type))
         if order.prepay_id != prepay_id:
             raise PaymentFail(400, FAIL + "%s expired: a later unifiedorder of order %s issued "
                               "a new prepay_id" % (name, order.out_trade_no))

@@ -2,8 +2,8 @@
 refund must pass, and the error texts WeChat answers with (errors as exceptions that carry
 WeChat's own codes, answered in one place by the endpoints)."""
 import re
-import urllib.parse
 
+from simulator import payurls
 from simulator.digits import parse_int
 from simulator.rules import MAX_REFUNDS
 
@@ -187,8 +187,8 @@ def refund_page(refunds, offset):
 
 
 def check_notify_url(url):
-    parts = urllib.parse.urlsplit(url)
-    ok = (len(url) <= 256 and parts.scheme in ("http", "https") and parts.netloc
+    parts = payurls.split_url(url)
+    ok = (parts is not None and len(url) <= 256 and parts.scheme in ("http", "https") and parts.netloc
           and not parts.query and "?" not in url and not parts.fragment)
     if not ok:
         raise ProtocolFail(INVALID_NOTIFY_URL, "notify_url must be an http(s) URL of at most "

@@ -4,7 +4,6 @@ answer names, the 5-minute signature window, and the checks against an order's s
 paid, closed, refund limits) with v3's codes and texts."""
 import datetime
 import re
-import urllib.parse
 
 from simulator import payurls, rules
 from simulator.v3 import wire as v3wire
@@ -131,8 +130,8 @@ def currency(body, where):
 def notify_url(url, name="notify_url"):
     """http(s) without query or fragment, at most 255 characters. WeChat wants https for a
     public host; the simulator also takes http (a local backend has no certificate)."""
-    parts = urllib.parse.urlsplit(url)
-    ok = (len(url) <= 255 and parts.scheme in ("http", "https") and parts.netloc
+    parts = payurls.split_url(url)
+    ok = (parts is not None and len(url) <= 255 and parts.scheme in ("http", "https") and parts.netloc
           and not parts.query and "?" not in url and not parts.fragment)
     if not ok:
         raise param_error("%s must be an http(s) URL of at most 255 characters without a query "

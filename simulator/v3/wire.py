@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from simulator import payurls
+
 SCHEME = "WECHATPAY2-SHA256-RSA2048"
 SIGNATURE_TYPE = SCHEME             # the Wechatpay-Signature-Type header
 SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
@@ -200,9 +202,10 @@ def prepay_of_code_url(url):
 
 def prepay_of_h5_url(url):
     """The prepay_id an h5_url (or a v2 mweb_url, the same shape) names; None otherwise."""
-    if not isinstance(url, str):
+    parts = payurls.split_url(url)
+    if parts is None:
         return None
-    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("prepay_id")
+    values = urllib.parse.parse_qs(parts.query).get("prepay_id")
     return values[0] if values else None
 
 
