@@ -74,10 +74,10 @@ class BaseClient:
     async def _with_retries(self, once, name):
         return await with_retries(once, name, self.attempts, self.backoff)
 
-    async def _fetch(self, method, url, body, name, client_cert=False):
+    async def _fetch(self, method, url, body, name, client_cert=False, max_body=upstream.MAX_BODY_BYTES):
         tls = self.tls_with_cert if client_cert else self.tls
         try:
-            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls, max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except (OSError, upstream.BadResponse) as exc:
