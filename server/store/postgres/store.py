@@ -238,6 +238,38 @@ class PostgresStore(PostgresEngine):
         rows = await self._run(lambda conn: conn.fetch(sql, *args, limit))
         return [table.convert(r) for r in rows]
 
+    # -- reconciliation ----------------------------------------------------------
+    async def paid_orders_between(self, first, last):
+        rows = await self._run(lambda conn: conn.fetch(
+            'SELECT * FROM orders WHERE time_end COLLATE "C" BETWEEN $1 AND $2 AND status = ANY($3::text[])'
+            ' ORDER BY time_end COLLATE "C"', first, last, list(PAID)))
+        return [order_of(r) for r in rows]
+
+    async def save_reconciliation(self, bill_date, report, unresolved, created_at):
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO reconciliations (bill_date, report, unresolved, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (bill_date) DO UPDATE SET report = excluded.report, unresolved = excluded.unresolved,"
+            " created_at = excluded.created_at", bill_date, report, unresolved, created_at))
+
+    async def get_reconciliation(self, bill_date):
+        return await self._run(lambda conn: conn.fetchval(
+            "SELECT report FROM reconciliations WHERE bill_date = $1", bill_date))
+
+    async def claim_reconciliation(self, bill_date, owner, now, lease):
+        """One statement: ON CONFLICT takes the row lock, so of hosts claiming at once one
+        inserts or takes over an expired lease and the others find it held."""
+        claimed = await self._run(lambda conn: conn.fetchval(
+            "INSERT INTO reconciliation_runs (bill_date, owner, lease_until) VALUES ($1, $2, $3)"
+            " ON CONFLICT (bill_date) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
+            " WHERE reconciliation_runs.done_at IS NULL AND reconciliation_runs.lease_until <= $4"
+            " RETURNING bill_date", bill_date, owner, now + lease, now))
+        return claimed is not None
+
+    async def finish_reconciliation(self, bill_date, owner, now, retry_at=None):
+        await self._run(lambda conn: conn.execute(
+            "UPDATE reconciliation_runs SET done_at = $1, lease_until = $2 WHERE bill_date = $3 AND owner = $4",
+            None if retry_at else now, retry_at or now, bill_date, owner))
+
 
 async def _stored_refund(conn, refund):
     """The refund stored with refund's idempotency_key, else with its out_refund_no
