@@ -248,3 +248,43 @@ async def test_migration_6_adds_the_reports_to_a_schema_5_database(engine, where
         assert await store.get_reconciliation("2021-01-28") == "{}"
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+async def test_the_sweep_starts_the_daily_run_and_goes_on_while_it_downloads(engine, tmp_path, clock):
+    from server.app import App
+    downloading, release, swept = asyncio.Event(), asyncio.Event(), []
+
+    class SlowBills(FakeBills):
+        async def start(self):
+            pass
+
+        def close(self):
+            pass
+
+        async def download_bill(self, day):
+            downloading.set()
+            await release.wait()
+            return await super().download_bill(day)
+
+    config = Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"], api_key=DEMO["api_key"],
+                    notify_url="http://127.0.0.1:1/wechat/pay/notify", database_url="sqlite:///%s" % (tmp_path / "p.db"))
+    app = App(config, wechat=SlowBills([pay("LOST1")]), clock=clock, sweep_interval=0.01)
+    two_sweeps = asyncio.Event()
+
+    async def sweep():
+        swept.append(1)
+        if len(swept) >= 2 and downloading.is_set():
+            two_sweeps.set()
+    app.service.sweep = sweep
+    await app.start()
+    try:
+        await app.store.insert_order(order("LOST1"))
+        await downloading.wait()
+        await two_sweeps.wait()   # the sweep goes on while the bill downloads
+        release.set()
+        await app._daily
+        assert (await app.store.get_order("LOST1")).status == SUCCESS
+        assert (await app.service.reconciliation.stored(DAY))["repaired"][0]["out_trade_no"] == "LOST1"
+    finally:
+        await app.stop()
