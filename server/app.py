@@ -17,6 +17,7 @@ from server.wechat import make_client
 log = logging.getLogger("server.app")
 
 TRADE_NO = r"([^/]{1,64})"
+DAY = r"([^/]{1,32})"   # a reconciliation's date (yyyy-MM-dd; the handler says what else is wrong)
 DRAIN_SECONDS = 10.0
 
 
@@ -114,6 +115,8 @@ ROUTES = [
     (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
     (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
     (r"/admin/refunds", handlers.AdminRefundListHandler),
+    (r"/admin/reconciliations", handlers.AdminReconciliationsHandler),
+    (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
 ]

@@ -12,44 +12,12 @@ from server.config import Config
 from server.domain import NOTPAY, PAYERROR, PENDING, PROCESSING, REFUND, REFUNDCLOSE, SUCCESS
 from server.service import Service, ServiceError
 from server.service.reconciliation import due_day, parse_day
-from server.wechat.bill import BillNotReady, BillRow
+from server.wechat.bill import BillNotReady
 from tests.support import DEMO
+from tests.support.bills import DAY, NEXT_MORNING, Clock, FakeBills, pay, refunded
 from tests.support.store import make_store, order, refund
 
 pytestmark = pytest.mark.gen_test
-
-DAY = datetime.date(2021, 1, 28)
-NEXT_MORNING = datetime.datetime(2021, 1, 29, 10, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=8))).timestamp()
-
-
-class Clock:
-    def __init__(self, now=NEXT_MORNING):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-class FakeBills:
-    """The PayClient's download_bill: `rows`, after raising each of `errors` once."""
-
-    def __init__(self, rows=(), errors=()):
-        self.rows, self.errors, self.days = list(rows), list(errors), []
-
-    async def download_bill(self, day):
-        self.days.append(day)
-        if self.errors:
-            raise self.errors.pop(0)
-        return list(self.rows)
-
-
-def pay(no, fee=1200, tid=None, at="2021-01-28 10:10:10"):
-    return BillRow("payment", at, tid or "42" + no, no, fee)
-
-
-def refunded(no, trade, fee, status=SUCCESS):
-    return BillRow("refund", "2021-01-20 09:00:00", "42" + trade, trade, 0, no, "50" + no, fee, status)
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request):
