@@ -19,12 +19,9 @@ from server.wechat.v2.client import WeChatClient
 from server.wechat.v3.client import WeChatClientV3
 from simulator.v3 import wire as protocol3
 from tests.support import DEMO
+from tests.support.bills import HEADER, SUMMARY
 from tests.support.server3 import PUB_KEY_ID, WECHATPAY_KEY, v3_values
 
-HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
-          "应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
-          "手续费,费率,订单金额,申请退款金额,费率备注")
-SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
 # Rows of WeChat's samples as SDKs carry them (wechatpay-go's TestDownloadForClient, a v3 tradebill;
 # WxJava's bill tests for the refund rows): every field after a backquote, the fee with five decimals.
 PAYMENT_ROW = ("`2021-01-28 17:07:11,`wx81be3101902f7cb2,`1601959334,`0,`,`4200000925202101284997714292,"
