@@ -1,6 +1,5 @@
 """Reconciliation: a Beijing day's bill compared with the store, repaired with notify's and orderquery's own transitions, the rest reported."""
 import datetime
-import json
 import logging
 import os
 import re
@@ -55,18 +54,17 @@ class Reconciliation(Part):
             await (self._payment(row, found) if row.kind == "payment" else self._refund(row, found))
         await self._missing(day, rows, found)
         report = found.report(day, len(rows), views.beijing_time(self.clock()))
-        await self.store.save_reconciliation(day.isoformat(), json.dumps(report, ensure_ascii=False),
-                                             report["unresolved"], self.clock())
+        await self.store.save_reconciliation(day.isoformat(), report, report["unresolved"], self.clock())
         say("stored: %d matched, %d repaired, %d unresolved" % (report["matched"], len(report["repaired"]),
                                                                report["unresolved"]))
         return report
 
     async def stored(self, day):
         """The day's stored report; 404 REPORT_NOT_FOUND."""
-        text = await self.store.get_reconciliation(day.isoformat())
-        if text is None:
+        report = await self.store.get_reconciliation(day.isoformat())
+        if report is None:
             raise ServiceError(404, "REPORT_NOT_FOUND", "no reconciliation of %s is stored" % day.isoformat())
-        return json.loads(text)
+        return report
 
     async def _bill(self, day):
         try:

@@ -131,11 +131,11 @@ class Store(Protocol):
         `first` to `last`, both included. A read."""
 
     async def save_reconciliation(self, bill_date, report, unresolved, created_at):
-        """Store a day's report (JSON text) and its count of unresolved findings, replacing
-        the day's earlier one. Atomic."""
+        """Store a day's report (a dict of JSON values, kept as JSON) and its count of unresolved
+        findings, replacing the day's earlier one. Atomic."""
 
     async def get_reconciliation(self, bill_date):
-        """The day's stored report (JSON text), or None. A read."""
+        """The day's stored report (the dict), or None. A read."""
 
     async def claim_reconciliation(self, bill_date, owner, now, lease):
         """Claim the daily run of a day for `owner` until now + lease: True when claimed. Atomic:

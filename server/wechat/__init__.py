@@ -125,6 +125,10 @@ class PayClient(Protocol):
         """[{"out_refund_no", "refund_id", "refund_fee" (int), "refund_status" (a domain refund
         state), "success_time"}], [] when WeChat has none."""
 
+    async def download_bill(self, day):
+        """The trade bill (ALL) of a Beijing day (a datetime.date) as [bill.BillRow], amounts in
+        fen; bill.BillNotReady when WeChat has none (yet), bill.BillError for one not to be read."""
+
     async def open_notification(self, headers, body):
         """A v3 notification (JSON, RSA-signed) opened and believed: a Notification;
         NotificationRefused (a v2 client: 404)."""

@@ -14,6 +14,7 @@ Transactions are short (no WeChat call inside one); the pool, timeouts and retri
 server/store/postgres/engine.py.
 """
 import dataclasses
+import json
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_RECORD, REFUND_RELEASED, SUCCESS,
                            Session, check_move)
@@ -249,11 +250,13 @@ class PostgresStore(PostgresEngine):
         await self._run(lambda conn: conn.execute(
             "INSERT INTO reconciliations (bill_date, report, unresolved, created_at) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (bill_date) DO UPDATE SET report = excluded.report, unresolved = excluded.unresolved,"
-            " created_at = excluded.created_at", bill_date, report, unresolved, created_at))
+            " created_at = excluded.created_at", bill_date, json.dumps(report, ensure_ascii=False), unresolved,
+            created_at))
 
     async def get_reconciliation(self, bill_date):
-        return await self._run(lambda conn: conn.fetchval(
+        text = await self._run(lambda conn: conn.fetchval(
             "SELECT report FROM reconciliations WHERE bill_date = $1", bill_date))
+        return None if text is None else json.loads(text)
 
     async def claim_reconciliation(self, bill_date, owner, now, lease):
         """One statement: ON CONFLICT takes the row lock, so of hosts claiming at once one

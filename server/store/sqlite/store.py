@@ -4,6 +4,7 @@ The guarantees are those of the Store contract (server/store/__init__.py); how t
 runs them (the database thread, group commit) is server/store/sqlite/engine.py.
 """
 import dataclasses
+import json
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_RECORD, REFUND_RELEASED, SUCCESS,
                            Session, check_move)
@@ -270,13 +271,13 @@ class SQLiteStore(SQLiteEngine):
                     "INSERT INTO reconciliations (bill_date, report, unresolved, created_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (bill_date) DO UPDATE SET report = excluded.report,"
                     " unresolved = excluded.unresolved, created_at = excluded.created_at",
-                    (bill_date, report, unresolved, created_at))
+                    (bill_date, json.dumps(report, ensure_ascii=False), unresolved, created_at))
         await self._run(op)
 
     async def get_reconciliation(self, bill_date):
         row = await self._run(lambda: self._conn.execute(
             "SELECT report FROM reconciliations WHERE bill_date = ?", (bill_date,)).fetchone())
-        return row[0] if row else None
+        return json.loads(row[0]) if row else None
 
     async def claim_reconciliation(self, bill_date, owner, now, lease):
         """One conditional upsert: a new claim, or one taking over a day whose lease ran out."""
