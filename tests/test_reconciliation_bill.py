@@ -227,3 +227,25 @@ async def test_v3_refuses_an_unsigned_answer_a_foreign_download_url_and_maps_no_
             assert (info.value.wechat_code, info.value.empty_day) == (code, empty_day)
     finally:
         client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_bill_over_the_bound_on_the_wire_says_so(fake, tmp_path):
+    """Not "cannot reach WeChat": the answer came, and was larger than BILL_MAX_BYTES."""
+    fake.answers["/pay/downloadbill"] = (200, b"x" * 5000, {})
+    client = v2_client(fake, bill_max_bytes=2048)
+    try:
+        with pytest.raises(bill.BillError, match="over 2048 bytes.*BILL_MAX_BYTES"):
+            await client.download_bill(DAY)
+    finally:
+        client.close()
+    plain = text(PAYMENT_ROW).encode()
+    fake.answers["/v3/bill/tradebill"] = signed(200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(plain).hexdigest(),
+                                                      "download_url": fake.url + "/v3/billdownload/file"})
+    fake.answers["/v3/billdownload/file"] = (200, b"x" * 5000, {})
+    client = v3_client(fake, tmp_path, bill_max_bytes="2048")
+    try:
+        with pytest.raises(bill.BillError, match="over 2048 bytes.*BILL_MAX_BYTES"):
+            await client.download_bill(DAY)
+    finally:
+        client.close()
