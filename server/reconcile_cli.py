@@ -1,4 +1,4 @@
-"""`run_server.py reconcile --date YYYY-MM-DD [--json]`: one day reconciled from the command line, with the backend's configuration.
+"""`run_server.py reconcile --date YYYY-MM-DD [--json]`: one day reconciled with the backend's configuration.
 
 Exit codes: 0 when nothing is left unresolved, 1 when something is (each finding on a line of its
 own), 2 on an error (a bad date or configuration, the bill not ready, WeChat or the database
@@ -76,7 +76,8 @@ def findings(report):
     lines = ["repaired %s: %s -> %s" % (r.get("out_refund_no") or r["out_trade_no"], r["was"], r["now"])
              for r in report["repaired"]]
     for m in report["mismatches"]:
-        number = " ".join(filter(None, [m.get("out_trade_no"), m.get("out_refund_no") and "refund " + m["out_refund_no"]]))
+        refund = m.get("out_refund_no") and "refund " + m["out_refund_no"]
+        number = " ".join(filter(None, [m.get("out_trade_no"), refund]))
         lines.append("mismatch %s %s: bill %s, ours %s" % (m["kind"], number, _figures(m["bill"]), _figures(m["ours"])))
     lines.append("%s: %d bill rows, %d matched, %d repaired, %d unresolved" % (
         report["date"], report["bill_rows"], report["matched"], len(report["repaired"]), report["unresolved"]))

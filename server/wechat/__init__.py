@@ -41,6 +41,10 @@ class UpstreamError(WeChatError):
     pass
 
 
+class AnswerTooLarge(UpstreamError):
+    """An answer over the bound its call set (a bill over BILL_MAX_BYTES): it came, and was not read."""
+
+
 class WeChatRefused(WeChatError):
     def __init__(self, wechat_code, message):
         super().__init__(message)

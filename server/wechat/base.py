@@ -5,7 +5,7 @@ import urllib.parse
 from urllib.parse import urlsplit
 
 from server.descriptors import default_connections_per_host
-from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
+from server.wechat import AnswerTooLarge, UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
 from server.wechat import PAYMENT
 from server.wechat.retry import Retry, with_retries
 from server.wechat.v2 import notify
@@ -80,6 +80,8 @@ class BaseClient:
             status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls, max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except upstream.TooLarge:
+            raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
         except (OSError, upstream.BadResponse) as exc:
             raise UpstreamError(await self._unreachable(name, url, exc)) from None
         if status != 200:

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import zlib
 
-from server.wechat import UpstreamError, WeChatError
+from server.wechat import AnswerTooLarge, UpstreamError, WeChatError
 
 MAX_BILL_BYTES = 64 * 1024 * 1024   # the default bound of a bill, compressed or not (BILL_MAX_BYTES)
 GZIP_MAGIC = b"\x1f\x8b"
@@ -68,6 +68,15 @@ def fen_of_yuan(text):
     sign, whole, cents = match.groups()
     value = int(whole) * 100 + int((cents or "0").ljust(2, "0"))
     return -value if sign else value
+
+
+async def bounded(download, limit):
+    """The bytes of `download` (a coroutine of a call bounded by `limit`); BillError naming the
+    bound when the answer was larger."""
+    try:
+        return await download
+    except AnswerTooLarge:
+        raise BillError("bill: over %d bytes on the wire (BILL_MAX_BYTES)" % limit) from None
 
 
 def gunzip(data, limit):

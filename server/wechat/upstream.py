@@ -30,6 +30,10 @@ class BadResponse(ValueError):
     """The peer answered something that is not a readable HTTP/1.x response."""
 
 
+class TooLarge(BadResponse):
+    """An answer whose body is over the caller's bound (max_body)."""
+
+
 class ProxyError(OSError):
     """The proxy refused or failed the tunnel (its status, never its credentials)."""
 
@@ -315,7 +319,7 @@ async def _read_body(reader, headers, max_body=MAX_BODY_BYTES):
         while len(body) <= max_body and not reader.at_eof():
             body += await reader.read(max_body + 1 - len(body))
         if len(body) > max_body:
-            raise BadResponse("body too large")
+            raise TooLarge("body too large")
         return body
     except asyncio.IncompleteReadError:
         raise ConnectionResetError("connection closed mid-answer") from None
@@ -326,7 +330,9 @@ async def _read_body(reader, headers, max_body=MAX_BODY_BYTES):
 def _content_length(text, max_body=MAX_BODY_BYTES):
     try:
         return numbers.parse_whole(text, 0, max_body)
-    except numbers.NumberRefused:
+    except numbers.NumberRefused as exc:
+        if exc.too_large:
+            raise TooLarge("body too large") from None
         raise BadResponse("bad Content-Length %r" % text[:20]) from None
 
 
@@ -340,7 +346,7 @@ async def _read_chunked(reader, max_body=MAX_BODY_BYTES):
         size = int(size_text, 16)
         total += size
         if total > max_body:
-            raise BadResponse("body too large")
+            raise TooLarge("body too large")
         if size == 0:
             await _skip_trailers(reader)
             return b"".join(parts)

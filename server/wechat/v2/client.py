@@ -92,7 +92,8 @@ class WeChatClient(BaseClient):
             params["sign_type"] = self.config.sign_type
         body = wire.signed_xml(params, self.config.api_key, self.config.sign_type)
         url = self.config.pay_base_url.rstrip("/") + "/pay/downloadbill"
-        answer = await self._fetch("POST", url, body, "downloadbill", max_body=self.config.bill_max_bytes)
+        answer = await bill.bounded(self._fetch("POST", url, body, "downloadbill", max_body=self.config.bill_max_bytes),
+                                    self.config.bill_max_bytes)
         if answer[:2] == bill.GZIP_MAGIC:
             return bill.parse(bill.gunzip(answer, self.config.bill_max_bytes))
         if answer.lstrip()[:5] == b"<xml>":

@@ -24,7 +24,8 @@ async def download_bill(client, day):
             raise bill.BillNotReady(exc.wechat_code, str(exc), NO_BILL[exc.wechat_code]) from None
         raise
     url, digest = bill_file(answer, client.base_url)
-    plain = bill.gunzip(await _download(client, url), client.config.bill_max_bytes)
+    limit = client.config.bill_max_bytes
+    plain = bill.gunzip(await bill.bounded(_download(client, url), limit), limit)
     if not hmac.compare_digest(hashlib.sha1(plain).hexdigest(), digest):
         raise bill.BillError("bill: the file's SHA1 is not the hash_value tradebill named")
     return bill.parse(plain)

@@ -31,8 +31,8 @@ import time
 from urllib.parse import quote, urlsplit
 
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, REFUNDCLOSE, SUCCESS
-from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
-                           WeChatRefused, upstream)
+from server.wechat import (PAYMENT, REFUND_RESULT, AnswerTooLarge, Notification, NotificationRefused, UpstreamError,
+                           UpstreamTimeout, WeChatRefused, upstream)
 from server.wechat import guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
@@ -221,6 +221,8 @@ class WeChatClientV3(BaseClient):
             return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls, max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except upstream.TooLarge:
+            raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
         except (OSError, upstream.BadResponse) as exc:
             raise UpstreamError(await self._unreachable(name, url, exc)) from None
 
