@@ -1,4 +1,4 @@
-"""Reconciliation: a Beijing day's bill compared with the store, repaired with notify's and orderquery's own transitions, the rest reported."""
+"""Reconciliation: a Beijing day's bill against the store, repaired with notify's own moves, the rest reported."""
 import datetime
 import logging
 import os
