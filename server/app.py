@@ -17,14 +17,15 @@ from server.wechat import make_client
 log = logging.getLogger("server.app")
 
 TRADE_NO = r"([^/]{1,64})"
+DAY = r"([^/]{1,32})"   # a reconciliation's date (yyyy-MM-dd; the handler says what else is wrong)
 DRAIN_SECONDS = 10.0
 
 
 class App:
     """config -> the object graph. `await start()` opens the store (waiting up to DATABASE_WAIT
     for a database not reachable yet) and starts the sweep (every `sweep_interval` seconds, 0:
-    never); `await stop()` ends the sweep, waits for requests in flight, closes the WeChat
-    client and the store."""
+    never), which also starts the daily reconciliation when it is due; `await stop()` ends the
+    sweep, waits for requests in flight, closes the WeChat client and the store."""
 
     def __init__(self, config, store=None, wechat=None, catalog=None, clock=time.time, sweep_interval=0):
         if catalog is None:
@@ -38,7 +39,7 @@ class App:
         self.database_wait = config.database_wait
         self.web = _web_application(self)
         self._stopping = asyncio.Event()
-        self._sweeper = None
+        self._sweeper = self._daily = None
 
     async def start(self):
         await open_waiting(self.store, self.database_wait)
@@ -50,6 +51,9 @@ class App:
         self._stopping.set()
         if self._sweeper is not None:
             await self._sweeper
+        if self._daily is not None:   # its day's lease runs out and another process (or the next start) takes it
+            self._daily.cancel()
+            await asyncio.gather(self._daily, return_exceptions=True)
         await self._drain(drain)
         self.wechat.close()
         await self.store.close()
@@ -60,12 +64,27 @@ class App:
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.sweep_interval)
             except asyncio.TimeoutError:
+                self._start_daily()
                 try:
                     await self.service.sweep()
                 except StoreError:
                     pass   # the database is down: the store logs the outage once, the next sweep tries again
                 except Exception:  # a sweep must never end the server; the next one tries again
                     log.exception("sweep failed")
+
+    def _start_daily(self):
+        """The daily reconciliation (RECONCILE_DAILY), checked each sweep, in a task of its own:
+        downloading a bill must not hold up the sweep, nor one run start while another is going."""
+        if self.service.config.reconcile_daily and (self._daily is None or self._daily.done()):
+            self._daily = asyncio.create_task(self._reconcile_daily())
+
+    async def _reconcile_daily(self):
+        try:
+            await self.service.reconciliation.daily()
+        except StoreError:
+            pass   # the store logs the outage; the day is claimed again once its lease runs out
+        except Exception:  # never the end of the server: the next sweep tries again
+            log.exception("daily reconciliation failed")
 
     async def _drain(self, timeout):
         loop = asyncio.get_running_loop()
@@ -96,6 +115,8 @@ ROUTES = [
     (r"/admin/orders/%s" % TRADE_NO, handlers.AdminOrderHandler),
     (r"/admin/orders/%s/refunds" % TRADE_NO, handlers.AdminRefundsHandler),
     (r"/admin/refunds", handlers.AdminRefundListHandler),
+    (r"/admin/reconciliations", handlers.AdminReconciliationsHandler),
+    (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
 ]

@@ -370,9 +370,14 @@ def start(args, environ, bundle=None):
 
 
 def main(argv=None, bundle=None):
-    """run_server.py: its exit code. `bundle`: simulator.bundle, which run_server.py (the one
-    place that sees both server/ and simulator/) passes for --simulator."""
-    args = parse_args(sys.argv[1:] if argv is None else argv, bundle)
+    """run_server.py: its exit code (`run_server.py reconcile ...`: server/reconcile_cli.py's). `bundle`:
+    simulator.bundle, which run_server.py (the one place that sees both server/ and simulator/)
+    passes for --simulator."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reconcile"]:
+        from server import reconcile_cli   # imported here: it imports this module
+        return reconcile_cli.main(argv[1:])
+    args = parse_args(argv, bundle)
     try:
         return start(args, dict(os.environ), bundle)
     except (server_config.ConfigError, StartError, StoreError) as exc:

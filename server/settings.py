@@ -222,6 +222,19 @@ SETTINGS = (
             "least 8, at most 10000. Pooled connections idle for more than 30 s are closed the next time that host "
             "is called", "0", whole(0, 10000), "must be 0 (derived from the descriptor limit) or a whole number up "
             "to 10000", int),
+    Setting("BILL_MAX_BYTES", "bill_max_bytes", SHOP, "the largest day's bill (交易账单) the backend downloads, "
+            "compressed or not: a larger one fails the reconciliation rather than fill the memory", "67108864",
+            whole(1024, 2 ** 40), "must be a whole number of bytes from 1024 to 2^40", int, shown="`67108864` (64 MiB)"),
+    Setting("RECONCILE_DAILY", "reconcile_daily", SHOP, "`1`: reconcile yesterday's bill every day at "
+            "`RECONCILE_AT` (see [Reconciliation](reconciliation.md)); `0`: only when asked (`run_server.py "
+            "reconcile`, `POST /admin/reconciliations`). Rides on the sweep: with `SWEEP_INTERVAL=0` it does "
+            "not run", "1", lambda v: v in ("0", "1"), "must be 1 (on) or 0 (off)", lambda v: v != "0"),
+    Setting("RECONCILE_AT", "reconcile_at", SHOP, "Beijing time `HH:MM` of the daily reconciliation (WeChat makes "
+            "a day's bill by 10:00 the next morning)", "10:00", lambda v: re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", v),
+            "must be a Beijing time HH:MM, 00:00 to 23:59"),
+    Setting("RECONCILE_RETRY", "reconcile_retry", SHOP, "seconds before the daily reconciliation tries again "
+            "when the bill is not ready or WeChat fails", "1800", seconds(60, 86400),
+            "must be a number of seconds from 60 to 86400", float),
     Setting("SWEEP_INTERVAL", "sweep_interval", PROCESS, "seconds between background sweeps that ask WeChat "
             "(`orderquery`, `refundquery`) about unpaid orders and open refunds whose notification has not come; "
             "each is asked a handful of times (after 1 minute, then ever less often, for up to 3 hours); `0` turns "

@@ -140,14 +140,15 @@ class Refused:
 
 @pytest.fixture
 def served(postgres_url, io_loop):
-    """An App on PostgreSQL sweeping every 20 ms (WeChat never reached: nothing is due), served
-    on a port of its own; its URL."""
+    """An App on PostgreSQL sweeping every 20 ms (WeChat never reached: nothing is due, and no
+    daily reconciliation), served on a port of its own; its URL."""
     from server.app import App
     from server.config import Config
     nowhere = "http://127.0.0.1:9"
     config = Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
                     api_key=DEMO["api_key"], notify_url="http://127.0.0.1:9/wechat/pay/notify",
-                    login_base_url=nowhere, pay_base_url=nowhere, admin_token=ADMIN_TOKEN, database_url=postgres_url)
+                    login_base_url=nowhere, pay_base_url=nowhere, admin_token=ADMIN_TOKEN, database_url=postgres_url,
+                    reconcile_daily=False)
     shop = App(config, sweep_interval=0.02)
     io_loop.run_sync(shop.start)
     sock, port = tornado.testing.bind_unused_port()

@@ -9,6 +9,7 @@ import tornado.web
 
 from server import numbers, views
 from server.service import ServiceError
+from server.service.reconciliation import parse_day
 from server.store import StoreError
 from server.wechat import MAX_NOTIFY_BYTES, NotificationRefused, WeChatError
 
@@ -285,6 +286,23 @@ class AdminRefundListHandler(AdminHandler):
         refunds, cursor = await self.service.open_refunds(statuses, self.page_limit(50),
                                                           self.get_query_argument("before", None))
         self.send_json(200, views.page([views.refund(r, with_created_at=True) for r in refunds], cursor, "refunds"))
+
+
+class AdminReconciliationsHandler(AdminHandler):
+    """POST /admin/reconciliations {"date"}: reconcile the day now; the report."""
+
+    async def post(self):
+        self.require_admin()
+        day = parse_day(self.json_body().get("date"))
+        self.send_json(200, await self.service.reconciliation.run(day))
+
+
+class AdminReconciliationHandler(AdminHandler):
+    """GET /admin/reconciliations/<date>: the day's stored report."""
+
+    async def get(self, date):
+        self.require_admin()
+        self.send_json(200, await self.service.reconciliation.stored(parse_day(date)))
 
 
 class PayNotifyHandler(BaseHandler):

@@ -10,6 +10,7 @@ from server.service import sweep as sweeping
 from server.service.common import ServiceError
 from server.service.notifications import Notifications
 from server.service.orders import Orders
+from server.service.reconciliation import Reconciliation
 from server.service.refunds import Refunds
 from server.service.sessions import Sessions
 from server.wechat import PAYMENT, REFUND_RESULT
@@ -24,6 +25,7 @@ class Service:
         self.config, self.store, self.wechat, self.catalog, self.clock = config, store, wechat, catalog, clock
         self.sessions, self.orders = Sessions(self), Orders(self)
         self.notifications, self.refunds = Notifications(self), Refunds(self)
+        self.reconciliation = Reconciliation(self)
         # what the handlers call, by part
         self.login, self.caller, self.authenticate = self.sessions.login, self.sessions.caller, self.sessions.authenticate
         self.create_order, self.get_order, self.list_orders = (self.orders.create_order, self.orders.get_order,

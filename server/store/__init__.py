@@ -126,6 +126,26 @@ class Store(Protocol):
     async def refund_events(self, out_refund_no):
         """The refund's audit trail [(from, to, source)], oldest first. A read."""
 
+    async def paid_orders_between(self, first, last):
+        """Orders paid (SUCCESS, REFUND) whose time_end (yyyyMMddHHmmss, Beijing) is from
+        `first` to `last`, both included. A read."""
+
+    async def save_reconciliation(self, bill_date, report, unresolved, created_at):
+        """Store a day's report (a dict of JSON values, kept as JSON) and its count of unresolved
+        findings, replacing the day's earlier one. Atomic."""
+
+    async def get_reconciliation(self, bill_date):
+        """The day's stored report (the dict), or None. A read."""
+
+    async def claim_reconciliation(self, bill_date, owner, now, lease):
+        """Claim the daily run of a day for `owner` until now + lease: True when claimed. Atomic:
+        of concurrent callers (processes, hosts) one only gets a day that nobody holds (no
+        claim yet, or one whose lease has run out) and that is not done."""
+
+    async def finish_reconciliation(self, bill_date, owner, now, retry_at=None):
+        """The owner's run of the day ended: done at `now`, or (retry_at) not done, the day
+        free to be claimed again from retry_at. Atomic; a claim lost to another owner is left."""
+
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 

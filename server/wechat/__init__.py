@@ -41,6 +41,10 @@ class UpstreamError(WeChatError):
     pass
 
 
+class AnswerTooLarge(UpstreamError):
+    """An answer over the bound its call set (a bill over BILL_MAX_BYTES): it came, and was not read."""
+
+
 class WeChatRefused(WeChatError):
     def __init__(self, wechat_code, message):
         super().__init__(message)
@@ -124,6 +128,10 @@ class PayClient(Protocol):
     async def refund_query(self, out_refund_no):
         """[{"out_refund_no", "refund_id", "refund_fee" (int), "refund_status" (a domain refund
         state), "success_time"}], [] when WeChat has none."""
+
+    async def download_bill(self, day):
+        """The trade bill (ALL) of a Beijing day (a datetime.date) as [bill.BillRow], amounts in
+        fen; bill.BillNotReady when WeChat has none (yet), bill.BillError for one not to be read."""
 
     async def open_notification(self, headers, body):
         """A v3 notification (JSON, RSA-signed) opened and believed: a Notification;

@@ -5,7 +5,7 @@ import urllib.parse
 from urllib.parse import urlsplit
 
 from server.descriptors import default_connections_per_host
-from server.wechat import UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
+from server.wechat import AnswerTooLarge, UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
 from server.wechat import PAYMENT
 from server.wechat.retry import Retry, with_retries
 from server.wechat.v2 import notify
@@ -74,12 +74,14 @@ class BaseClient:
     async def _with_retries(self, once, name):
         return await with_retries(once, name, self.attempts, self.backoff)
 
-    async def _fetch(self, method, url, body, name, client_cert=False):
+    async def _fetch(self, method, url, body, name, client_cert=False, max_body=upstream.MAX_BODY_BYTES):
         tls = self.tls_with_cert if client_cert else self.tls
         try:
-            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls)
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls, max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except upstream.TooLarge:
+            raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
         except (OSError, upstream.BadResponse) as exc:
             raise UpstreamError(await self._unreachable(name, url, exc)) from None
         if status != 200:

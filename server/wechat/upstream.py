@@ -30,6 +30,10 @@ class BadResponse(ValueError):
     """The peer answered something that is not a readable HTTP/1.x response."""
 
 
+class TooLarge(BadResponse):
+    """An answer whose body is over the caller's bound (max_body)."""
+
+
 class ProxyError(OSError):
     """The proxy refused or failed the tunnel (its status, never its credentials)."""
 
@@ -110,20 +114,20 @@ class Pool:
                 writer.close()
         self._idle.clear()
 
-    async def fetch(self, method, url, body, headers, timeout, ssl_context=None):
+    async def fetch(self, method, url, body, headers, timeout, ssl_context=None, max_body=MAX_BODY_BYTES):
         """(status, body bytes) of one request, all of it (waiting for a free connection
-        included) within `timeout` seconds."""
-        status, _, answer = await self.fetch_response(method, url, body, headers, timeout, ssl_context)
+        included) within `timeout` seconds; a body over `max_body` bytes is a BadResponse."""
+        status, _, answer = await self.fetch_response(method, url, body, headers, timeout, ssl_context, max_body)
         return status, answer
 
-    async def fetch_response(self, method, url, body, headers, timeout, ssl_context=None):
+    async def fetch_response(self, method, url, body, headers, timeout, ssl_context=None, max_body=MAX_BODY_BYTES):
         """As fetch(), with the answer's header fields: (status, [(name, value)], body)."""
         # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives
         # just as the inner step (a connect) completes, and the request then has no deadline
         async with asyncio.timeout(timeout):
-            return await self._fetch(method, url, body, headers, ssl_context)
+            return await self._fetch(method, url, body, headers, ssl_context, max_body)
 
-    async def _fetch(self, method, url, body, headers, ssl_context):
+    async def _fetch(self, method, url, body, headers, ssl_context, max_body):
         parts = urlsplit(url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
@@ -143,19 +147,19 @@ class Pool:
         async with slots:
             connection = self._take(key)
             try:
-                return await self._send(key, connection, request, method, reused=connection is not None)
+                return await self._send(key, connection, request, method, connection is not None, max_body)
             except _Stale:
                 # the peer closed this idle connection, so it has likely closed its siblings too:
                 # drop them all and send once more, on a new connection (never more than once)
                 self._drop_idle(key)
-                return await self._send(key, None, request, method, reused=False)
+                return await self._send(key, None, request, method, False, max_body)
 
-    async def _send(self, key, connection, request, method, reused):
+    async def _send(self, key, connection, request, method, reused, max_body):
         if connection is None:
             connection = await self._connect(*key)
         try:
             fields = []
-            status, keep_alive, answer = await _exchange(*connection, request, method, reused, fields)
+            status, keep_alive, answer = await _exchange(*connection, request, method, reused, fields, max_body)
         except BaseException:
             connection[1].close()
             raise
@@ -238,7 +242,7 @@ def _request_bytes(method, target, host, body, headers):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-async def _exchange(reader, writer, request, method, reused, fields=None):
+async def _exchange(reader, writer, request, method, reused, fields=None, max_body=MAX_BODY_BYTES):
     """Send request, read the response. Returns (status, keep_alive, body); the final
     answer's header fields, (name, value) as sent, are appended to `fields` if given."""
     writer.write(request)
@@ -259,7 +263,7 @@ async def _exchange(reader, writer, request, method, reused, fields=None):
     else:
         raise BadResponse("more than %d interim (1xx) answers" % MAX_INTERIM)
     bodiless = method == "HEAD" or status in (204, 304)
-    body = b"" if bodiless else await _read_body(reader, headers)
+    body = b"" if bodiless else await _read_body(reader, headers, max_body)
     framed = bodiless or "transfer-encoding" in headers or "content-length" in headers  # else: to the close
     keep_alive = framed and version == "HTTP/1.1" and "close" not in headers.get("connection", ())
     if status in (204, 304) and (headers.get("transfer-encoding") or headers.get("content-length", "0") != "0"):
@@ -305,17 +309,17 @@ def _parse_head(head):
     return version, int(code), headers, fields
 
 
-async def _read_body(reader, headers):
+async def _read_body(reader, headers, max_body=MAX_BODY_BYTES):
     try:
         if headers.get("transfer-encoding") == "chunked":
-            return await _read_chunked(reader)
+            return await _read_chunked(reader, max_body)
         if "content-length" in headers:
-            return await reader.readexactly(_content_length(headers["content-length"]))
-        body = await reader.read(MAX_BODY_BYTES + 1)
-        while len(body) <= MAX_BODY_BYTES and not reader.at_eof():
-            body += await reader.read(MAX_BODY_BYTES + 1 - len(body))
-        if len(body) > MAX_BODY_BYTES:
-            raise BadResponse("body too large")
+            return await reader.readexactly(_content_length(headers["content-length"], max_body))
+        body = await reader.read(max_body + 1)
+        while len(body) <= max_body and not reader.at_eof():
+            body += await reader.read(max_body + 1 - len(body))
+        if len(body) > max_body:
+            raise TooLarge("body too large")
         return body
     except asyncio.IncompleteReadError:
         raise ConnectionResetError("connection closed mid-answer") from None
@@ -323,14 +327,16 @@ async def _read_body(reader, headers):
         raise BadResponse("chunk header too large") from None
 
 
-def _content_length(text):
+def _content_length(text, max_body=MAX_BODY_BYTES):
     try:
-        return numbers.parse_whole(text, 0, MAX_BODY_BYTES)
-    except numbers.NumberRefused:
+        return numbers.parse_whole(text, 0, max_body)
+    except numbers.NumberRefused as exc:
+        if exc.too_large:
+            raise TooLarge("body too large") from None
         raise BadResponse("bad Content-Length %r" % text[:20]) from None
 
 
-async def _read_chunked(reader):
+async def _read_chunked(reader, max_body=MAX_BODY_BYTES):
     parts, total = [], 0
     while True:
         line = await reader.readuntil(b"\r\n")
@@ -339,8 +345,8 @@ async def _read_chunked(reader):
             raise BadResponse("bad chunk size")
         size = int(size_text, 16)
         total += size
-        if total > MAX_BODY_BYTES:
-            raise BadResponse("body too large")
+        if total > max_body:
+            raise TooLarge("body too large")
         if size == 0:
             await _skip_trailers(reader)
             return b"".join(parts)

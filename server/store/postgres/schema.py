@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATION_TIMEOUT = 3600.0   # seconds: a migration step, or waiting for another process's
 _MIGRATION_LOCK = 7_230_417_190_315   # pg_advisory_xact_lock key: one migrator at a time
 
@@ -90,6 +90,22 @@ MIGRATIONS = {
     UPDATE orders SET pay_version = CASE WHEN sign_type = 'RSA' THEN 'v3' ELSE 'v2' END;
     ALTER TABLE orders ALTER COLUMN pay_version SET NOT NULL,
         ADD CONSTRAINT orders_pay_version CHECK (pay_version IN ('v2', 'v3'));
+    """,
+    # reconciliation: a day's report (replaced by a re-run), and the daily run's claim of a day
+    6: """
+    CREATE TABLE reconciliations (
+        bill_date text COLLATE "C" PRIMARY KEY,
+        report text NOT NULL,
+        unresolved integer NOT NULL,
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE reconciliation_runs (
+        bill_date text COLLATE "C" PRIMARY KEY,
+        owner text NOT NULL,
+        lease_until double precision NOT NULL,
+        done_at double precision
+    );
+    CREATE INDEX orders_time_end ON orders (time_end COLLATE "C");
     """,
 }
 

@@ -14,6 +14,7 @@ Transactions are short (no WeChat call inside one); the pool, timeouts and retri
 server/store/postgres/engine.py.
 """
 import dataclasses
+import json
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_RECORD, REFUND_RELEASED, SUCCESS,
                            Session, check_move)
@@ -237,6 +238,40 @@ class PostgresStore(PostgresEngine):
         sql += " ORDER BY created_at DESC, %s DESC LIMIT $%d" % (table.key, len(args) + 1)
         rows = await self._run(lambda conn: conn.fetch(sql, *args, limit))
         return [table.convert(r) for r in rows]
+
+    # -- reconciliation ----------------------------------------------------------
+    async def paid_orders_between(self, first, last):
+        rows = await self._run(lambda conn: conn.fetch(
+            'SELECT * FROM orders WHERE time_end COLLATE "C" BETWEEN $1 AND $2 AND status = ANY($3::text[])'
+            ' ORDER BY time_end COLLATE "C"', first, last, list(PAID)))
+        return [order_of(r) for r in rows]
+
+    async def save_reconciliation(self, bill_date, report, unresolved, created_at):
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO reconciliations (bill_date, report, unresolved, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (bill_date) DO UPDATE SET report = excluded.report, unresolved = excluded.unresolved,"
+            " created_at = excluded.created_at", bill_date, json.dumps(report, ensure_ascii=False), unresolved,
+            created_at))
+
+    async def get_reconciliation(self, bill_date):
+        text = await self._run(lambda conn: conn.fetchval(
+            "SELECT report FROM reconciliations WHERE bill_date = $1", bill_date))
+        return None if text is None else json.loads(text)
+
+    async def claim_reconciliation(self, bill_date, owner, now, lease):
+        """One statement: ON CONFLICT takes the row lock, so of hosts claiming at once one
+        inserts or takes over an expired lease and the others find it held."""
+        claimed = await self._run(lambda conn: conn.fetchval(
+            "INSERT INTO reconciliation_runs (bill_date, owner, lease_until) VALUES ($1, $2, $3)"
+            " ON CONFLICT (bill_date) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
+            " WHERE reconciliation_runs.done_at IS NULL AND reconciliation_runs.lease_until <= $4"
+            " RETURNING bill_date", bill_date, owner, now + lease, now))
+        return claimed is not None
+
+    async def finish_reconciliation(self, bill_date, owner, now, retry_at=None):
+        await self._run(lambda conn: conn.execute(
+            "UPDATE reconciliation_runs SET done_at = $1, lease_until = $2 WHERE bill_date = $3 AND owner = $4",
+            None if retry_at else now, retry_at or now, bill_date, owner))
 
 
 async def _stored_refund(conn, refund):

@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS = {
     1: """
     CREATE TABLE sessions (
@@ -82,6 +82,22 @@ MIGRATIONS = {
     5: """
     ALTER TABLE orders ADD COLUMN pay_version TEXT NOT NULL DEFAULT 'v2' CHECK (pay_version IN ('v2', 'v3'));
     UPDATE orders SET pay_version = 'v3' WHERE sign_type = 'RSA';
+    """,
+    # reconciliation: a day's report (replaced by a re-run), and the daily run's claim of a day
+    6: """
+    CREATE TABLE reconciliations (
+        bill_date TEXT PRIMARY KEY,
+        report TEXT NOT NULL,
+        unresolved INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE reconciliation_runs (
+        bill_date TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        lease_until REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX orders_time_end ON orders (time_end);
     """,
 }
 

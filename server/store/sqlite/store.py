@@ -4,6 +4,7 @@ The guarantees are those of the Store contract (server/store/__init__.py); how t
 runs them (the database thread, group commit) is server/store/sqlite/engine.py.
 """
 import dataclasses
+import json
 
 from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_RECORD, REFUND_RELEASED, SUCCESS,
                            Session, check_move)
@@ -254,3 +255,45 @@ class SQLiteStore(SQLiteEngine):
     async def refund_events(self, out_refund_no):
         """The audit trail of a refund: [(from, to, source)] oldest first."""
         return await self._audit_trail(REFUNDS, out_refund_no)
+
+    # -- reconciliation ----------------------------------------------------------
+    async def paid_orders_between(self, first, last):
+        def op():
+            return self._conn.execute(
+                "SELECT * FROM orders WHERE time_end BETWEEN ? AND ? AND status IN (?, ?) ORDER BY time_end",
+                (first, last, *PAID)).fetchall()
+        return [ORDERS.convert(r) for r in await self._run(op)]
+
+    async def save_reconciliation(self, bill_date, report, unresolved, created_at):
+        def op():
+            with self._tx():
+                self._conn.execute(
+                    "INSERT INTO reconciliations (bill_date, report, unresolved, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (bill_date) DO UPDATE SET report = excluded.report,"
+                    " unresolved = excluded.unresolved, created_at = excluded.created_at",
+                    (bill_date, json.dumps(report, ensure_ascii=False), unresolved, created_at))
+        await self._run(op)
+
+    async def get_reconciliation(self, bill_date):
+        row = await self._run(lambda: self._conn.execute(
+            "SELECT report FROM reconciliations WHERE bill_date = ?", (bill_date,)).fetchone())
+        return json.loads(row[0]) if row else None
+
+    async def claim_reconciliation(self, bill_date, owner, now, lease):
+        """One conditional upsert: a new claim, or one taking over a day whose lease ran out."""
+        def op():
+            with self._tx():
+                return self._conn.execute(
+                    "INSERT INTO reconciliation_runs (bill_date, owner, lease_until) VALUES (?, ?, ?)"
+                    " ON CONFLICT (bill_date) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
+                    " WHERE reconciliation_runs.done_at IS NULL AND reconciliation_runs.lease_until <= ?"
+                    " RETURNING bill_date", (bill_date, owner, now + lease, now)).fetchone()
+        return await self._run(op) is not None
+
+    async def finish_reconciliation(self, bill_date, owner, now, retry_at=None):
+        def op():
+            with self._tx():
+                self._conn.execute(
+                    "UPDATE reconciliation_runs SET done_at = ?, lease_until = ? WHERE bill_date = ? AND owner = ?",
+                    (None if retry_at else now, retry_at or now, bill_date, owner))
+        await self._run(op)

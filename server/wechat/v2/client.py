@@ -5,6 +5,7 @@ from server import numbers
 from server.domain import PAY_V2
 from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen, guidance
 from server.wechat.base import BaseClient
+from server.wechat import bill
 from server.wechat.retry import Retry
 from server.wechat.v2 import wire
 
@@ -15,6 +16,7 @@ _RETRY_PAY = "SYSTEMERROR"
 _MAY_OMIT_IDS = {"closeorder"}
 SIGN_ERROR = "签名错误"   # WeChat's return_msg when the request's sign does not match
 SIGN_FIX = "WECHAT_API_KEY must be the merchant API key, not the AppSecret, and WECHAT_SIGN_TYPE the one signed with"
+NO_BILL = "20002"   # downloadbill's error_code for No Bill Exist
 MAX_LISTED = 50   # refunds WeChat takes of one order, so refundquery lists at most that many
 
 
@@ -80,6 +82,24 @@ class WeChatClient(BaseClient):
             raise
         return [_numbered_refund(answer, n) for n in range(_refund_count(answer.get("refund_count")))]
 
+    async def download_bill(self, day):
+        """The day's trade bill (ALL, gzipped on the wire) as [BillRow]: POST /pay/downloadbill.
+        WeChat answers the bill itself, or an (unsigned) XML error: No Bill Exist (error_code
+        20002) is BillNotReady, any other UpstreamError."""
+        params = {"appid": self.config.appid, "mch_id": self.config.mch_id, "nonce_str": wire.nonce(),
+                  "bill_date": day.strftime("%Y%m%d"), "bill_type": "ALL", "tar_type": "GZIP"}
+        if self.config.sign_type != wire.MD5:
+            params["sign_type"] = self.config.sign_type
+        body = wire.signed_xml(params, self.config.api_key, self.config.sign_type)
+        url = self.config.pay_base_url.rstrip("/") + "/pay/downloadbill"
+        answer = await bill.bounded(self._fetch("POST", url, body, "downloadbill", max_body=self.config.bill_max_bytes),
+                                    self.config.bill_max_bytes)
+        if answer[:2] == bill.GZIP_MAGIC:
+            return bill.parse(bill.gunzip(answer, self.config.bill_max_bytes))
+        if answer.lstrip()[:5] == b"<xml>":
+            raise _bill_refused(answer)
+        return bill.parse(answer)
+
     async def _pay(self, path, fields, client_cert=False, sign_type=None):
         """Sign (with sign_type, default the configured one), send, verify the answer."""
         name = path.rsplit("/", 1)[-1]
@@ -126,6 +146,20 @@ def _v2_sign_type(order, config):
     """An order's sign type for a v2 call: its own (its notification is verified with it), but
     an order made under v3 (signed with RSA there) takes the configured v2 sign type."""
     return order.sign_type if order.pay_version == PAY_V2 else config.sign_type
+
+
+def _bill_refused(answer):
+    """downloadbill's XML error as an exception: BillNotReady for No Bill Exist (the day's bill
+    is not made yet, or the day had no trades), UpstreamError otherwise."""
+    try:
+        error = wire.from_xml(answer)
+    except wire.XMLError as exc:
+        return UpstreamError("downloadbill answered invalid XML: %s" % exc)
+    message, code = error.get("return_msg", "")[:128], error.get("error_code", "")[:16]
+    if code == NO_BILL or "no bill exist" in message.lower():
+        return bill.BillNotReady(code or NO_BILL, "downloadbill: %s" % (message or "No Bill Exist"), empty_day=True)
+    return UpstreamError("downloadbill return_code=%r: %r%s" % (error.get("return_code", "")[:16], message,
+                                                               " (error_code %s)" % code if code else ""))
 
 
 def _refund_count(value):

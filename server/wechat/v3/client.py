@@ -31,12 +31,12 @@ import time
 from urllib.parse import quote, urlsplit
 
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, REFUNDCLOSE, SUCCESS
-from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError, UpstreamTimeout,
-                           WeChatRefused, upstream)
+from server.wechat import (PAYMENT, REFUND_RESULT, AnswerTooLarge, Notification, NotificationRefused, UpstreamError,
+                           UpstreamTimeout, WeChatRefused, upstream)
 from server.wechat import guidance
 from server.wechat.base import BaseClient
 from server.wechat.retry import Retry
-from server.wechat.v3 import resources, wire
+from server.wechat.v3 import bills, resources, wire
 from server.wechat.v3.keys import ReplayGuard, WeChatPayKeys
 
 log = logging.getLogger("server.wechat.v3")
@@ -149,6 +149,10 @@ class WeChatClientV3(BaseClient):
                  "refund_fee": found["refund_fee"], "refund_status": found["refund_status"],
                  "success_time": found["success_time"]}]
 
+    async def download_bill(self, day):
+        """The day's trade bill (ALL) as [BillRow] (bills.py: tradebill, then its file)."""
+        return await bills.download_bill(self, day)
+
     async def open_notification(self, headers, body):
         """Verify (serial, signature, timestamp window: before anything else), refuse
         probes and replays, parse, decrypt. Returns a Notification; NotificationRefused."""
@@ -212,11 +216,13 @@ class WeChatClientV3(BaseClient):
             return await self._answer(name, status, fields, answer)
         return await self._with_retries(once, name)
 
-    async def _send(self, method, url, body, headers, name):
+    async def _send(self, method, url, body, headers, name, max_body=upstream.MAX_BODY_BYTES):
         try:
-            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls)
+            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls, max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
+        except upstream.TooLarge:
+            raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
         except (OSError, upstream.BadResponse) as exc:
             raise UpstreamError(await self._unreachable(name, url, exc)) from None
 

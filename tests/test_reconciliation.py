@@ -1,0 +1,257 @@
+"""Reconciliation (server/service/reconciliation.py) on SQLite and PostgreSQL: each repair and each
+mismatch kind, idempotence, the stored report, a bill not ready, and the daily run's claim of a day
+(two services on one database: one run, one repair; not ready: tried again later)."""
+import asyncio
+import datetime
+
+import pytest
+
+from server.catalog import Catalog
+from server.config import Config
+from server.domain import NOTPAY, PAYERROR, PENDING, PROCESSING, REFUND, REFUNDCLOSE, SUCCESS
+from server.service import Service, ServiceError
+from server.service.reconciliation import due_day, parse_day
+from server.wechat.bill import BillNotReady
+from tests.support import DEMO
+from tests.support.bills import DAY, NEXT_MORNING, Clock, FakeBills, pay, refunded
+from tests.support.store import make_store, order, refund
+
+pytestmark = pytest.mark.gen_test
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request):
+    return request.param
+
+
+@pytest.fixture
+def where(engine, request, tmp_path):
+    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def make_service(engine, where, clock, io_loop):
+    """`await make_service(bills)`: a Service on this test's database (several share it, as hosts do)."""
+    stores = []
+
+    async def make(bills, **config):
+        store = make_store(engine, where, clock=clock)
+        await store.open()
+        stores.append(store)
+        values = dict(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"],
+                      api_key=DEMO["api_key"], notify_url="http://127.0.0.1:1/wechat/pay/notify",
+                      database_url="sqlite:///unused")
+        values.update(config)
+        return Service(Config(**values), store, bills, Catalog.demo(), clock)
+    yield make
+    for store in stores:
+        io_loop.run_sync(store.close)
+
+
+async def paid_order(store, no, fee=1200, time_end="20210128101010"):
+    await store.insert_order(order(no, total_fee=fee))
+    await store.transition(no, (NOTPAY,), SUCCESS, "notify", transaction_id="42" + no, time_end=time_end)
+
+
+async def refund_in(store, no, trade, fee, status=PROCESSING):
+    await store.insert_refund(refund(no, fee=fee, trade=trade), 50)
+    if status != PENDING:
+        await store.refund_transition(no, (PENDING,), status, "refund")
+
+
+async def a_day_of_every_kind(store):
+    """The store's side of the day the BILL below reports."""
+    await paid_order(store, "PAID1")
+    await store.insert_order(order("LOST1"))
+    await store.insert_order(order("ERR1"))
+    await store.transition("ERR1", (NOTPAY,), PAYERROR, "notify")
+    await store.insert_order(order("DIFF1"))
+    await paid_order(store, "MISS1", time_end="20210128235959")
+    await paid_order(store, "OTHERDAY", time_end="20210129000000")
+    await paid_order(store, "RF1", 5000, time_end="20210120090000")
+    await refund_in(store, "R-PROC", "RF1", 500)
+    await refund_in(store, "R-PEND", "RF1", 100, PENDING)
+    await refund_in(store, "R-DIFF", "RF1", 300)
+    await refund_in(store, "R-CLOSED", "RF1", 200, REFUNDCLOSE)
+
+
+BILL = [pay("PAID1"), pay("LOST1", at="2021-01-28 23:59:58"), pay("ERR1"), pay("DIFF1", 1500), pay("STRANGER", 990),
+        refunded("R-PROC", "RF1", 500), refunded("R-PEND", "RF1", 100, PROCESSING), refunded("R-DIFF", "RF1", 400),
+        refunded("R-CLOSED", "RF1", 200), refunded("R-HAND", "RF1", 700)]
+
+
+async def test_every_repair_and_every_mismatch_kind(make_service):
+    service = await make_service(FakeBills(BILL))
+    store = service.store
+    await a_day_of_every_kind(store)
+    lines = []
+    report = await service.reconciliation.run(DAY, lines.append)
+    assert (report["date"], report["bill_rows"], report["matched"]) == ("2021-01-28", 10, 1)
+    assert report["repaired"] == [
+        {"out_trade_no": "ERR1", "was": PAYERROR, "now": SUCCESS},
+        {"out_trade_no": "LOST1", "was": NOTPAY, "now": SUCCESS},
+        {"out_refund_no": "R-PEND", "was": PENDING, "now": PROCESSING},
+        {"out_refund_no": "R-PROC", "was": PROCESSING, "now": SUCCESS}]
+    kinds = {(m["kind"], m.get("out_refund_no") or m["out_trade_no"]): m for m in report["mismatches"]}
+    assert sorted(kinds) == [("amount_differs", "DIFF1"), ("missing_from_bill", "MISS1"),
+                             ("refund_amount_differs", "R-DIFF"), ("status_differs", "R-CLOSED"),
+                             ("unknown_payment", "STRANGER"), ("unknown_refund", "R-HAND")]
+    assert kinds["amount_differs", "DIFF1"]["bill"]["total_fee"] == 1500
+    assert kinds["amount_differs", "DIFF1"]["ours"] == {"total_fee": 1200, "status": NOTPAY, "transaction_id": None}
+    assert kinds["unknown_payment", "STRANGER"]["ours"] is None
+    assert kinds["refund_amount_differs", "R-DIFF"]["bill"]["refund_fee"] == 400
+    assert kinds["refund_amount_differs", "R-DIFF"]["ours"]["refund_fee"] == 300
+    assert kinds["missing_from_bill", "MISS1"]["bill"] is None
+    assert report["unresolved"] == 6 and report["created_at"] == "2021-01-29T10:30:00+08:00"
+    lost = await store.get_order("LOST1")
+    assert (lost.status, lost.transaction_id, lost.time_end) == (SUCCESS, "42LOST1", "20210128235958")
+    assert (await store.events("LOST1"))[-1] == (NOTPAY, SUCCESS, "reconciliation")
+    assert (await store.get_order("DIFF1")).status == NOTPAY   # an amount that differs is never believed
+    assert (await store.get_order("RF1")).status == REFUND      # its refund's SUCCESS moved it, as notify would
+    assert (await store.refund_events("R-PROC"))[-1] == (PROCESSING, SUCCESS, "reconciliation")
+    assert lines[0] == "downloading the bill of 2021-01-28" and "6 unresolved" in lines[-1]
+
+
+async def test_a_second_run_finds_the_repaired_matched_and_the_mismatches_the_same(make_service, clock):
+    service = await make_service(FakeBills(BILL))
+    await a_day_of_every_kind(service.store)
+    first = await service.reconciliation.run(DAY)
+    clock.now += 60
+    second = await service.reconciliation.run(DAY)
+    # every repaired one is matched now (R-PEND is PROCESSING, as the bill has it)
+    assert second["repaired"] == [] and second["matched"] == first["matched"] + len(first["repaired"]) == 5
+    assert second["mismatches"] == first["mismatches"]
+    assert second == await service.reconciliation.stored(DAY)   # the re-run replaced it
+    assert (await service.store.events("LOST1")).count((NOTPAY, SUCCESS, "reconciliation")) == 1
+
+
+async def test_no_stored_report_is_404_and_a_bad_date_400(make_service):
+    service = await make_service(FakeBills())
+    with pytest.raises(ServiceError) as info:
+        await service.reconciliation.stored(DAY)
+    assert (info.value.status, info.value.code) == (404, "REPORT_NOT_FOUND")
+    for bad in ("2021-02-30", "20210128", "2021-1-28", "", None, "2021-01-28\n"):
+        with pytest.raises(ServiceError) as info:
+            parse_day(bad)
+        assert (info.value.status, info.value.code) == (400, "INVALID_DATE")
+
+
+async def test_a_bill_not_ready_is_an_error_until_no_bill_can_only_mean_no_trades(make_service, clock):
+    creating = BillNotReady("STATEMENT_CREATING", "being made", empty_day=False)
+    none = BillNotReady("NO_STATEMENT_EXIST", "no bill", empty_day=True)
+    service = await make_service(FakeBills(errors=[creating, none, none]))
+    await paid_order(service.store, "MISS1")
+    for _ in range(2):
+        with pytest.raises(BillNotReady):
+            await service.reconciliation.run(DAY)
+    clock.now += 2 * 3600   # past noon the next day: WeChat has made every bill it will make
+    report = await service.reconciliation.run(DAY)
+    assert report["bill_rows"] == 0 and [m["kind"] for m in report["mismatches"]] == ["missing_from_bill"]
+
+
+def test_the_day_due_is_yesterday_once_the_hour_has_passed_in_beijing():
+    assert due_day(NEXT_MORNING, "10:00") == DAY
+    assert due_day(NEXT_MORNING, "10:31") == DAY - datetime.timedelta(days=1)
+    assert due_day(NEXT_MORNING - 10.5 * 3600, "00:00") == DAY   # 00:00 Beijing is 16:00 UTC the day before
+
+
+async def test_two_hosts_claiming_the_day_make_one_run_and_one_repair(make_service):
+    first, second = FakeBills([pay("LOST1")]), FakeBills([pay("LOST1")])
+    one, two = await make_service(first), await make_service(second)
+    await one.store.insert_order(order("LOST1"))
+    ran = await asyncio.gather(one.reconciliation.daily(), two.reconciliation.daily())
+    assert sorted(ran) == [False, True] and len(first.days + second.days) == 1
+    assert (await one.store.events("LOST1")).count((NOTPAY, SUCCESS, "reconciliation")) == 1
+    assert await one.reconciliation.daily() is False and await two.reconciliation.daily() is False   # done
+    assert len(first.days + second.days) == 1
+
+
+async def test_the_daily_run_tries_again_later_while_the_bill_is_not_ready(make_service, clock):
+    bills = FakeBills([pay("LOST1")], errors=[BillNotReady("20002", "No Bill Exist", empty_day=True)])
+    service, other = await make_service(bills, reconcile_retry=1800.0), await make_service(FakeBills())
+    await service.store.insert_order(order("LOST1"))
+    assert await service.reconciliation.daily() is False and len(bills.days) == 1
+    clock.now += 1799
+    assert await other.reconciliation.daily() is False and other.wechat.days == []   # not before the retry time
+    clock.now += 1
+    assert await service.reconciliation.daily() is True and len(bills.days) == 2
+    assert (await service.store.get_order("LOST1")).status == SUCCESS
+    assert (await service.reconciliation.stored(DAY))["repaired"][0]["out_trade_no"] == "LOST1"
+
+
+async def test_migration_6_adds_the_reports_to_a_schema_5_database(engine, where, clock):
+    """A database of the previous release (schema 5) with a paid order: migrated, its order is
+    found by the day it was paid and a report is stored."""
+    if engine == "postgres":
+        from server.store.postgres.store import PostgresStore
+        old = PostgresStore(where)
+        await old.open(schema_version=5)
+    else:
+        import sqlite3
+        from server.store.sqlite.schema import MIGRATIONS
+        conn = sqlite3.connect(where)
+        for version in range(1, 6):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, quantity, body, total_fee, sign_type,"
+                     " status, transaction_id, time_end, created_at, updated_at) VALUES ('OLD1', 'o', 'tea', 1, 'Tea',"
+                     " 800, 'MD5', 'SUCCESS', '42OLD1', '20210128101010', 1, 1)")
+        conn.execute("PRAGMA user_version=5")
+        conn.commit()
+        conn.close()
+    if engine == "postgres":
+        await paid_order(old, "OLD1")
+        await old.close()
+    store = make_store(engine, where, clock=clock)
+    await store.open()
+    try:
+        assert [o.out_trade_no for o in await store.paid_orders_between("20210128000000", "20210128235959")] == ["OLD1"]
+        await store.save_reconciliation("2021-01-28", {"date": "2021-01-28", "unresolved": 0}, 0, 1.0)
+        assert await store.get_reconciliation("2021-01-28") == {"date": "2021-01-28", "unresolved": 0}
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+async def test_the_sweep_starts_the_daily_run_and_goes_on_while_it_downloads(engine, tmp_path, clock):
+    from server.app import App
+    downloading, release, swept = asyncio.Event(), asyncio.Event(), []
+
+    class SlowBills(FakeBills):
+        async def start(self):
+            pass
+
+        def close(self):
+            pass
+
+        async def download_bill(self, day):
+            downloading.set()
+            await release.wait()
+            return await super().download_bill(day)
+
+    config = Config(appid=DEMO["appid"], app_secret=DEMO["app_secret"], mch_id=DEMO["mch_id"], api_key=DEMO["api_key"],
+                    notify_url="http://127.0.0.1:1/wechat/pay/notify", database_url="sqlite:///%s" % (tmp_path / "p.db"))
+    app = App(config, wechat=SlowBills([pay("LOST1")]), clock=clock, sweep_interval=0.01)
+    two_sweeps = asyncio.Event()
+
+    async def sweep():
+        swept.append(1)
+        if len(swept) >= 2 and downloading.is_set():
+            two_sweeps.set()
+    app.service.sweep = sweep
+    await app.start()
+    try:
+        await app.store.insert_order(order("LOST1"))
+        await downloading.wait()
+        await two_sweeps.wait()   # the sweep goes on while the bill downloads
+        release.set()
+        await app._daily
+        assert (await app.store.get_order("LOST1")).status == SUCCESS
+        assert (await app.service.reconciliation.stored(DAY))["repaired"][0]["out_trade_no"] == "LOST1"
+    finally:
+        await app.stop()
