@@ -249,3 +249,34 @@ async def test_a_bill_over_the_bound_on_the_wire_says_so(fake, tmp_path):
             await client.download_bill(DAY)
     finally:
         client.close()
+
+
+def test_a_comma_in_a_field_moves_no_column():
+    # 商品名称 and 商户数据包 are the merchant's free text, written as they are (no quotes): only
+    # the backquote that starts every detail field tells where the next one begins
+    row = PAYMENT_ROW.replace("`for testing", "`tea, green").replace("`cipher code", "`a,b,c")
+    assert bill.parse(text(row)) == bill.parse(text(PAYMENT_ROW))
+
+
+def test_a_bill_cut_short_before_its_summary_is_refused():
+    # a file cut at a line's end is still CSV: only the summary tells that rows are missing
+    cut = "\r\n".join([HEADER, PAYMENT_ROW, REFUND_ROW]) + "\r\n"
+    with pytest.raises(bill.BillError, match="summary"):
+        bill.parse(cut)
+    with pytest.raises(bill.BillError, match="summary"):
+        bill.parse(cut + SUMMARY + "\r\n")
+
+
+@pytest.mark.gen_test
+async def test_the_bill_is_read_off_the_ioloop(fake, monkeypatch):
+    # a bill of 64 MiB (some 200 000 rows) takes seconds to read: not on the thread serving requests
+    import threading
+    readers, parse = [], bill.parse
+    monkeypatch.setattr(bill, "parse", lambda data: readers.append(threading.get_ident()) or parse(data))
+    fake.answers["/pay/downloadbill"] = (200, gzip.compress(text(PAYMENT_ROW).encode()), {})
+    client = v2_client(fake)
+    try:
+        assert len(await client.download_bill(DAY)) == 1
+    finally:
+        client.close()
+    assert len(readers) == 1 and readers[0] != threading.get_ident()
