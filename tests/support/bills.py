@@ -22,10 +22,25 @@ class Clock:
 
 
 class FakeBills:
-    """The PayClient's download_bill: `rows`, after raising each of `errors` once."""
+    """The PayClient's download_bill: `rows`, after raising each of `errors` once; order_query and
+    refund_query answer as the bill has it, or as `answers` (number -> answer) says."""
 
-    def __init__(self, rows=(), errors=()):
+    def __init__(self, rows=(), errors=(), answers=None):
         self.rows, self.errors, self.days = list(rows), list(errors), []
+        self.answers, self.queried = dict(answers or {}), []
+
+    async def order_query(self, out_trade_no):
+        self.queried.append(out_trade_no)
+        paid = [r for r in self.rows if r.kind == "payment" and r.out_trade_no == out_trade_no]
+        known = {"trade_state": SUCCESS, "total_fee": paid[0].total_fee, "transaction_id": paid[0].transaction_id,
+                 "time_end": paid[0].trade_time} if paid else {"trade_state": "NOTPAY"}
+        return self.answers.get(out_trade_no, known)
+
+    async def refund_query(self, out_refund_no):
+        self.queried.append(out_refund_no)
+        known = [{"out_refund_no": r.out_refund_no, "refund_fee": r.refund_fee, "refund_status": r.refund_status,
+                  "refund_id": r.refund_id} for r in self.rows if r.out_refund_no == out_refund_no]
+        return self.answers.get(out_refund_no, known)
 
     async def download_bill(self, day):
         self.days.append(day)
