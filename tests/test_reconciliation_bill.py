@@ -48,7 +48,7 @@ def text(*rows, summary=None, header=HEADER):
 def test_wechats_sample_rows_read_in_fen():
     payment, refund = bill.parse(text(PAYMENT_ROW, REFUND_ROW).encode())
     assert payment == bill.BillRow("payment", "2021-01-28 17:07:11", "4200000925202101284997714292",
-                                   "S20210128170702357723", 1)
+                                   "S20210128170702357723", 1, appid="wx81be3101902f7cb2", mch_id="1601959334")
     assert refund.kind == "refund" and refund.out_refund_no == "S20210201143320649393"
     assert (refund.refund_id, refund.refund_fee, refund.refund_status) == ("50300807172021020106006664916", 1, "SUCCESS")
     assert refund.out_trade_no == "S20210124161554311546"

@@ -25,6 +25,8 @@ _PAYMENT, _REFUND = "SUCCESS", "REFUND"   # 交易状态 of a payment row and of
 # column name -> our field; the first name found wins (newer bills first)
 _COLUMNS = {
     "trade_time": ("交易时间",),
+    "appid": ("公众账号ID",),
+    "mch_id": ("商户号",),
     "transaction_id": ("微信订单号",),
     "out_trade_no": ("商户订单号",),
     "trade_state": ("交易状态",),
@@ -62,6 +64,8 @@ class BillRow:
     refund_id: str = None
     refund_fee: int = None    # fen
     refund_status: str = None
+    appid: str = None         # 公众账号ID and 商户号: whose payment the row is
+    mch_id: str = None
 
 
 def fen_of_yuan(text):
@@ -164,7 +168,7 @@ def _row(index, line, number):
         raise BillError("bill: line %d has %d fields" % (number, len(fields)))
     value = {name: fields[i] for name, i in index.items()}
     common = dict(trade_time=value["trade_time"], transaction_id=value["transaction_id"],
-                  out_trade_no=value["out_trade_no"])
+                  out_trade_no=value["out_trade_no"], appid=value["appid"], mch_id=value["mch_id"])
     if value["trade_state"] == _PAYMENT:
         return BillRow("payment", total_fee=fen_of_yuan(value["total_fee"]), **common)
     if value["trade_state"] == _REFUND:

@@ -3,6 +3,7 @@ import datetime
 
 from server.domain import SUCCESS
 from server.wechat.bill import BillRow
+from tests.support import DEMO
 
 # The ALL bill's header and summary header, as WeChat's samples have them (test_reconciliation_bill.py)
 HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
@@ -50,8 +51,9 @@ class FakeBills:
 
 
 def pay(no, fee=1200, tid=None, at="2021-01-28 10:10:10"):
-    return BillRow("payment", at, tid or "42" + no, no, fee)
+    return BillRow("payment", at, tid or "42" + no, no, fee, appid=DEMO["appid"], mch_id=DEMO["mch_id"])
 
 
 def refunded(no, trade, fee, status=SUCCESS):
-    return BillRow("refund", "2021-01-20 09:00:00", "42" + trade, trade, 0, no, "50" + no, fee, status)
+    return BillRow("refund", "2021-01-20 09:00:00", "42" + trade, trade, 0, no, "50" + no, fee, status,
+                   appid=DEMO["appid"], mch_id=DEMO["mch_id"])
