@@ -301,3 +301,18 @@ async def test_a_refund_row_with_another_refund_id_than_ours_moves_nothing(make_
     stored = await service.store.get_refund("R-PROC")
     assert (stored.status, stored.refund_id) == (PROCESSING, "5030STORED")
     assert [(m["kind"], m["out_refund_no"]) for m in report["mismatches"]] == [("refund_id_differs", "R-PROC")]
+
+
+async def test_the_admin_run_and_the_daily_run_at_once_repair_and_count_once(make_service):
+    bills = [pay("LOST1"), refunded("R-PROC", "RF1", 500)]
+    one, two = await make_service(FakeBills(bills)), await make_service(FakeBills(bills))
+    await one.store.insert_order(order("LOST1"))
+    await paid_order(one.store, "RF1", 5000, time_end="20210120090000")
+    await refund_in(one.store, "R-PROC", "RF1", 500)
+    reports = await asyncio.gather(one.reconciliation.run(DAY), two.reconciliation.daily())
+    assert reports[1] is True
+    stored = await one.reconciliation.stored(DAY)
+    assert stored["unresolved"] == 0 and stored["matched"] + len(stored["repaired"]) == 2
+    assert (await one.store.events("LOST1")).count((NOTPAY, SUCCESS, "reconciliation")) == 1
+    assert (await one.store.refund_events("R-PROC")).count((PROCESSING, SUCCESS, "reconciliation")) == 1
+    assert [e for e in await one.store.events("RF1") if e[1] == REFUND] == [(SUCCESS, REFUND, "refund R-PROC")]
