@@ -11,9 +11,10 @@ from server.config import Config
 from server.domain import NOTPAY, PAYERROR, PENDING, PROCESSING, REFUND, REFUNDCLOSE, SUCCESS
 from server.service import Service, ServiceError
 from server.service.reconciliation import due_day, parse_day
+from server.wechat import bill
 from server.wechat.bill import BillNotReady
 from tests.support import DEMO
-from tests.support.bills import DAY, NEXT_MORNING, Clock, FakeBills, pay, refunded
+from tests.support.bills import DAY, HEADER, NEXT_MORNING, SUMMARY, Clock, FakeBills, pay, refunded
 from tests.support.store import make_store, order, refund
 
 pytestmark = pytest.mark.gen_test
@@ -255,3 +256,63 @@ async def test_the_sweep_starts_the_daily_run_and_goes_on_while_it_downloads(eng
         assert (await app.service.reconciliation.stored(DAY))["repaired"][0]["out_trade_no"] == "LOST1"
     finally:
         await app.stop()
+
+
+async def test_a_v2_bill_moves_nothing_that_orderquery_or_refundquery_does_not_confirm(make_service):
+    # v2's bill is an unsigned file (only TLS vouches for it); orderquery's and refundquery's
+    # answers are signed: WeChat's signed word says LOST1 unpaid and R-PROC still processing
+    service = await make_service(FakeBills([pay("LOST1"), refunded("R-PROC", "RF1", 500)], answers={
+        "LOST1": {"trade_state": NOTPAY}, "R-PROC": [{"out_refund_no": "R-PROC", "refund_fee": 500,
+                                                     "refund_status": PROCESSING, "refund_id": "50R-PROC"}]}))
+    await service.store.insert_order(order("LOST1"))
+    await paid_order(service.store, "RF1", 5000, time_end="20210120090000")
+    await refund_in(service.store, "R-PROC", "RF1", 500)
+    report = await service.reconciliation.run(DAY)
+    assert (await service.store.get_order("LOST1")).status == NOTPAY
+    assert (await service.store.get_refund("R-PROC")).status == PROCESSING
+    assert report["repaired"] == []
+    assert sorted((m["kind"], m.get("out_refund_no") or m["out_trade_no"]) for m in report["mismatches"]) == [
+        ("status_differs", "LOST1"), ("status_differs", "R-PROC")]
+
+
+def bill_row(no, appid=DEMO["appid"], mch_id=DEMO["mch_id"], fee="12.00"):
+    return ("`2021-01-28 10:10:10,`%s,`%s,`0,`,`42%s,`%s,`%s,`JSAPI,`SUCCESS,`OTHERS,`CNY,`%s,`0.00,`0,`0,`0.00,"
+            "`0.00,`,`,`Coffee,`,`0.00000,`0.60%%,`%s,`0.00,`" % (appid, mch_id, no, no, "o" * 28, fee, fee))
+
+
+@pytest.mark.parametrize("appid, mch_id", [("wx0000000000000000", DEMO["mch_id"]), (DEMO["appid"], "1999999999")])
+async def test_a_payment_row_of_another_appid_or_mch_id_repairs_nothing(make_service, appid, mch_id):
+    rows = bill.parse("\r\n".join([HEADER, bill_row("LOST1", appid, mch_id), SUMMARY, "`1,`12.00"]))
+    service = await make_service(FakeBills(rows))
+    await service.store.insert_order(order("LOST1"))
+    report = await service.reconciliation.run(DAY)
+    assert (await service.store.get_order("LOST1")).status == NOTPAY
+    assert [(m["kind"], m["out_trade_no"]) for m in report["mismatches"]] == [("unknown_payment", "LOST1")]
+    assert (report["mismatches"][0]["bill"]["appid"], report["mismatches"][0]["bill"]["mch_id"]) == (appid, mch_id)
+
+
+async def test_a_refund_row_with_another_refund_id_than_ours_moves_nothing(make_service):
+    # WeChat numbers each refund once: a row of our out_refund_no under another refund_id is not ours
+    service = await make_service(FakeBills([refunded("R-PROC", "RF1", 500)]), pay_version="v3")
+    await paid_order(service.store, "RF1", 5000, time_end="20210120090000")
+    await service.store.insert_refund(refund("R-PROC", fee=500, trade="RF1"), 50)
+    await service.store.refund_transition("R-PROC", (PENDING,), PROCESSING, "refund", refund_id="5030STORED")
+    report = await service.reconciliation.run(DAY)
+    stored = await service.store.get_refund("R-PROC")
+    assert (stored.status, stored.refund_id) == (PROCESSING, "5030STORED")
+    assert [(m["kind"], m["out_refund_no"]) for m in report["mismatches"]] == [("refund_id_differs", "R-PROC")]
+
+
+async def test_the_admin_run_and_the_daily_run_at_once_repair_and_count_once(make_service):
+    bills = [pay("LOST1"), refunded("R-PROC", "RF1", 500)]
+    one, two = await make_service(FakeBills(bills)), await make_service(FakeBills(bills))
+    await one.store.insert_order(order("LOST1"))
+    await paid_order(one.store, "RF1", 5000, time_end="20210120090000")
+    await refund_in(one.store, "R-PROC", "RF1", 500)
+    reports = await asyncio.gather(one.reconciliation.run(DAY), two.reconciliation.daily())
+    assert reports[1] is True
+    stored = await one.reconciliation.stored(DAY)
+    assert stored["unresolved"] == 0 and stored["matched"] + len(stored["repaired"]) == 2
+    assert (await one.store.events("LOST1")).count((NOTPAY, SUCCESS, "reconciliation")) == 1
+    assert (await one.store.refund_events("R-PROC")).count((PROCESSING, SUCCESS, "reconciliation")) == 1
+    assert [e for e in await one.store.events("RF1") if e[1] == REFUND] == [(SUCCESS, REFUND, "refund R-PROC")]

@@ -48,7 +48,7 @@ def text(*rows, summary=None, header=HEADER):
 def test_wechats_sample_rows_read_in_fen():
     payment, refund = bill.parse(text(PAYMENT_ROW, REFUND_ROW).encode())
     assert payment == bill.BillRow("payment", "2021-01-28 17:07:11", "4200000925202101284997714292",
-                                   "S20210128170702357723", 1)
+                                   "S20210128170702357723", 1, appid="wx81be3101902f7cb2", mch_id="1601959334")
     assert refund.kind == "refund" and refund.out_refund_no == "S20210201143320649393"
     assert (refund.refund_id, refund.refund_fee, refund.refund_status) == ("50300807172021020106006664916", 1, "SUCCESS")
     assert refund.out_trade_no == "S20210124161554311546"
@@ -249,3 +249,34 @@ async def test_a_bill_over_the_bound_on_the_wire_says_so(fake, tmp_path):
             await client.download_bill(DAY)
     finally:
         client.close()
+
+
+def test_a_comma_in_a_field_moves_no_column():
+    # 商品名称 and 商户数据包 are the merchant's free text, written as they are (no quotes): only
+    # the backquote that starts every detail field tells where the next one begins
+    row = PAYMENT_ROW.replace("`for testing", "`tea, green").replace("`cipher code", "`a,b,c")
+    assert bill.parse(text(row)) == bill.parse(text(PAYMENT_ROW))
+
+
+def test_a_bill_cut_short_before_its_summary_is_refused():
+    # a file cut at a line's end is still CSV: only the summary tells that rows are missing
+    cut = "\r\n".join([HEADER, PAYMENT_ROW, REFUND_ROW]) + "\r\n"
+    with pytest.raises(bill.BillError, match="summary"):
+        bill.parse(cut)
+    with pytest.raises(bill.BillError, match="summary"):
+        bill.parse(cut + SUMMARY + "\r\n")
+
+
+@pytest.mark.gen_test
+async def test_the_bill_is_read_off_the_ioloop(fake, monkeypatch):
+    # a bill of 64 MiB (some 200 000 rows) takes seconds to read: not on the thread serving requests
+    import threading
+    readers, parse = [], bill.parse
+    monkeypatch.setattr(bill, "parse", lambda data: readers.append(threading.get_ident()) or parse(data))
+    fake.answers["/pay/downloadbill"] = (200, gzip.compress(text(PAYMENT_ROW).encode()), {})
+    client = v2_client(fake)
+    try:
+        assert len(await client.download_bill(DAY)) == 1
+    finally:
+        client.close()
+    assert len(readers) == 1 and readers[0] != threading.get_ident()

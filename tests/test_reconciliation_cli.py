@@ -15,6 +15,7 @@ import pytest
 from server import reconcile_cli
 from server.domain import BEIJING, NOTPAY, SUCCESS
 from server.store.sqlite.store import SQLiteStore
+from server.wechat.v2 import wire as v2_wire
 from tests.support import DEMO
 from tests.support.store import order
 from tests.support.bills import HEADER, SUMMARY
@@ -33,19 +34,28 @@ def bill_of(*payments):
 
 @pytest.fixture
 def wechat():
-    """A fake WeChat on a thread: answers POST /pay/downloadbill with `.answer` (bytes)."""
+    """A fake WeChat on a thread: answers POST /pay/downloadbill with `.answer` (bytes), and
+    /pay/orderquery (signed) with the orders of `.paid` (out_trade_no -> fen) paid, others not."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            asked = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = query_answer(v2_wire.from_xml(asked)) if self.path == "/pay/orderquery" else server.answer
             self.send_response(200)
-            self.send_header("Content-Length", str(len(server.answer)))
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(server.answer)
+            self.wfile.write(answer)
 
         def log_message(self, *args):
             pass
+
+    def query_answer(asked):
+        no = asked["out_trade_no"]
+        state = {"trade_state": "SUCCESS", "total_fee": str(server.paid[no]), "transaction_id": "42" + no,
+                 "time_end": "20210128101010"} if no in server.paid else {"trade_state": "NOTPAY"}
+        return v2_wire.signed_xml(dict(state, return_code="SUCCESS", result_code="SUCCESS", appid=DEMO["appid"],
+                                       mch_id=DEMO["mch_id"], nonce_str="n" * 16, out_trade_no=no), DEMO["api_key"])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.answer = NO_BILL
+    server.answer, server.paid = NO_BILL, {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -77,6 +87,7 @@ def in_store(env, *records, read=None):
 def test_mismatches_exit_1_with_a_line_each_and_a_second_run_finds_the_repair_matched(wechat, env, capsys):
     in_store(env, order("LOST1"))
     wechat.answer = bill_of(("LOST1", "12.00"), ("STRANGER", "9.90"))
+    wechat.paid = {"LOST1": 1200, "STRANGER": 990}   # the repair waits for orderquery's signed word
     assert reconcile_cli.main(["--date", "2021-01-28"], env) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "downloading the bill of 2021-01-28" and out[1] == "comparing 2 bill rows with the store"

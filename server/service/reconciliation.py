@@ -9,7 +9,8 @@ import socket
 from server import domain, views
 from server.domain import BEIJING, ORDER, PAID, PENDING, PROCESSING, REFUND_OPEN, REFUND_RECORD, SUCCESS
 from server.service.common import Part, ServiceError
-from server.wechat import WeChatError
+from server.config import V2
+from server.wechat import WeChatError, WeChatRefused
 from server.wechat.bill import BillNotReady
 
 log = logging.getLogger("server.service")
@@ -78,14 +79,14 @@ class Reconciliation(Part):
     async def _payment(self, row, found):
         """A payment row: matched, repaired (an unpaid or closed order WeChat has paid, of the same
         amount: notify's move), or a mismatch."""
-        order = await self.order_named(row.out_trade_no)
+        order = await self.order_named(row.out_trade_no) if self._ours(row) else None
         bill = {"total_fee": row.total_fee, "transaction_id": row.transaction_id}
         if order is None:
-            return found.mismatch("unknown_payment", bill, None, out_trade_no=row.out_trade_no)
+            return found.mismatch("unknown_payment", self._named(row, bill), None, out_trade_no=row.out_trade_no)
         ours = {"total_fee": order.total_fee, "status": order.status, "transaction_id": order.transaction_id}
         if order.total_fee != row.total_fee:
             return found.mismatch("amount_differs", bill, ours, out_trade_no=row.out_trade_no)
-        if order.status in domain.sources(ORDER, SUCCESS):
+        if order.status in domain.sources(ORDER, SUCCESS) and await self._confirmed(row):
             changed, order = await self.service.orders.apply_paid(order, row.transaction_id, _time_end(row), SOURCE)
             if changed:
                 return found.repair(out_trade_no=row.out_trade_no, was=ours["status"], now=order.status)
@@ -98,18 +99,22 @@ class Reconciliation(Part):
     async def _refund(self, row, found):
         """A refund row: matched, repaired (an open refund WeChat reports further on: refundquery's
         move), or a mismatch."""
-        refund = await self.store.get_refund(row.out_refund_no) if _plausible(row.out_refund_no) else None
+        ours = _plausible(row.out_refund_no) and self._ours(row)
+        refund = await self.store.get_refund(row.out_refund_no) if ours else None
         numbers = dict(out_refund_no=row.out_refund_no, out_trade_no=row.out_trade_no)
         bill = {"refund_fee": row.refund_fee, "refund_status": row.refund_status, "refund_id": row.refund_id}
         if refund is None or refund.out_trade_no != row.out_trade_no:
-            return found.mismatch("unknown_refund", bill, None, **numbers)
-        ours = {"refund_fee": refund.refund_fee, "status": refund.status}
+            return found.mismatch("unknown_refund", self._named(row, bill), None, **numbers)
+        ours = {"refund_fee": refund.refund_fee, "status": refund.status, "refund_id": refund.refund_id}
         if refund.refund_fee != row.refund_fee:
             return found.mismatch("refund_amount_differs", bill, ours, **numbers)
+        if refund.refund_id and refund.refund_id != row.refund_id:
+            # WeChat numbers a refund once: our out_refund_no under another refund_id is not our refund
+            return found.mismatch("refund_id_differs", bill, ours, **numbers)
         if refund.status == row.refund_status:
             found.matched += 1
             return None
-        if _may_move(refund.status, row.refund_status):
+        if _may_move(refund.status, row.refund_status) and await self._confirmed(row):
             changed, refund = await self.store.refund_transition(
                 refund.out_refund_no, domain.sources(REFUND_RECORD, row.refund_status), row.refund_status, SOURCE,
                 refund_id=row.refund_id or refund.refund_id)
@@ -119,6 +124,33 @@ class Reconciliation(Part):
                 found.matched += 1
                 return None
         found.mismatch("status_differs", bill, dict(ours, status=refund.status), **numbers)
+
+    def _ours(self, row):
+        """Whether a row is of this shop's appid and mch_id (another app on the same merchant
+        number has its own orders, and notify refuses another's as well)."""
+        return (row.appid, row.mch_id) == (self.config.appid, self.config.mch_id)
+
+    def _named(self, row, bill):
+        # a row of another appid or mch_id says whose it is
+        return bill if self._ours(row) else dict(bill, appid=row.appid, mch_id=row.mch_id)
+
+    async def _confirmed(self, row):
+        """Whether WeChat's signed word agrees with a row that would move money state. v3's bill
+        is vouched for by the SHA1 in tradebill's signed answer; v2's is an unsigned file only
+        TLS vouches for, so its row waits for orderquery's or refundquery's signed answer."""
+        if self.config.pay_version != V2:
+            return True
+        try:
+            if row.kind == "payment":
+                answer = await self.wechat.order_query(row.out_trade_no)
+                return (answer.get("trade_state") in PAID and answer.get("total_fee") == row.total_fee
+                        and answer.get("transaction_id") == row.transaction_id)
+            known = [r for r in await self.wechat.refund_query(row.out_refund_no)
+                     if r.get("out_refund_no") == row.out_refund_no]
+        except WeChatRefused:
+            return False   # ORDERNOTEXIST, REFUNDNOTEXIST: WeChat does not confirm it
+        return any((r.get("refund_status"), r.get("refund_fee"), r.get("refund_id")) ==
+                   (row.refund_status, row.refund_fee, row.refund_id) for r in known)
 
     async def _missing(self, day, rows, found):
         """Orders we have as paid that day (time_end, Beijing) that the bill does not list."""

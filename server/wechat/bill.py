@@ -8,8 +8,12 @@ row. Columns are found by name, so both the 24-column layout of older bills (总
 27-column one (订单金额, 申请退款金额) read.
 """
 import dataclasses
+import hashlib
+import hmac
 import re
 import zlib
+
+from tornado.ioloop import IOLoop
 
 from server.wechat import AnswerTooLarge, UpstreamError, WeChatError
 
@@ -21,6 +25,8 @@ _PAYMENT, _REFUND = "SUCCESS", "REFUND"   # 交易状态 of a payment row and of
 # column name -> our field; the first name found wins (newer bills first)
 _COLUMNS = {
     "trade_time": ("交易时间",),
+    "appid": ("公众账号ID",),
+    "mch_id": ("商户号",),
     "transaction_id": ("微信订单号",),
     "out_trade_no": ("商户订单号",),
     "trade_state": ("交易状态",),
@@ -58,6 +64,8 @@ class BillRow:
     refund_id: str = None
     refund_fee: int = None    # fen
     refund_status: str = None
+    appid: str = None         # 公众账号ID and 商户号: whose payment the row is
+    mch_id: str = None
 
 
 def fen_of_yuan(text):
@@ -93,9 +101,25 @@ def gunzip(data, limit):
     return plain
 
 
+async def read(data, limit, gzipped, sha1=None):
+    """load() in a thread: a bill of BILL_MAX_BYTES takes seconds to read, which the IOLoop
+    serving requests must not wait for."""
+    return await IOLoop.current().run_in_executor(None, load, data, limit, gzipped, sha1)
+
+
+def load(data, limit, gzipped, sha1=None):
+    """[BillRow] of a bill's bytes: gunzipped within `limit` when `gzipped`, its SHA1 (of the
+    uncompressed file) compared in constant time with `sha1` when given, parsed."""
+    plain = gunzip(data, limit) if gzipped else data
+    if sha1 is not None and not hmac.compare_digest(hashlib.sha1(plain).hexdigest(), sha1):
+        raise BillError("bill: the file's SHA1 is not the hash_value tradebill named")
+    return parse(plain)
+
+
 def parse(data):
     """[BillRow] of a bill (bytes or text, UTF-8, a BOM allowed, CRLF or LF); BillError when
-    it is not WeChat's trade bill. The summary row, if any, must count the detail rows."""
+    it is not WeChat's trade bill. The summary row must be there and count the detail rows: a
+    file cut at a line's end reads as a shorter bill otherwise."""
     text = _text(data)
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
@@ -110,8 +134,9 @@ def parse(data):
         row = _row(index, line, number)
         if row is not None:
             rows.append(row)
-    if summary is not None:
-        _check_count(summary, details)
+    if summary is None:
+        raise BillError("bill: no summary row (the file is cut short)")
+    _check_count(summary, details)
     return rows
 
 
@@ -138,12 +163,12 @@ def _header(line):
 
 def _row(index, line, number):
     """A BillRow of a detail row; None for a trade state that moves no money."""
-    fields = [_field(value) for value in line.split(",")]
+    fields = _fields(line)
     if len(fields) <= max(index.values()):
         raise BillError("bill: line %d has %d fields" % (number, len(fields)))
     value = {name: fields[i] for name, i in index.items()}
     common = dict(trade_time=value["trade_time"], transaction_id=value["transaction_id"],
-                  out_trade_no=value["out_trade_no"])
+                  out_trade_no=value["out_trade_no"], appid=value["appid"], mch_id=value["mch_id"])
     if value["trade_state"] == _PAYMENT:
         return BillRow("payment", total_fee=fen_of_yuan(value["total_fee"]), **common)
     if value["trade_state"] == _REFUND:
@@ -151,6 +176,12 @@ def _row(index, line, number):
                        out_refund_no=value["out_refund_no"], refund_id=value["refund_id"],
                        refund_fee=fen_of_yuan(value["refund_fee"]), refund_status=value["refund_status"], **common)
     return None
+
+
+def _fields(line):
+    """A detail row's fields. Each starts with a backquote and 商品名称 or 商户数据包 may hold
+    a comma (WeChat writes them unquoted), so a row splits at ",`"."""
+    return line[1:].split(",`") if line.startswith("`") else line.split(",")
 
 
 def _field(value):

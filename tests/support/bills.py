@@ -3,6 +3,7 @@ import datetime
 
 from server.domain import SUCCESS
 from server.wechat.bill import BillRow
+from tests.support import DEMO
 
 # The ALL bill's header and summary header, as WeChat's samples have them (test_reconciliation_bill.py)
 HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
@@ -22,10 +23,25 @@ class Clock:
 
 
 class FakeBills:
-    """The PayClient's download_bill: `rows`, after raising each of `errors` once."""
+    """The PayClient's download_bill: `rows`, after raising each of `errors` once; order_query and
+    refund_query answer as the bill has it, or as `answers` (number -> answer) says."""
 
-    def __init__(self, rows=(), errors=()):
+    def __init__(self, rows=(), errors=(), answers=None):
         self.rows, self.errors, self.days = list(rows), list(errors), []
+        self.answers, self.queried = dict(answers or {}), []
+
+    async def order_query(self, out_trade_no):
+        self.queried.append(out_trade_no)
+        paid = [r for r in self.rows if r.kind == "payment" and r.out_trade_no == out_trade_no]
+        known = {"trade_state": SUCCESS, "total_fee": paid[0].total_fee, "transaction_id": paid[0].transaction_id,
+                 "time_end": paid[0].trade_time} if paid else {"trade_state": "NOTPAY"}
+        return self.answers.get(out_trade_no, known)
+
+    async def refund_query(self, out_refund_no):
+        self.queried.append(out_refund_no)
+        known = [{"out_refund_no": r.out_refund_no, "refund_fee": r.refund_fee, "refund_status": r.refund_status,
+                  "refund_id": r.refund_id} for r in self.rows if r.out_refund_no == out_refund_no]
+        return self.answers.get(out_refund_no, known)
 
     async def download_bill(self, day):
         self.days.append(day)
@@ -35,8 +51,9 @@ class FakeBills:
 
 
 def pay(no, fee=1200, tid=None, at="2021-01-28 10:10:10"):
-    return BillRow("payment", at, tid or "42" + no, no, fee)
+    return BillRow("payment", at, tid or "42" + no, no, fee, appid=DEMO["appid"], mch_id=DEMO["mch_id"])
 
 
 def refunded(no, trade, fee, status=SUCCESS):
-    return BillRow("refund", "2021-01-20 09:00:00", "42" + trade, trade, 0, no, "50" + no, fee, status)
+    return BillRow("refund", "2021-01-20 09:00:00", "42" + trade, trade, 0, no, "50" + no, fee, status,
+                   appid=DEMO["appid"], mch_id=DEMO["mch_id"])

@@ -94,11 +94,9 @@ class WeChatClient(BaseClient):
         url = self.config.pay_base_url.rstrip("/") + "/pay/downloadbill"
         answer = await bill.bounded(self._fetch("POST", url, body, "downloadbill", max_body=self.config.bill_max_bytes),
                                     self.config.bill_max_bytes)
-        if answer[:2] == bill.GZIP_MAGIC:
-            return bill.parse(bill.gunzip(answer, self.config.bill_max_bytes))
         if answer.lstrip()[:5] == b"<xml>":
             raise _bill_refused(answer)
-        return bill.parse(answer)
+        return await bill.read(answer, self.config.bill_max_bytes, gzipped=answer[:2] == bill.GZIP_MAGIC)
 
     async def _pay(self, path, fields, client_cert=False, sign_type=None):
         """Sign (with sign_type, default the configured one), send, verify the answer."""

@@ -1,6 +1,4 @@
 """v3 bills: GET /v3/bill/tradebill (a signed answer naming the file and its SHA1), then the file at its download_url."""
-import hashlib
-import hmac
 import re
 from urllib.parse import urlsplit
 
@@ -25,10 +23,7 @@ async def download_bill(client, day):
         raise
     url, digest = bill_file(answer, client.base_url)
     limit = client.config.bill_max_bytes
-    plain = bill.gunzip(await bill.bounded(_download(client, url), limit), limit)
-    if not hmac.compare_digest(hashlib.sha1(plain).hexdigest(), digest):
-        raise bill.BillError("bill: the file's SHA1 is not the hash_value tradebill named")
-    return bill.parse(plain)
+    return await bill.read(await bill.bounded(_download(client, url), limit), limit, gzipped=True, sha1=digest)
 
 
 def bill_file(answer, base_url):
