@@ -65,6 +65,7 @@ async def test_post_runs_the_day_and_get_answers_the_stored_report(http_client, 
     ("POST", "/admin/reconciliations", {"date": "2021-02-30"}, 400, "INVALID_DATE"),
     ("POST", "/admin/reconciliations", {"date": 20210128}, 400, "INVALID_DATE"),
     ("POST", "/admin/reconciliations", {}, 400, "INVALID_DATE"),
+    ("POST", "/admin/reconciliations", {"date": "0001-01-01"}, 400, "INVALID_DATE"),   # WeChat would answer 502
     ("GET", "/admin/reconciliations/28-01-2021", None, 400, "INVALID_DATE"),
     ("GET", "/admin/reconciliations/2021-01-27", None, 404, "REPORT_NOT_FOUND"),
 ])
