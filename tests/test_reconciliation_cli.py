@@ -135,4 +135,4 @@ def test_run_server_py_dispatches_the_subcommand():
     done = subprocess.run([sys.executable, "run_server.py", "reconcile", "--date", "2021-02-30"], capture_output=True,
                           text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (
-        2, "", "run_server.py reconcile: --date: date must be a calendar day yyyy-MM-dd (Beijing)\n")
+        2, "", "run_server.py reconcile: --date: date must be a calendar day yyyy-MM-dd (Beijing), 1970 or later\n")

@@ -18,7 +18,7 @@ log = logging.getLogger("server.service")
 SOURCE = "reconciliation"     # the audit trail's name for a move made here
 CLAIM_LEASE = 900             # seconds a daily run holds its day before another process may take it over
 NO_BILL_GRACE = 12 * 3600     # WeChat makes bills by 10:00: "no bill" past noon the next day is a day without trades
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE = re.compile(r"(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}")   # WeChat Pay has no bills before 1970
 
 
 def parse_day(text):
@@ -28,7 +28,7 @@ def parse_day(text):
             return datetime.date.fromisoformat(text)
     except ValueError:
         pass
-    raise ServiceError(400, "INVALID_DATE", "date must be a calendar day yyyy-MM-dd (Beijing)")
+    raise ServiceError(400, "INVALID_DATE", "date must be a calendar day yyyy-MM-dd (Beijing), 1970 or later")
 
 
 def day_start(day):
