@@ -7,6 +7,7 @@ merchant platform; the day ends on the simulator's clock and is reconciled: v2 o
 the CLI (twice) and the admin API, v3 on SQLite by the admin API and the CLI, and v2 on
 PostgreSQL by the daily run of two hosts at once. Each day is a day of its own, so a bill
 lists one backend's trades only (both versions are the same merchant)."""
+import asyncio
 import datetime
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import asyncpg
 import pytest
 import requests
 
@@ -65,7 +67,7 @@ class Books(TLSShop):
         env.update(settings)
         return env
 
-    def day(self, version, database_url, **settings):
+    def day(self, version, database_url, wait=True, **settings):
         """A backend whose clock is the simulator's: its daily run reconciles its yesterday. (A v3
         backend keeps real time: the simulator signs its answers with real time, which a v3 client
         checks, and checks a v3 order's time_expire, the backend's time, with its own clock; so v3
@@ -79,7 +81,7 @@ class Books(TLSShop):
         port = free_port()
         shop.env = self.environment(version, port, **settings)
         shop.backend = Proc("run_server.py", ["--port", str(port), "--database-url", database_url],
-                            env=shop.env, port=port)
+                            env=shop.env, port=port, wait_port=wait)
         return shop
 
     def clock(self, advance=None):
@@ -229,3 +231,52 @@ def test_v2_on_sqlite_by_the_cli_twice_then_the_admin_api(books, v3_day, tmp_pat
         assert status == 200 and without_time(stored) == expected(day, t, first=False)
     finally:
         shop.backend.stop()
+
+
+def test_postgres_two_hosts_run_the_daily_reconciliation_once(books, v3_day, postgres_server):
+    """The day traded through one host, then two hosts started with the day due at once: one
+    of them reconciles it, one report stored, the lost payment repaired once."""
+    url = postgres_server.create_schema("reconcile_e2e")
+    setup, day, t = a_day(books, "v2", url, "PG")
+    setup.backend.stop()
+    hosts = [books.day("v2", url, wait=False, SWEEP_INTERVAL="0.2", RECONCILE_AT="00:00") for _ in range(2)]
+    try:
+        for host in hosts:      # started together: both find the day due at their first sweeps
+            host.backend.wait_port()
+        ran = wait_for(lambda: [h for h in hosts if "daily reconciliation of %s:" % day in h.backend.output()])
+        status, stored = admin_get(hosts[1], day)
+        assert status == 200 and without_time(stored) == expected(day, t, first=True)
+        assert query(url, "SELECT bill_date FROM reconciliations") == [(day.isoformat(),)]
+        assert query(url, "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = $1"
+                          " ORDER BY id", t["lost"]) == [(None, "NOTPAY", "create"), ("NOTPAY", "SUCCESS", "reconciliation")]
+        assert len(ran) == 1 and ran[0].backend.output().count("daily reconciliation of %s:" % day) == 1
+        [(owner, done)] = query(url, "SELECT owner, done_at FROM reconciliation_runs WHERE bill_date = $1",
+                                day.isoformat())
+        assert owner.split(":")[1] == str(ran[0].backend.proc.pid) and done is not None
+        assert "7 rows, 4 matched, 1 repaired, 2 unresolved" in ran[0].backend.output()
+    finally:
+        for host in hosts:
+            host.backend.stop()
+    assert not [h for h in hosts if h is not ran[0] and "daily reconciliation" in h.backend.output()]
+
+
+def wait_for(found, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not found():
+        assert time.monotonic() < deadline, "not within %s s" % timeout
+        time.sleep(0.05)
+    return found()
+
+
+def query(url, sql, *args):
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
