@@ -1,12 +1,11 @@
-"""Reconciliation end to end: one run_simulator.py (--tls, --v3-dir) and run_server.py processes.
-
-A Beijing day on the simulator's clock: two orders paid, one unpaid, one paid and refunded
-through the backend, one whose notifications are all lost, a stranger's payment (placed at
-WeChat with the merchant's key, unknown to the shop) and a refund made by hand in the
-merchant platform; the day ends on the simulator's clock and is reconciled: v2 on SQLite by
-the CLI (twice) and the admin API, v3 on SQLite by the admin API and the CLI, and v2 on
-PostgreSQL by the daily run of two hosts at once. Each day is a day of its own, so a bill
-lists one backend's trades only (both versions are the same merchant)."""
+"""Reconciliation end to end: real processes, a day reconciled by the CLI, the admin API and the daily run."""
+# A Beijing day on the simulator's clock: two orders paid, one unpaid, one paid and refunded
+# through the backend, one whose notifications are all lost, a stranger's payment (placed at
+# WeChat with the merchant's key, unknown to the shop) and a refund made by hand in the
+# merchant platform; the day ends on the simulator's clock and is reconciled: v3 on SQLite by
+# the admin API and the CLI, v2 on SQLite by the CLI (twice) and the admin API, and v2 on
+# PostgreSQL by the daily run of two hosts at once. Each is a day of its own, so that a bill
+# lists one backend's trades only (both versions are the same merchant).
 import asyncio
 import datetime
 import json
