@@ -246,8 +246,9 @@ def test_postgres_two_hosts_run_the_daily_reconciliation_once(books, v3_day, pos
         status, stored = admin_get(hosts[1], day)
         assert status == 200 and without_time(stored) == expected(day, t, first=True)
         assert query(url, "SELECT bill_date FROM reconciliations") == [(day.isoformat(),)]
-        assert query(url, "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = $1"
-                          " ORDER BY id", t["lost"]) == [(None, "NOTPAY", "create"), ("NOTPAY", "SUCCESS", "reconciliation")]
+        lost = query(url, "SELECT from_status, to_status, source FROM order_events WHERE out_trade_no = $1"
+                          " ORDER BY id", t["lost"])
+        assert lost == [(None, "NOTPAY", "create"), ("NOTPAY", "SUCCESS", "reconciliation")]
         assert len(ran) == 1 and ran[0].backend.output().count("daily reconciliation of %s:" % day) == 1
         [(owner, done)] = query(url, "SELECT owner, done_at FROM reconciliation_runs WHERE bill_date = $1",
                                 day.isoformat())
