@@ -316,3 +316,14 @@ async def test_the_admin_run_and_the_daily_run_at_once_repair_and_count_once(mak
     assert (await one.store.events("LOST1")).count((NOTPAY, SUCCESS, "reconciliation")) == 1
     assert (await one.store.refund_events("R-PROC")).count((PROCESSING, SUCCESS, "reconciliation")) == 1
     assert [e for e in await one.store.events("RF1") if e[1] == REFUND] == [(SUCCESS, REFUND, "refund R-PROC")]
+
+
+async def test_a_refund_settled_after_the_days_end_is_matched_not_a_mismatch(make_service):
+    # WeChat's bill shows a refund as it was at the end of the day it was asked for: one that
+    # succeeded after midnight is PROCESSING there, while we (rightly) have it as SUCCESS
+    service = await make_service(FakeBills([refunded("R-LATE", "RF1", 500, PROCESSING)]))
+    await paid_order(service.store, "RF1", 5000, time_end="20210120090000")
+    await refund_in(service.store, "R-LATE", "RF1", 500, SUCCESS)
+    report = await service.reconciliation.run(DAY)
+    assert (report["matched"], report["repaired"], report["mismatches"]) == (1, [], [])
+    assert (await service.store.get_refund("R-LATE")).status == SUCCESS
