@@ -7,7 +7,7 @@ import secrets
 import socket
 
 from server import domain, views
-from server.domain import BEIJING, ORDER, PAID, PENDING, PROCESSING, REFUND_OPEN, REFUND_RECORD, SUCCESS
+from server.domain import BEIJING, ORDER, PAID, PENDING, PROCESSING, REFUND_OPEN, REFUND_OUTCOMES, REFUND_RECORD, SUCCESS
 from server.service.common import Part, ServiceError
 from server.config import V2
 from server.wechat import WeChatError, WeChatRefused
@@ -111,7 +111,7 @@ class Reconciliation(Part):
         if refund.refund_id and refund.refund_id != row.refund_id:
             # WeChat numbers a refund once: our out_refund_no under another refund_id is not our refund
             return found.mismatch("refund_id_differs", bill, ours, **numbers)
-        if refund.status == row.refund_status:
+        if refund.status == row.refund_status or _settled_since(row.refund_status, refund.status):
             found.matched += 1
             return None
         if _may_move(refund.status, row.refund_status) and await self._confirmed(row):
@@ -204,6 +204,13 @@ def _may_move(ours, theirs):
     """Whether refundquery would move our refund to the state the bill reports: an open one to
     SUCCESS, a PENDING one (its answer lost) to PROCESSING."""
     return (theirs == SUCCESS and ours in REFUND_OPEN) or (theirs == PROCESSING and ours == PENDING)
+
+
+def _settled_since(theirs, ours):
+    """Whether ours is the outcome of the refund the bill shows open: a bill has a refund as it
+    was at the end of the day it was asked for, and one settled after midnight is PROCESSING
+    there while a notification or refundquery has told us its outcome since."""
+    return theirs == PROCESSING and ours in REFUND_OUTCOMES
 
 
 def _time_end(row):
