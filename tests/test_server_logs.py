@@ -58,19 +58,18 @@ def test_log_format_is_text_by_default_and_a_bad_value_is_named():
     assert "LOG_FORMAT must be one of text, json (got 'xml')" in str(info.value)
 
 
-def test_setup_in_json_mode_writes_one_object_per_line_on_stderr_tracebacks_included(capsys):
+def test_setup_in_json_mode_writes_one_object_per_line_on_stderr_tracebacks_included(capsys, monkeypatch):
     root = logging.getLogger()
-    before = list(root.handlers), root.level
+    monkeypatch.setattr(root, "handlers", [])   # as in a process of its own: pytest's are put back after
+    level = root.level
     try:
-        logs.setup("INFO", False, "json")
+        logs.setup("INFO", True, "json")
         try:
             raise ValueError("bad\nthing")
         except ValueError:
             logging.getLogger("run_server").exception("process %d failed", 7)
     finally:
-        for handler in [h for h in root.handlers if h not in before[0]]:
-            root.removeHandler(handler)
-        root.setLevel(before[1])
+        root.setLevel(level)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
     entry = json.loads(lines[0])
@@ -139,8 +138,9 @@ async def test_a_whole_flow_logs_json_lines_carrying_request_ids_and_order_numbe
     assert paid["out_trade_no"] == no
     [accepted] = [e for e in lines if e["message"].startswith("refund %s of 1 fen" % refund["out_refund_no"])]
     assert (accepted["request_id"], accepted["out_trade_no"]) == ("refund-1", no)
-    [failure] = [e for e in lines if e["level"] == "ERROR" and e.get("request_id") == "boom"]
+    [failure, answered] = [e for e in lines if e["level"] == "ERROR" and e.get("request_id") == "boom"]
     assert failure["exc_info"].startswith("Traceback") and "ZeroDivisionError" in failure["exc_info"]
+    assert (answered["logger"], answered["status"], "exc_info" in answered) == ("tornado.access", 500, False)
     assert not [e for e in lines if e["logger"].startswith("simulator") and "request_id" in e]
 
 
