@@ -7,6 +7,7 @@ import time
 
 import tornado.web
 
+from server import logs
 from server.catalog import Catalog
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
 from server.http import handlers
@@ -126,7 +127,7 @@ def _web_application(backend):
     args = {"service": backend.service}
     web = tornado.web.Application(
         [(path, handler, args) for path, handler in ROUTES],
-        default_handler_class=handlers.NotFoundHandler, default_handler_args=args)
+        default_handler_class=handlers.NotFoundHandler, default_handler_args=args, log_function=logs.access)
     web.service = backend.service
     web.backend = backend
     web.inflight = set()  # handlers still working on a request (see App.stop)

@@ -338,7 +338,8 @@ def configure(args, environ, bundle=None):
         options = server_config.ServerOptions.from_env(environ, flag_values(args, settings.PROCESS))
     except server_config.ConfigError as exc:
         problems, options = exc.problems, None
-    logs.setup(options.log_level if options else "INFO", options.access_log if options else False)
+    logs.setup(options.log_level if options else "INFO", options.access_log if options else False,
+               options.log_format if options else logs.TEXT)
     bundled, manifest = bundled_simulator(args, environ, bundle) if args.simulator else (None, None)
     admin_token = None
     if args.simulator and not environ.get("ADMIN_TOKEN"):

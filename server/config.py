@@ -187,6 +187,7 @@ class ServerOptions:
     event_loop: str
     access_log: bool
     xheaders: bool
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -205,7 +206,8 @@ class ServerOptions:
             raise ConfigError(problems)
         limits = httpserver.Limits(v["header_timeout"], v["idle_timeout"], v["body_timeout"], v["max_connections"],
                                    v["send_timeout"])
-        return cls(v["sweep_interval"], v["log_level"], limits, v["event_loop"], v["access_log"], v["xheaders"])
+        return cls(v["sweep_interval"], v["log_level"], limits, v["event_loop"], v["access_log"], v["xheaders"],
+                   v["log_format"])
 
 
 def _importable(module):

@@ -44,7 +44,11 @@ def main(argv, environ=None):
         return _fail("--date: %s" % exc.message)
     except server_config.ConfigError as exc:
         return _fail(str(exc))
-    logs.setup("WARNING", False)
+    log_format = environ.get("LOG_FORMAT", logs.TEXT)
+    refused = settings.problems((settings.PROCESS,), {"log_format": log_format})
+    if refused:
+        return _fail(refused["log_format"])
+    logs.setup("WARNING", False, log_format.strip().lower())
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else _say
     try:
         report = asyncio.run(_reconcile(config, day, progress))

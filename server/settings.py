@@ -12,6 +12,7 @@ from server.wechat.v3 import wire as v3_wire
 SHOP, V3, PROCESS = "shop", "v3", "process"   # Config (both versions), Config (v3 only), ServerOptions
 V2_VERSION, V3_VERSION = domain.PAY_V2, domain.PAY_V3
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")   # server/logs.py's TEXT and JSON
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
@@ -242,6 +243,11 @@ SETTINGS = (
             flag="--sweep-interval"),
     Setting("LOG_LEVEL", "log_level", PROCESS, "logging level", "INFO", lambda v: v.strip().upper() in LOG_LEVELS,
             "must be one of %s" % ", ".join(LOG_LEVELS), lambda v: v.strip().upper(), flag="--log-level"),
+    Setting("LOG_FORMAT", "log_format", PROCESS, "`text`: a line of time, level, logger and message; `json`: "
+            "each line one JSON object with the request's `request_id` (`X-Request-Id`) and `out_trade_no` where "
+            "known (see [Operations](operations.md#logs))", "text", lambda v: v.strip().lower() in LOG_FORMATS,
+            "must be one of %s" % ", ".join(LOG_FORMATS), lambda v: v.strip().lower(), flag="--log-format",
+            choices=LOG_FORMATS),
     Setting("ACCESS_LOG", "access_log", PROCESS, "`1`: log every request; otherwise only 4xx/5xx answers", "",
             convert=lambda v: v == "1", shown="off", flag="--access-log",
             flag_help="log every request (ACCESS_LOG=1); by default only 4xx/5xx answers are logged"),

@@ -121,6 +121,7 @@ def test_an_old_day_without_a_bill_had_no_trades(wechat, env, capsys):
     (["--date", "2021-13-01"], None, "--date: date must be a calendar day"),
     (["--date", "2021-01-28"], "WECHAT_PAY_BASE_URL", "WECHAT_PAY_BASE_URL must be an http(s) URL"),
     (["--date", "2021-01-28"], "WECHAT_PAY_BASE_URL=http://127.0.0.1:1", "WeChat: downloadbill"),
+    (["--date", "2021-01-28"], "LOG_FORMAT=xml", "LOG_FORMAT must be one of text, json (got 'xml')"),
 ])
 def test_errors_exit_2_naming_what(env, capsys, argv, variable, problem):
     if variable:

@@ -149,6 +149,7 @@ def test_start_up_problems_are_one_line_naming_the_setting(tmp_path):
         (["--sweep-interval", "abc"], {}, "argument --sweep-interval"),
         ([], {"SWEEP_INTERVAL": "abc"}, "SWEEP_INTERVAL must be a number of seconds"),
         ([], {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ([], {"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of text, json"),
         ([], {"WECHAT_PAY_BASE_URL": "http://[::1"}, "WECHAT_PAY_BASE_URL must be an http(s) URL"),
         ([], {"WECHAT_PAY_BASE_URL": "http://127.0.0.1:99999"}, "WECHAT_PAY_BASE_URL must be an http(s) URL"),
         ([], {"CATALOG_FILE": str(catalog)}, "CATALOG_FILE: catalog %s: product gold: price must be" % catalog),

@@ -1,4 +1,5 @@
 """Thin HTTP handlers; BaseHandler is the one place errors become JSON responses."""
+import functools
 import hmac
 import json
 import logging
@@ -7,7 +8,7 @@ import re
 
 import tornado.web
 
-from server import numbers, views
+from server import logs, numbers, views
 from server.service import ServiceError
 from server.service.reconciliation import parse_day
 from server.store import StoreError
@@ -30,15 +31,24 @@ class BaseHandler(tornado.web.RequestHandler):
     An answer sent before the body was read (413, or 405 for an unknown method) says
     `Connection: close`: Tornado closes such a connection rather than read the rest."""
     max_body = MAX_JSON_BYTES
+    order_in_path = False   # the path's argument is an out_trade_no: the request's lines carry it
 
     def initialize(self, service):
         self.service = service
 
+    @functools.cached_property
+    def request_id(self):
+        return logs.request_id(self.request.headers.get(logs.REQUEST_ID_HEADER))
+
     def set_default_headers(self):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        self.set_header(logs.REQUEST_ID_HEADER, self.request_id)   # error answers too (they clear the headers)
 
     def prepare(self):
+        logs.bind_request(self.request_id)   # this request's task: the service's and WeChat client's lines too
+        if self.order_in_path:
+            logs.bind_order(self.path_args[0])
         self.application.inflight.add(self)  # for a graceful stop: see App.stop (server/app.py)
         self._chunks, self._received = [], 0
         declared = _declared_length(self.request.headers)
@@ -207,18 +217,24 @@ class OrdersHandler(BaseHandler):
 
 
 class OrderHandler(BaseHandler):
+    order_in_path = True
+
     async def get(self, out_trade_no):
         order = await self.service.get_order(await self.openid(), out_trade_no, self.flag("refresh"))
         self.send_json(200, views.order(order, await self.service.refunds_to_show(order)))
 
 
 class PaymentHandler(BaseHandler):
+    order_in_path = True
+
     async def post(self, out_trade_no):
         order, payment = await self.service.repay(await self.openid(), out_trade_no)
         self.send_json(200, views.order_with_payment(order, payment))
 
 
 class CloseHandler(BaseHandler):
+    order_in_path = True
+
     async def post(self, out_trade_no):
         self.send_json(200, views.order(await self.service.close(await self.openid(), out_trade_no)))
 
@@ -262,6 +278,8 @@ class AdminHandler(BaseHandler):
 
 
 class AdminOrderHandler(AdminHandler):
+    order_in_path = True
+
     async def get(self, out_trade_no):
         self.require_admin()
         order, refunds = await self.service.admin_order(out_trade_no, self.flag("refresh"))
@@ -269,6 +287,8 @@ class AdminOrderHandler(AdminHandler):
 
 
 class AdminRefundsHandler(AdminHandler):
+    order_in_path = True
+
     async def post(self, out_trade_no):
         self.require_admin()
         body = self.json_body()

@@ -1,7 +1,7 @@
 """Notifications, one path for both API versions: the pay client opens and believes one, this applies it."""
 import logging
 
-from server import domain
+from server import domain, logs
 from server.domain import REFUND_RECORD, REFUND_OUTCOMES, SUCCESS
 from server.service.common import Part
 from server.wechat import PAYMENT, REFUND_RESULT, NotificationRefused
@@ -29,6 +29,7 @@ class Notifications(Part):
         refusal of either (NotificationRefused) is logged here and raised."""
         try:
             note = await opening
+            logs.bind_order(note.out_trade_no)
             problem = await self._record(note)
         except NotificationRefused as exc:
             named = " %r" % exc.about[:64] if exc.about else ""

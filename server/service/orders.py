@@ -6,7 +6,7 @@ import secrets
 import string
 import sys
 
-from server import domain
+from server import domain, logs
 from server.domain import BEIJING, CLOSED, ORDER, PAID, PAYABLE, PAYERROR, PREPAY_TTL, SUCCESS, NOTPAY, Order
 from server.service.common import (MAX_TOTAL_FEE, Part, ServiceError, check_idempotency_key, page, read_cursor,
                                    whole)
@@ -44,6 +44,7 @@ class Orders(Part):
         if not created and (order.product_id, order.quantity) != (product.id, quantity):
             raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED",
                                "this Idempotency-Key was used for a different order")
+        logs.bind_order(order.out_trade_no)
         if created:
             log.debug("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
         elif order.status not in PAYABLE:
