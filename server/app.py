@@ -9,7 +9,7 @@ import tornado.web
 
 from server.catalog import Catalog
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
-from server.http import handlers
+from server.http import handlers, notelog
 from server.service import Service
 from server.store import StoreError, open_store, open_waiting
 from server.wechat import make_client
@@ -117,6 +117,8 @@ ROUTES = [
     (r"/admin/refunds", handlers.AdminRefundListHandler),
     (r"/admin/reconciliations", handlers.AdminReconciliationsHandler),
     (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
+    (r"/admin/notifications", notelog.AdminNotificationsHandler),
+    (r"/admin/notifications/([^/]{1,64})/replay", notelog.AdminReplayHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
 ]

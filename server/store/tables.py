@@ -1,10 +1,11 @@
 """The stored tables as both engines see them: key, audit table, movable fields, record type."""
 import dataclasses
 
-from server.domain import ORDER, REFUND_RECORD, Order, Refund
+from server.domain import ORDER, REFUND_RECORD, LoggedNotification, Order, Refund
 
 ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
 REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
+NOTE_COLUMNS = [f.name for f in dataclasses.fields(LoggedNotification) if f.name != "id"]   # id: the database's
 
 
 def order_of(row):
@@ -15,6 +16,17 @@ def order_of(row):
 def refund_of(row):
     """The Refund of a database row (any mapping by column name)."""
     return Refund(**{k: row[k] for k in REFUND_COLUMNS})
+
+
+def note_of(row):
+    """The LoggedNotification of a database row (its body bytes whatever the driver hands back)."""
+    values = {k: row[k] for k in NOTE_COLUMNS + ["id"]}
+    return LoggedNotification(**dict(values, body=bytes(values["body"])))
+
+
+def note_values(note):
+    """The values of NOTE_COLUMNS for a LoggedNotification, in that order."""
+    return [getattr(note, k) for k in NOTE_COLUMNS]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,9 +133,10 @@ class PayClient(Protocol):
         """The trade bill (ALL) of a Beijing day (a datetime.date) as [bill.BillRow], amounts in
         fen; bill.BillNotReady when WeChat has none (yet), bill.BillError for one not to be read."""
 
-    async def open_notification(self, headers, body):
+    async def open_notification(self, headers, body, replay=False):
         """A v3 notification (JSON, RSA-signed) opened and believed: a Notification;
-        NotificationRefused (a v2 client: 404)."""
+        NotificationRefused (a v2 client: 404). replay: a stored copy run again by an admin
+        (the signature verified, the timestamp window and the nonce cache not applied)."""
 
     async def open_v2_notification(self, kind, body, order_of):
         """A v2 notification (XML: a payment signed with the API key, or a refund result with
