@@ -18,6 +18,7 @@ log = logging.getLogger("server.app")
 
 TRADE_NO = r"([^/]{1,64})"
 DAY = r"([^/]{1,32})"   # a reconciliation's date (yyyy-MM-dd; the handler says what else is wrong)
+NOTE_ID = r"([^/]{1,40})"   # a notification log entry's id (the service says what else is wrong)
 DRAIN_SECONDS = 10.0
 
 
@@ -118,7 +119,7 @@ ROUTES = [
     (r"/admin/reconciliations", handlers.AdminReconciliationsHandler),
     (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
     (r"/admin/notifications", notelog.AdminNotificationsHandler),
-    (r"/admin/notifications/([^/]{1,64})/replay", notelog.AdminReplayHandler),
+    (r"/admin/notifications/%s/replay" % NOTE_ID, notelog.AdminReplayHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
 ]

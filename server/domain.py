@@ -129,7 +129,7 @@ class LoggedNotification:
     verdict: str
     body: bytes
     body_size: int
-    headers: str = "{}"           # JSON object
+    headers: tuple = ()           # ((name, value), ...) as received
     reason: str = None
     out_trade_no: str = None
     out_refund_no: str = None

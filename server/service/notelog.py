@@ -1,13 +1,12 @@
 """The notification log: every notification received, its verdict and the bytes WeChat sent; listing, replay, pruning."""
 import dataclasses
-import json
 import logging
 import re
 
 from server.domain import PAY_V3, REFUSED, VERDICTS, LoggedNotification
 from server.service.common import Part, ServiceError, page, plausible_trade_no, read_cursor
 from server.store import StoreError
-from server.wechat import PAYMENT, REFUND_RESULT, NotificationRefused
+from server.wechat import PAYMENT, REFUND_RESULT, NotificationRefused, claimed_kind
 
 log = logging.getLogger("server.service")
 
@@ -27,10 +26,10 @@ class _Pairs(list):
 class NoteLog(Part):
     def received(self, version, kind, body, headers=(), replay_of=None):
         """The log entry of a notification just received (its verdict still to come)."""
-        pairs = [[name, value] for name, value in headers if name.lower().startswith("wechatpay-")]
+        pairs = tuple((name, value) for name, value in headers if name.lower().startswith("wechatpay-"))
         bound = self.config.notification_log_body_bytes
         return LoggedNotification(received_at=self.clock(), version=version, kind=kind, verdict=REFUSED,
-                                  body=bytes(body[:bound]), body_size=len(body), headers=json.dumps(pairs),
+                                  body=bytes(body[:bound]), body_size=len(body), headers=pairs,
                                   replay_of=replay_of)
 
     async def write(self, entry, verdict, reason=None):
@@ -63,7 +62,7 @@ class NoteLog(Part):
             raise ServiceError(409, "NOTIFICATION_CUT", "its body was cut at NOTIFICATION_LOG_BODY_BYTES: it "
                                                         "cannot be verified again")
         notifications = self.service.notifications
-        entry = self.received(stored.version, stored.kind, stored.body, json.loads(stored.headers), stored.id)
+        entry = self.received(stored.version, stored.kind, stored.body, stored.headers, stored.id)
         try:
             verdict = await notifications.apply(self._opening(stored), entry)
         except NotificationRefused as exc:
@@ -76,7 +75,7 @@ class NoteLog(Part):
         again; this is the stored copy, sent again by an admin) and nothing else: its
         signature is verified as when it came."""
         if stored.version == PAY_V3:
-            return self.wechat.open_notification(_Pairs(json.loads(stored.headers)), stored.body, replay=True)
+            return self.wechat.open_notification(_Pairs(stored.headers), stored.body, replay=True)
         return self.wechat.open_v2_notification(_V2_KINDS.get(stored.kind), stored.body,
                                                 self.service.notifications.order_named)
 
@@ -87,12 +86,7 @@ class NoteLog(Part):
 
 def v3_kind(body):
     """A v3 notification's kind as its (unencrypted) event_type says, before it is believed."""
-    try:
-        event_type = json.loads(body).get("event_type")
-    except (ValueError, AttributeError):
-        return KINDS[None]
-    prefix = event_type.partition(".")[0] if isinstance(event_type, str) else ""
-    return {"TRANSACTION": KINDS[PAYMENT], "REFUND": KINDS[REFUND_RESULT]}.get(prefix, KINDS[None])
+    return KINDS[claimed_kind(body)]
 
 
 def named(entry, note):

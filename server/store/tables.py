@@ -1,5 +1,6 @@
 """The stored tables as both engines see them: key, audit table, movable fields, record type."""
 import dataclasses
+import json
 
 from server.domain import ORDER, REFUND_RECORD, LoggedNotification, Order, Refund
 
@@ -21,12 +22,13 @@ def refund_of(row):
 def note_of(row):
     """The LoggedNotification of a database row (its body bytes whatever the driver hands back)."""
     values = {k: row[k] for k in NOTE_COLUMNS + ["id"]}
-    return LoggedNotification(**dict(values, body=bytes(values["body"])))
+    headers = tuple(tuple(pair) for pair in json.loads(values["headers"]))
+    return LoggedNotification(**dict(values, body=bytes(values["body"]), headers=headers))
 
 
 def note_values(note):
-    """The values of NOTE_COLUMNS for a LoggedNotification, in that order."""
-    return [getattr(note, k) for k in NOTE_COLUMNS]
+    """The values of NOTE_COLUMNS for a LoggedNotification, in that order (its headers as JSON)."""
+    return [json.dumps(note.headers) if k == "headers" else getattr(note, k) for k in NOTE_COLUMNS]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ transport is upstream.py, a keep-alive connection pool on asyncio streams (see t
 not a library client).
 """
 import dataclasses
+import json
 from typing import Protocol
 
 from server.domain import PAY_V3
@@ -84,6 +85,17 @@ class Notification:
     refund_status: str = None   # a domain refund state
     refund_fee: int = None
     success_time: str = None    # yyyy-MM-dd HH:mm:ss, Beijing
+
+
+def claimed_kind(body):
+    """What a v3 notification's (unencrypted) event_type says it is about, before it is believed:
+    PAYMENT, REFUND_RESULT or None."""
+    try:
+        event_type = json.loads(body).get("event_type")
+    except (ValueError, AttributeError):
+        return None
+    prefix = event_type.partition(".")[0] if isinstance(event_type, str) else ""
+    return {"TRANSACTION": PAYMENT, "REFUND": REFUND_RESULT}.get(prefix)
 
 
 def fen(text):
