@@ -10,7 +10,7 @@ import tornado.web
 from server import logs
 from server.catalog import Catalog
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
-from server.http import handlers
+from server.http import handlers, notelog
 from server.service import Service
 from server.store import StoreError, open_store, open_waiting
 from server.wechat import make_client
@@ -19,6 +19,7 @@ log = logging.getLogger("server.app")
 
 TRADE_NO = r"([^/]{1,64})"
 DAY = r"([^/]{1,32})"   # a reconciliation's date (yyyy-MM-dd; the handler says what else is wrong)
+NOTE_ID = r"([^/]{1,40})"   # a notification log entry's id (the service says what else is wrong)
 DRAIN_SECONDS = 10.0
 
 
@@ -118,6 +119,8 @@ ROUTES = [
     (r"/admin/refunds", handlers.AdminRefundListHandler),
     (r"/admin/reconciliations", handlers.AdminReconciliationsHandler),
     (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
+    (r"/admin/notifications", notelog.AdminNotificationsHandler),
+    (r"/admin/notifications/%s/replay" % NOTE_ID, notelog.AdminReplayHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
 ]

@@ -112,3 +112,26 @@ def refundable_fee(order, refunds):
 
 def refunded_fee(refunds):
     return sum(r.refund_fee for r in refunds if r.status == SUCCESS)
+
+
+ACCEPTED, DUPLICATE, REFUSED = "accepted", "duplicate", "refused"   # a notification's verdict
+VERDICTS = (ACCEPTED, DUPLICATE, REFUSED)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedNotification:
+    """A notification as received, kept in the notification log: `body` the bytes WeChat sent
+    (cut at the log's bound; `body_size` the length it had), `headers` the Wechatpay-* ones (v3),
+    `kind` payment, refund or other, `replay_of` the entry an admin replayed."""
+    received_at: float
+    version: str
+    kind: str
+    verdict: str
+    body: bytes
+    body_size: int
+    headers: tuple = ()           # ((name, value), ...) as received
+    reason: str = None
+    out_trade_no: str = None
+    out_refund_no: str = None
+    replay_of: int = None
+    id: int = None

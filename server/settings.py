@@ -236,6 +236,12 @@ SETTINGS = (
     Setting("RECONCILE_RETRY", "reconcile_retry", SHOP, "seconds before the daily reconciliation tries again "
             "when the bill is not ready or WeChat fails", "1800", seconds(60, 86400),
             "must be a number of seconds from 60 to 86400", float),
+    Setting("NOTIFICATION_LOG_DAYS", "notification_log_days", SHOP, "days a received notification stays in the "
+            "notification log (`GET /admin/notifications`) before the sweep deletes it", "30", whole(1, 36500),
+            "must be a whole number of days from 1 to 36500", int),
+    Setting("NOTIFICATION_LOG_BODY_BYTES", "notification_log_body_bytes", SHOP, "bytes of a notification's body "
+            "the notification log keeps (cut beyond; a cut one cannot be replayed)", "65536", whole(0, 1 << 20),
+            "must be a whole number of bytes from 0 to 1048576", int),
     Setting("SWEEP_INTERVAL", "sweep_interval", PROCESS, "seconds between background sweeps that ask WeChat "
             "(`orderquery`, `refundquery`) about unpaid orders and open refunds whose notification has not come; "
             "each is asked a handful of times (after 1 minute, then ever less often, for up to 3 hours); `0` turns "

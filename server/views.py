@@ -52,6 +52,25 @@ def page(items, cursor, name):
     return answer
 
 
+def notification(entry):
+    """A notification log entry as GET /admin/notifications shows it (the body as text)."""
+    view = {"id": entry.id, "received_at": beijing_time(entry.received_at), "version": entry.version,
+            "kind": entry.kind, "verdict": entry.verdict, "reason": entry.reason,
+            "out_trade_no": entry.out_trade_no, "body": entry.body.decode("utf-8", "replace")}
+    if entry.out_refund_no:
+        view["out_refund_no"] = entry.out_refund_no
+    if entry.body_size > len(entry.body):
+        view["body_size"] = entry.body_size   # the body shown was cut: this is how long it was
+    if entry.replay_of is not None:
+        view["replay_of"] = entry.replay_of
+    return view
+
+
+def replayed(entry, verdict, reason):
+    """The answer to a replay: which entry, its new verdict and (refused) why."""
+    return {"id": entry.id, "verdict": verdict, "reason": reason}
+
+
 def beijing_time(timestamp):
     """A Unix time as ISO 8601 in Beijing time (+08:00), to the second."""
     return datetime.datetime.fromtimestamp(timestamp, domain.BEIJING).isoformat(timespec="seconds")

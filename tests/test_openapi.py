@@ -10,7 +10,7 @@ import tornado.web
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import server
-from server.app import DAY, ROUTES, TRADE_NO
+from server.app import DAY, NOTE_ID, ROUTES, TRADE_NO
 from server.catalog import DEMO_PRODUCTS
 from server.http.handlers import OPENAPI_FILE
 from tests.support import ADMIN_TOKEN, DEMO
@@ -46,7 +46,8 @@ def load_document():
 
 def documented_path(pattern):
     """A route's pattern as the document writes it: /api/orders/{out_trade_no}, /admin/reconciliations/{date}."""
-    return pattern.replace(TRADE_NO, "{out_trade_no}").replace(DAY, "{date}").replace("\\.", ".")
+    return (pattern.replace(TRADE_NO, "{out_trade_no}").replace(DAY, "{date}").replace(NOTE_ID, "{id}")
+            .replace("\\.", "."))
 
 
 def handled_methods(handler):

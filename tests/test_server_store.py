@@ -277,3 +277,34 @@ async def test_each_due_row_is_claimed_once_per_round(opened):
     assert await a.claim_due(now + 1, 60, 3600, 50) == ([], [])          # claimed: not due again yet
     again, _ = await b.claim_due(now + 400, 60, 3600, 50)                # a quarter of their age later
     assert len(again) == 24
+
+
+# -- the notification log ----------------------------------------------------------------------
+def a_note(at=5.0, verdict="accepted", **kw):
+    from server.domain import LoggedNotification
+    return LoggedNotification(received_at=at, version="v3", kind="payment", verdict=verdict, body=b"\x00{}\xff",
+                              body_size=4, headers=(("Wechatpay-Nonce", "N1"),), out_trade_no="T1", **kw)
+
+
+async def test_a_transition_keeps_its_note_only_when_it_moves(store):
+    await store.insert_order(order("T1"))
+    assert (await store.transition("T1", (NOTPAY,), SUCCESS, "notify", a_note(), transaction_id="4" * 28))[0]
+    assert not (await store.transition("T1", (NOTPAY,), SUCCESS, "notify", a_note(6.0), transaction_id="4" * 28))[0]
+    [kept] = await store.list_notifications(10)
+    assert kept == a_note(id=kept.id) and await store.get_notification(kept.id) == kept
+    await store.insert_refund(refund("R1", trade="T1"), 50)
+    assert (await store.refund_transition("R1", ("PENDING",), SUCCESS, "notify", a_note(7.0)))[0]
+    assert [n.received_at for n in await store.list_notifications(10)] == [7.0, 5.0]
+
+
+async def test_the_log_pages_filters_and_prunes(store):
+    ids = [await store.log_notification(a_note(at, verdict)) for at, verdict in
+           ((1.0, "refused"), (2.0, "accepted"), (2.0, "refused"), (3.0, "duplicate"))]
+    newest = await store.list_notifications(2)
+    assert [n.id for n in newest] == [ids[3], ids[2]]
+    assert [n.id for n in await store.list_notifications(5, (2.0, ids[2]))] == [ids[1], ids[0]]
+    assert [n.id for n in await store.list_notifications(5, verdict="refused")] == [ids[2], ids[0]]
+    assert await store.list_notifications(5, out_trade_no="T2") == []
+    assert await store.get_notification(10 ** 15) is None
+    assert await store.prune_notifications(2.0) == 1
+    assert [n.id for n in await store.list_notifications(5)] == [ids[3], ids[2], ids[1]]

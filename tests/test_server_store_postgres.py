@@ -33,7 +33,7 @@ async def test_an_empty_database_is_migrated_to_the_current_schema(postgres_url)
     store = PostgresStore(postgres_url)
     await store.open()
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 6
+        assert await store.schema_version() == SCHEMA_VERSION == 7
         await paid(store)
         assert (await store.insert_refund(refund(), 50))[1]
     finally:

@@ -94,7 +94,7 @@ async def test_migration_5_gives_each_order_the_pay_version_its_sign_type_told(t
         conn.execute("UPDATE orders SET pay_version = NULL WHERE out_trade_no = 'MD5-ORDER'")
     with pytest.raises(sqlite3.IntegrityError):   # v2 or v3 only
         conn.execute("UPDATE orders SET pay_version = 'v4' WHERE out_trade_no = 'MD5-ORDER'")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     conn.close()
 
 

@@ -8,6 +8,7 @@ import time
 
 from server.service import sweep as sweeping
 from server.service.common import ServiceError
+from server.service.notelog import NoteLog
 from server.service.notifications import Notifications
 from server.service.orders import Orders
 from server.service.reconciliation import Reconciliation
@@ -25,7 +26,7 @@ class Service:
         self.config, self.store, self.wechat, self.catalog, self.clock = config, store, wechat, catalog, clock
         self.sessions, self.orders = Sessions(self), Orders(self)
         self.notifications, self.refunds = Notifications(self), Refunds(self)
-        self.reconciliation = Reconciliation(self)
+        self.reconciliation, self.notelog = Reconciliation(self), NoteLog(self)
         # what the handlers call, by part
         self.login, self.caller, self.authenticate = self.sessions.login, self.sessions.caller, self.sessions.authenticate
         self.create_order, self.get_order, self.list_orders = (self.orders.create_order, self.orders.get_order,
@@ -45,9 +46,11 @@ class Service:
 
     async def handle_notify_v3(self, headers, body):
         """A v3 notification, payment or refund: returns once applied and committed;
-        NotificationRefused (its status) with nothing stored."""
+        NotificationRefused (its status) with nothing stored but its entry in the log."""
         await self.notifications.v3(headers, body)
 
     async def sweep(self, limit=sweeping.SWEEP_BATCH):
         """Ask WeChat about unpaid orders and open refunds whose notification is late: how many."""
-        return await sweeping.sweep(self.store, self.clock, self.reconcile, self.reconcile_refund, limit)
+        checked = await sweeping.sweep(self.store, self.clock, self.reconcile, self.reconcile_refund, limit)
+        await self.notelog.prune()
+        return checked

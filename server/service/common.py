@@ -41,13 +41,13 @@ class Part:
         return await self.store.get_order(out_trade_no) if plausible_trade_no(out_trade_no) else None
 
 
-def page(records, limit, key):
+def page(records, limit, key, stamp="created_at"):
     """(the first `limit` records, the cursor of the next page or None): records came newest
-    first, one more than a page if there is more."""
+    first (by `stamp`, then `key`), one more than a page if there is more."""
     shown = records[:limit]
     if len(records) <= limit:
         return shown, None
-    return shown, "%r:%s" % (shown[-1].created_at, getattr(shown[-1], key))
+    return shown, "%r:%s" % (getattr(shown[-1], stamp), getattr(shown[-1], key))
 
 
 def read_cursor(cursor, key_pattern):

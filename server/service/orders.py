@@ -159,10 +159,11 @@ class Orders(Part):
         await self.store.mark_checked(order.out_trade_no, self.clock())
         return await self.store.get_order(order.out_trade_no)
 
-    async def apply_paid(self, order, transaction_id, time_end, source):
-        """The one transition to SUCCESS, recording transaction_id and time_end: (changed, order)."""
+    async def apply_paid(self, order, transaction_id, time_end, source, note=None):
+        """The one transition to SUCCESS, recording transaction_id and time_end (and logging the
+        notification `note` with it): (changed, order)."""
         changed, order = await self.store.transition(
-            order.out_trade_no, domain.sources(ORDER, SUCCESS), SUCCESS, source,
+            order.out_trade_no, domain.sources(ORDER, SUCCESS), SUCCESS, source, note,
             transaction_id=transaction_id, time_end=time_end)
         if changed:
             log.info("order %s paid (%s, transaction %s)", order.out_trade_no, source, order.transaction_id)

@@ -75,11 +75,12 @@ class Store(Protocol):
         """Record a prepay_id if the order is still payable (NOTPAY, PAYERROR); returns the
         order, or None when it no longer is (a concurrent payment or close won). Atomic."""
 
-    async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
+    async def transition(self, out_trade_no, from_statuses, to_status, source, note=None, **fields):
         """Move an order from one of from_statuses to to_status, setting fields
         (transaction_id, time_end, checked_at), with an audit row naming the state it really
         left. Atomic and conditional: of concurrent callers moving the same order, exactly one
         sees changed=True; the others get changed=False and the order as it is now.
+        `note` (a LoggedNotification): stored in the same transaction when it moved, else not.
         Returns (changed, order)."""
 
     async def mark_checked(self, out_trade_no, now):
@@ -115,8 +116,8 @@ class Store(Protocol):
         """Up to `limit` refunds in any of `statuses`, newest first, after the cursor `before`
         = (created_at, out_refund_no). A read."""
 
-    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, **fields):
-        """Move a refund as transition() moves an order (fields: refund_id, success_time,
+    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, note=None, **fields):
+        """Move a refund as transition() moves an order, `note` too (fields: refund_id, success_time,
         error, checked_at). A refund reaching SUCCESS moves its order SUCCESS -> REFUND in the
         same transaction. Returns (changed, refund)."""
 
@@ -145,6 +146,19 @@ class Store(Protocol):
     async def finish_reconciliation(self, bill_date, owner, now, retry_at=None):
         """The owner's run of the day ended: done at `now`, or (retry_at) not done, the day
         free to be claimed again from retry_at. Atomic; a claim lost to another owner is left."""
+
+    async def log_notification(self, note):
+        """Store a LoggedNotification (its id left out); returns the id given to it. Atomic."""
+
+    async def get_notification(self, id):
+        """The LoggedNotification with this id, or None. A read."""
+
+    async def list_notifications(self, limit, before=None, out_trade_no=None, verdict=None):
+        """Up to `limit` logged notifications (of that out_trade_no, with that verdict, when
+        given), newest first (received_at, then id), after the cursor `before` = (received_at, id)."""
+
+    async def prune_notifications(self, older_than):
+        """Delete the logged notifications received before `older_than`; how many. Atomic."""
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

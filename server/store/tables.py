@@ -1,10 +1,12 @@
 """The stored tables as both engines see them: key, audit table, movable fields, record type."""
 import dataclasses
+import json
 
-from server.domain import ORDER, REFUND_RECORD, Order, Refund
+from server.domain import ORDER, REFUND_RECORD, LoggedNotification, Order, Refund
 
 ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order)]
 REFUND_COLUMNS = [f.name for f in dataclasses.fields(Refund)]
+NOTE_COLUMNS = [f.name for f in dataclasses.fields(LoggedNotification) if f.name != "id"]   # id: the database's
 
 
 def order_of(row):
@@ -15,6 +17,18 @@ def order_of(row):
 def refund_of(row):
     """The Refund of a database row (any mapping by column name)."""
     return Refund(**{k: row[k] for k in REFUND_COLUMNS})
+
+
+def note_of(row):
+    """The LoggedNotification of a database row (its body bytes whatever the driver hands back)."""
+    values = {k: row[k] for k in NOTE_COLUMNS + ["id"]}
+    headers = tuple(tuple(pair) for pair in json.loads(values["headers"]))
+    return LoggedNotification(**dict(values, body=bytes(values["body"]), headers=headers))
+
+
+def note_values(note):
+    """The values of NOTE_COLUMNS for a LoggedNotification, in that order (its headers as JSON)."""
+    return [json.dumps(note.headers) if k == "headers" else getattr(note, k) for k in NOTE_COLUMNS]
 
 
 @dataclasses.dataclass(frozen=True)

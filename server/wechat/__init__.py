@@ -21,6 +21,7 @@ transport is upstream.py, a keep-alive connection pool on asyncio streams (see t
 not a library client).
 """
 import dataclasses
+import json
 from typing import Protocol
 
 from server.domain import PAY_V3
@@ -86,6 +87,17 @@ class Notification:
     success_time: str = None    # yyyy-MM-dd HH:mm:ss, Beijing
 
 
+def claimed_kind(body):
+    """What a v3 notification's (unencrypted) event_type says it is about, before it is believed:
+    PAYMENT, REFUND_RESULT or None."""
+    try:
+        event_type = json.loads(body).get("event_type")
+    except (ValueError, AttributeError):
+        return None
+    prefix = event_type.partition(".")[0] if isinstance(event_type, str) else ""
+    return {"TRANSACTION": PAYMENT, "REFUND": REFUND_RESULT}.get(prefix)
+
+
 def fen(text):
     """An amount written in WeChat's decimal digits (no sign, no leading zero) as int fen; None otherwise."""
     canonical = isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 18
@@ -133,9 +145,10 @@ class PayClient(Protocol):
         """The trade bill (ALL) of a Beijing day (a datetime.date) as [bill.BillRow], amounts in
         fen; bill.BillNotReady when WeChat has none (yet), bill.BillError for one not to be read."""
 
-    async def open_notification(self, headers, body):
+    async def open_notification(self, headers, body, replay=False):
         """A v3 notification (JSON, RSA-signed) opened and believed: a Notification;
-        NotificationRefused (a v2 client: 404)."""
+        NotificationRefused (a v2 client: 404). replay: a stored copy run again by an admin
+        (the signature verified, the timestamp window and the nonce cache not applied)."""
 
     async def open_v2_notification(self, kind, body, order_of):
         """A v2 notification (XML: a payment signed with the API key, or a refund result with

@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATION_TIMEOUT = 3600.0   # seconds: a migration step, or waiting for another process's
 _MIGRATION_LOCK = 7_230_417_190_315   # pg_advisory_xact_lock key: one migrator at a time
 
@@ -106,6 +106,25 @@ MIGRATIONS = {
         done_at double precision
     );
     CREATE INDEX orders_time_end ON orders (time_end COLLATE "C");
+    """,
+    # the notification log: every notification received, its verdict, the bytes WeChat sent
+    7: """
+    CREATE TABLE notifications (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        received_at double precision NOT NULL,
+        version text NOT NULL,
+        kind text NOT NULL,
+        verdict text NOT NULL,
+        reason text,
+        out_trade_no text COLLATE "C",
+        out_refund_no text COLLATE "C",
+        headers text NOT NULL,
+        body bytea NOT NULL,
+        body_size integer NOT NULL,
+        replay_of bigint
+    );
+    CREATE INDEX notifications_received ON notifications (received_at, id);
+    CREATE INDEX notifications_order ON notifications (out_trade_no, received_at);
     """,
 }
 

@@ -20,7 +20,8 @@ from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_REC
                            Session, check_move)
 from server.store import RefundRefused, StoreError
 from server.store.postgres.engine import PostgresEngine
-from server.store.tables import ORDER_COLUMNS, ORDERS, REFUND_COLUMNS, REFUNDS, order_of, refund_of
+from server.store.tables import (NOTE_COLUMNS, ORDER_COLUMNS, ORDERS, REFUND_COLUMNS, REFUNDS, note_of, note_values,
+                                 order_of, refund_of)
 
 
 def _insert_sql(table, columns):
@@ -85,27 +86,29 @@ class PostgresStore(PostgresEngine):
             prepay_id, prepay_expires_at, self.clock(), out_trade_no, list(PAYABLE)))
         return order_of(row) if row else None
 
-    async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
-        return await self._transition(ORDERS, out_trade_no, from_statuses, to_status, source, fields)
+    async def transition(self, out_trade_no, from_statuses, to_status, source, note=None, **fields):
+        return await self._transition(ORDERS, out_trade_no, from_statuses, to_status, source, fields, note)
 
-    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, **fields):
-        return await self._transition(REFUNDS, out_refund_no, from_statuses, to_status, source, fields)
+    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, note=None, **fields):
+        return await self._transition(REFUNDS, out_refund_no, from_statuses, to_status, source, fields, note)
 
-    async def _transition(self, table, key, from_statuses, to_status, source, fields):
+    async def _transition(self, table, key, from_statuses, to_status, source, fields, note=None):
         if not set(fields) <= table.fields:
             raise ValueError("unexpected fields %r" % sorted(fields))
         check_move(table.kind, from_statuses, to_status)   # the domain table decides what may move
         cascade = table is REFUNDS and to_status == SUCCESS
 
         async def op(conn):
-            if not cascade:   # one statement: atomic by itself, one round trip
+            if not cascade and note is None:   # one statement: atomic by itself, one round trip
                 row = await self._move(conn, table, key, from_statuses, to_status, source, fields)
             else:
                 async with conn.transaction():
                     row = await self._move(conn, table, key, from_statuses, to_status, source, fields)
-                    if row is not None:   # the refund's order: SUCCESS -> REFUND, same transaction
+                    if row is not None and cascade:   # the refund's order: SUCCESS -> REFUND, same transaction
                         await self._move(conn, ORDERS, row["out_trade_no"], (SUCCESS,), REFUND,
                                          "refund " + key, {})
+                    if row is not None and note is not None:   # the notification's log row, same transaction
+                        await _insert_note(conn, note)
             if row is None:
                 return False, await self._get(conn, table, key)
             return True, table.convert(row)
@@ -272,6 +275,36 @@ class PostgresStore(PostgresEngine):
         await self._run(lambda conn: conn.execute(
             "UPDATE reconciliation_runs SET done_at = $1, lease_until = $2 WHERE bill_date = $3 AND owner = $4",
             None if retry_at else now, retry_at or now, bill_date, owner))
+
+    # -- the notification log ----------------------------------------------------
+    async def log_notification(self, note):
+        return await self._run(lambda conn: _insert_note(conn, note))
+
+    async def get_notification(self, id):
+        row = await self._run(lambda conn: conn.fetchrow("SELECT * FROM notifications WHERE id = $1", id))
+        return note_of(row) if row else None
+
+    async def list_notifications(self, limit, before=None, out_trade_no=None, verdict=None):
+        where, args = ["TRUE"], []
+        for column, value in (("out_trade_no", out_trade_no), ("verdict", verdict)):
+            if value is not None:
+                args.append(value)
+                where.append("%s = $%d" % (column, len(args)))
+        if before is not None:
+            args += [float(before[0]), int(before[1])]
+            where.append("(received_at, id) < ($%d, $%d)" % (len(args) - 1, len(args)))
+        sql = "SELECT * FROM notifications WHERE %s ORDER BY received_at DESC, id DESC LIMIT $%d" % (
+            " AND ".join(where), len(args) + 1)
+        return [note_of(r) for r in await self._run(lambda conn: conn.fetch(sql, *args, limit))]
+
+    async def prune_notifications(self, older_than):
+        status = await self._run(lambda conn: conn.execute("DELETE FROM notifications WHERE received_at < $1",
+                                                           older_than))
+        return int(status.split()[-1])
+
+
+async def _insert_note(conn, note):
+    return await conn.fetchval(_insert_sql("notifications", NOTE_COLUMNS) + " RETURNING id", *note_values(note))
 
 
 async def _stored_refund(conn, refund):

@@ -5,7 +5,7 @@ from server.store import StoreError
 
 log = logging.getLogger("server.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS = {
     1: """
     CREATE TABLE sessions (
@@ -98,6 +98,25 @@ MIGRATIONS = {
         done_at REAL
     );
     CREATE INDEX orders_time_end ON orders (time_end);
+    """,
+    # the notification log: every notification received, its verdict, the bytes WeChat sent
+    7: """
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        version TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT,
+        out_trade_no TEXT,
+        out_refund_no TEXT,
+        headers TEXT NOT NULL,
+        body BLOB NOT NULL,
+        body_size INTEGER NOT NULL,
+        replay_of INTEGER
+    );
+    CREATE INDEX notifications_received ON notifications (received_at, id);
+    CREATE INDEX notifications_order ON notifications (out_trade_no, received_at);
     """,
 }
 

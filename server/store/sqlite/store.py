@@ -10,7 +10,7 @@ from server.domain import (ORDER, PAID, PAYABLE, REFUND, REFUND_OPEN, REFUND_REC
                            Session, check_move)
 from server.store import RefundRefused
 from server.store.sqlite.engine import SQLiteEngine
-from server.store.tables import ORDER_COLUMNS, ORDERS, REFUND_COLUMNS, REFUNDS, refund_of
+from server.store.tables import NOTE_COLUMNS, ORDER_COLUMNS, ORDERS, REFUND_COLUMNS, REFUNDS, note_of, note_values, refund_of
 
 
 class SQLiteStore(SQLiteEngine):
@@ -80,8 +80,9 @@ class SQLiteStore(SQLiteEngine):
             return self._get(ORDERS, out_trade_no) if cur.rowcount == 1 else None
         return await self._run(op)
 
-    async def transition(self, out_trade_no, from_statuses, to_status, source, **fields):
-        """Atomically move an order from one of from_statuses to to_status, setting fields.
+    async def transition(self, out_trade_no, from_statuses, to_status, source, note=None, **fields):
+        """Atomically move an order from one of from_statuses to to_status, setting fields
+        (and logging `note` when it moved).
 
         Returns (changed, order after the attempt). changed is False when the order was not
         in any of from_statuses (someone else got there first); nothing is written then.
@@ -92,6 +93,8 @@ class SQLiteStore(SQLiteEngine):
         def op():
             with self._tx():
                 changed = self._move(ORDERS, out_trade_no, from_statuses, to_status, source, fields)
+                if changed and note is not None:
+                    self._insert_note(note)
             return changed, self._get(ORDERS, out_trade_no)
         return await self._run(op)
 
@@ -217,7 +220,7 @@ class SQLiteStore(SQLiteEngine):
                                       (out_trade_no,)).fetchall()
         return [refund_of(r) for r in await self._run(op)]
 
-    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, **fields):
+    async def refund_transition(self, out_refund_no, from_statuses, to_status, source, note=None, **fields):
         """Atomically move a refund between states; a refund reaching SUCCESS moves its paid
         order to REFUND in the same transaction. Returns (changed, refund after the attempt)."""
         if not set(fields) <= REFUNDS.fields:
@@ -230,6 +233,8 @@ class SQLiteStore(SQLiteEngine):
                     out_trade_no = self._conn.execute("SELECT out_trade_no FROM refunds WHERE out_refund_no = ?",
                                                       (out_refund_no,)).fetchone()[0]
                     self._move(ORDERS, out_trade_no, (SUCCESS,), REFUND, "refund " + out_refund_no, {})
+                if moved and note is not None:
+                    self._insert_note(note)
             return moved, self._get(REFUNDS, out_refund_no)
         return await self._run(op)
 
@@ -297,3 +302,36 @@ class SQLiteStore(SQLiteEngine):
                     "UPDATE reconciliation_runs SET done_at = ?, lease_until = ? WHERE bill_date = ? AND owner = ?",
                     (None if retry_at else now, retry_at or now, bill_date, owner))
         await self._run(op)
+
+    # -- the notification log ----------------------------------------------------
+    def _insert_note(self, note):
+        return self._conn.execute("INSERT INTO notifications (%s) VALUES (%s)" % (
+            ", ".join(NOTE_COLUMNS), ", ".join("?" * len(NOTE_COLUMNS))), note_values(note)).lastrowid
+
+    async def log_notification(self, note):
+        def op():
+            with self._tx():
+                return self._insert_note(note)
+        return await self._run(op)
+
+    async def get_notification(self, id):
+        row = await self._run(lambda: self._conn.execute("SELECT * FROM notifications WHERE id = ?", (id,)).fetchone())
+        return note_of(row) if row else None
+
+    async def list_notifications(self, limit, before=None, out_trade_no=None, verdict=None):
+        where, args = ["1 = 1"], []
+        for column, value in (("out_trade_no", out_trade_no), ("verdict", verdict)):
+            if value is not None:
+                where.append("%s = ?" % column)
+                args.append(value)
+        if before is not None:
+            where.append("(received_at < ? OR (received_at = ? AND id < ?))")
+            args += [before[0], before[0], before[1]]
+        sql = "SELECT * FROM notifications WHERE %s ORDER BY received_at DESC, id DESC LIMIT ?" % " AND ".join(where)
+        return [note_of(r) for r in await self._run(lambda: self._conn.execute(sql, args + [limit]).fetchall())]
+
+    async def prune_notifications(self, older_than):
+        def op():
+            with self._tx():
+                return self._conn.execute("DELETE FROM notifications WHERE received_at < ?", (older_than,)).rowcount
+        return await self._run(op)

@@ -38,7 +38,7 @@ class WeChatClient(BaseClient):
         return wire.pay_sign_params(self.config.appid, prepay_id, self.config.api_key,
                                      _v2_sign_type(order, self.config), timestamp, wire.nonce())
 
-    async def open_notification(self, headers, body):
+    async def open_notification(self, headers, body, replay=False):
         """A v3 notification: this backend does not take them (open_v2_notification does v2's)."""
         raise NotificationRefused(404, "this backend is configured for WeChat Pay API v2 (WECHAT_PAY_VERSION)")
 
