@@ -1,19 +1,20 @@
 """Notifications, one path for both API versions: the pay client opens and believes one, this applies it."""
 import logging
 
-from server import domain
-from server.domain import REFUND_RECORD, REFUND_OUTCOMES, SUCCESS
+from server import domain, metrics
+from server.domain import PAY_V2, PAY_V3, REFUND_RECORD, REFUND_OUTCOMES, SUCCESS
 from server.service.common import Part
 from server.wechat import PAYMENT, REFUND_RESULT, NotificationRefused
 
 log = logging.getLogger("server.service")
+DUPLICATE = object()   # what _record returns for a repeat that changed nothing
 
 
 class Notifications(Part):
     async def v2(self, kind, body):
         """A v2 notification (kind PAYMENT or REFUND_RESULT): the pay client's XML reply for WeChat."""
         try:
-            await self.apply(self.wechat.open_v2_notification(kind, body, self.order_named))
+            await self.apply(self.wechat.open_v2_notification(kind, body, self.order_named), PAY_V2, kind)
         except NotificationRefused as exc:
             return self.wechat.v2_reply(str(exc))
         return self.wechat.v2_reply(None)
@@ -22,21 +23,28 @@ class Notifications(Part):
         """A v3 notification: returns once it is applied and committed (or a repeat that changes
         nothing); NotificationRefused (401: signature, serial, timestamp, probe, replay; 400:
         content that does not match what is stored), with nothing stored."""
-        await self.apply(self.wechat.open_notification(headers, body))
+        await self.apply(self.wechat.open_notification(headers, body), PAY_V3)
 
-    async def apply(self, opening):
+    async def apply(self, opening, version, kind=None):
         """Await the pay client's opening of a notification, then record what it says; the
-        refusal of either (NotificationRefused) is logged here and raised."""
+        refusal of either (NotificationRefused) is logged here and raised. Each verdict is
+        counted (server/metrics.py)."""
         try:
             note = await opening
             problem = await self._record(note)
         except NotificationRefused as exc:
             named = " %r" % exc.about[:64] if exc.about else ""
             log.warning("notification%s refused (%d): %s", named, exc.status, exc)
+            metrics.notification(version, kind, "refused", str(exc))
             raise
-        if problem:
+        if problem is DUPLICATE:
+            metrics.notification(version, note.kind, "duplicate")
+        elif problem:
             log.warning("notification %r refused: %s", note.id[:64], problem)
+            metrics.notification(version, note.kind, "refused", problem)
             raise NotificationRefused(400, problem)
+        else:
+            metrics.notification(version, note.kind, "accepted")
 
     async def _record(self, note):
         if note.kind == PAYMENT:
@@ -48,7 +56,7 @@ class Notifications(Part):
 
     async def _payment(self, note):
         """Check a payment notification against its order, then the one transition to
-        SUCCESS; a problem or None."""
+        SUCCESS; a problem, None, or DUPLICATE."""
         order = note.order or await self.order_named(note.out_trade_no)
         if order is None:
             return "unknown order"
@@ -69,11 +77,12 @@ class Notifications(Part):
             return "transaction_id does not match"
         if not changed:
             log.info("order %s: notification repeated, already %s", order.out_trade_no, order.status)
+            return DUPLICATE
         return None
 
     async def _refund_result(self, note):
         """Check a refund notification against the stored refund and order, then the one
-        transition to its outcome; a problem or None."""
+        transition to its outcome; a problem, None, or DUPLICATE."""
         refund = await self.store.get_refund(note.out_refund_no or "")
         problem = await self._refund_problem(note, refund)
         if problem:
@@ -85,8 +94,10 @@ class Notifications(Part):
         if not changed and refund.status != status:
             log.error("refund %s is %s; a notification says %s: not applied", refund.out_refund_no, refund.status, status)
             return "refund already settled differently"
-        if changed:
-            log.info("refund %s: %s (notify)", refund.out_refund_no, refund.status)
+        if not changed:
+            return DUPLICATE
+        log.info("refund %s: %s (notify)", refund.out_refund_no, refund.status)
+        metrics.refund_moved(refund.status)
         return None
 
     async def _refund_problem(self, note, refund):

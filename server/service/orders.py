@@ -6,7 +6,7 @@ import secrets
 import string
 import sys
 
-from server import domain
+from server import domain, metrics
 from server.domain import BEIJING, CLOSED, ORDER, PAID, PAYABLE, PAYERROR, PREPAY_TTL, SUCCESS, NOTPAY, Order
 from server.service.common import (MAX_TOTAL_FEE, Part, ServiceError, check_idempotency_key, page, read_cursor,
                                    whole)
@@ -45,6 +45,7 @@ class Orders(Part):
             raise ServiceError(409, "IDEMPOTENCY_KEY_REUSED",
                                "this Idempotency-Key was used for a different order")
         if created:
+            metrics.order_created()
             log.debug("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
         elif order.status not in PAYABLE:
             return order, None  # a replay after the order was paid or closed: nothing to pay
@@ -165,6 +166,7 @@ class Orders(Part):
             transaction_id=transaction_id, time_end=time_end)
         if changed:
             log.info("order %s paid (%s, transaction %s)", order.out_trade_no, source, order.transaction_id)
+            metrics.payment_recorded(source)
         return changed, order
 
 
