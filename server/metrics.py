@@ -1,6 +1,8 @@
 """Prometheus metrics: their names, one function per thing counted, the scrape (one process or --processes N)."""
 import os
 import re
+import shutil
+import tempfile
 import time
 
 # prometheus_client is imported by setup(), not here: with --processes N its multiprocess
@@ -15,6 +17,7 @@ REFUND_OUTCOME = {"PROCESSING": "accepted", "FAILED": "refused", "SUCCESS": "suc
 _REASONS = (("replay", re.compile(r"^replayed")), ("signature", re.compile(r"^(signature|sign_type)")),
             ("amount", re.compile(r"amount|total_fee|refund_fee")), ("unknown", re.compile(r"^unknown (order|refund)")))
 KINDS = {"payment": "payment", "refund result": "refund"}   # server.wechat's PAYMENT, REFUND_RESULT
+_FILE = re.compile(r"[a-z_]+_[0-9]+\.db")   # prometheus_client's multiprocess files: <type>_<pid>.db
 _V3_TEMPLATES = ((re.compile(r"(/out-trade-no/)[^/]+"), r"\1{out_trade_no}"),
                  (re.compile(r"(/refund/domestic/refunds/)[^/]+"), r"\1{out_refund_no}"))
 
@@ -62,6 +65,30 @@ def scrape():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
+class MultiprocessDirectory:
+    """`with MultiprocessDirectory(path) as directory:` --processes N's metrics files: `path`
+    (created if missing, emptied of a previous run's files: counters start at zero with the
+    server), or ("") a new temporary directory removed at the end."""
+
+    def __init__(self, path=""):
+        self.path, self.made = path, None
+
+    def __enter__(self):
+        if not self.path:
+            self.made = tempfile.mkdtemp(prefix="wxpay-metrics-")
+            return self.made
+        os.makedirs(self.path, exist_ok=True)
+        for name in os.listdir(self.path):
+            if _FILE.fullmatch(name):
+                os.remove(os.path.join(self.path, name))
+        return self.path
+
+    def __exit__(self, *exc):
+        if self.made:
+            shutil.rmtree(self.made, ignore_errors=True)
+        return False
 
 
 def process_dead(pid):

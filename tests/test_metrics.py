@@ -2,6 +2,8 @@
 orderquery, refund, refused forgeries), the WeChat latency histogram, the pool's gauges, the
 admin token rule. Counters are the process's own, shared by every test here: each test
 compares a scrape after its flow with one before."""
+import os
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -148,3 +150,28 @@ def test_v3_paths_are_named_by_their_template():
     assert metrics.v3_endpoint("/v3/refund/domestic/refunds/R%7C1") == "/v3/refund/domestic/refunds/{out_refund_no}"
     assert metrics.v3_endpoint("/v3/bill/tradebill?bill_date=2026-01-01&bill_type=ALL") == "/v3/bill/tradebill"
     assert metrics.v3_endpoint("/v3/certificates") == "/v3/certificates"
+
+
+def test_metrics_settings_are_checked_at_start():
+    from server.config import ConfigError, ServerOptions
+    options = ServerOptions.from_env({"METRICS_LISTEN": "[::1]:9100", "METRICS_DIR": ""})
+    assert (options.metrics_listen, options.metrics_dir) == ("[::1]:9100", "")
+    for bad in ("9100", "::1:9100", "127.0.0.1:0", "127.0.0.1:x", "localhost:65536"):
+        with pytest.raises(ConfigError, match="METRICS_LISTEN must be host:port"):
+            ServerOptions.from_env({"METRICS_LISTEN": bad})
+    with pytest.raises(ConfigError, match="METRICS_DIR must be a writable directory"):
+        ServerOptions.from_env({"METRICS_DIR": "/proc/no/such/dir"})
+
+
+def test_the_multiprocess_directory_is_emptied_of_old_files_or_made_and_removed(tmp_path):
+    from server.metrics import MultiprocessDirectory
+    given = tmp_path / "given"
+    given.mkdir()
+    for name in ("counter_123.db", "gauge_livesum_123.db", "notes.txt"):
+        (given / name).write_text("x")
+    with MultiprocessDirectory(str(given)) as directory:
+        assert sorted(os.listdir(directory)) == ["notes.txt"]   # only prometheus_client's files go
+    assert given.exists()
+    with MultiprocessDirectory() as made:
+        assert os.listdir(made) == []
+    assert not os.path.exists(made)
