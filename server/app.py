@@ -122,13 +122,14 @@ ROUTES = [
     (r"/admin/reconciliations/%s" % DAY, handlers.AdminReconciliationHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
+    (r"/metrics", scrape.MetricsHandler),   # not here when METRICS_LISTEN serves it on its own address
 ]
 
 
 def _web_application(backend, metrics_route):
     """metrics_route: GET /metrics here (behind the admin token); off when METRICS_LISTEN serves it."""
     args = {"service": backend.service}
-    routes = ROUTES + [(r"/metrics", scrape.MetricsHandler)] * metrics_route
+    routes = [r for r in ROUTES if metrics_route or r[1] is not scrape.MetricsHandler]
     web = tornado.web.Application(
         [(path, handler, args) for path, handler in routes],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args)

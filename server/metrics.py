@@ -52,6 +52,7 @@ def setup(multiprocess_dir=None):
         else:   # one process: its own counters, whatever the environment says
             os.environ.pop(MULTIPROC_ENV, None)
         import prometheus_client
+        prometheus_client.disable_created_metrics()   # *_created samples: not written in multiprocess mode either
         _M = _Metrics(prometheus_client, bool(multiprocess_dir))
     return _M
 
