@@ -17,7 +17,8 @@ from server import config as server_config
 from server import logs, metrics, settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
-from server.descriptors import default_max_connections, descriptor_limit
+from server.banner import print_banner
+from server.descriptors import default_max_connections
 from server.http.scrape import metrics_application
 from server.http.server import GuardedHTTPServer
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
@@ -259,28 +260,6 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
     if sim_app is not None:
         sim_app.shutdown()
     log.info("stopped")
-
-
-def print_banner(args, options, config, max_connections, processes=1):
-    limits = options.limits
-    print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s%s)" % (
-        "[%s]" % args.host if ":" in args.host else args.host, args.port,
-        config.notify_url, config.sign_type, describe_url(config.database_url),
-        ", %d processes" % processes if processes > 1 else ""), flush=True)
-    if config.pay_version == server_config.V3:
-        print("WeChat Pay API v3: merchant %s, certificate serial %s; WeChat's signatures verified with %s"
-              % (config.mch_id, config.mch_serial_no, " and ".join(filter(None, [
-                  config.pay_public_key_id and "the WeChat Pay public key %s" % config.pay_public_key_id,
-                  config.platform_cert_dir and "platform certificates kept in %s" % config.platform_cert_dir]))),
-              flush=True)
-    print("HTTP limits%s: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
-          "taken within %gs, at most %d connections (descriptor limit %s)" % (
-              " per process" if processes > 1 else "",
-              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
-              max_connections, descriptor_limit() or "none"), flush=True)
-    if options.metrics_listen:
-        print("Metrics on http://%s/metrics (no token: keep that address private)" % options.metrics_listen,
-              flush=True)
 
 
 async def migrate(config):
