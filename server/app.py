@@ -7,10 +7,10 @@ import time
 
 import tornado.web
 
-from server import logs
+from server import logs, metrics
 from server.catalog import Catalog
 from server.config import PAY_NOTIFY_PATH_V3, REFUND_NOTIFY_PATH_V3
-from server.http import handlers, notelog
+from server.http import handlers, notelog, scrape
 from server.service import Service
 from server.store import StoreError, open_store, open_waiting
 from server.wechat import make_client
@@ -29,7 +29,9 @@ class App:
     never), which also starts the daily reconciliation when it is due; `await stop()` ends the
     sweep, waits for requests in flight, closes the WeChat client and the store."""
 
-    def __init__(self, config, store=None, wechat=None, catalog=None, clock=time.time, sweep_interval=0):
+    def __init__(self, config, store=None, wechat=None, catalog=None, clock=time.time, sweep_interval=0,
+                 metrics_route=True):
+        metrics.setup()   # one process, unless --processes N's supervisor has already set it up
         if catalog is None:
             catalog = Catalog.from_file(config.catalog_file) if config.catalog_file else Catalog.demo()
         self.clock = clock
@@ -39,7 +41,7 @@ class App:
         self.service = Service(config, self.store, self.wechat, catalog, clock)
         self.sweep_interval = sweep_interval
         self.database_wait = config.database_wait
-        self.web = _web_application(self)
+        self.web = _web_application(self, metrics_route)
         self._stopping = asyncio.Event()
         self._sweeper = self._daily = None
 
@@ -123,13 +125,16 @@ ROUTES = [
     (r"/admin/notifications/%s/replay" % NOTE_ID, notelog.AdminReplayHandler),
     (r"/healthz", handlers.HealthHandler),
     (r"/openapi\.json", handlers.OpenAPIHandler),
+    (r"/metrics", scrape.MetricsHandler),   # not here when METRICS_LISTEN serves it on its own address
 ]
 
 
-def _web_application(backend):
+def _web_application(backend, metrics_route):
+    """metrics_route: GET /metrics here (behind the admin token); off when METRICS_LISTEN serves it."""
     args = {"service": backend.service}
+    routes = [r for r in ROUTES if metrics_route or r[1] is not scrape.MetricsHandler]
     web = tornado.web.Application(
-        [(path, handler, args) for path, handler in ROUTES],
+        [(path, handler, args) for path, handler in routes],
         default_handler_class=handlers.NotFoundHandler, default_handler_args=args, log_function=logs.access)
     web.service = backend.service
     web.backend = backend

@@ -14,10 +14,12 @@ import tornado.netutil
 
 import server
 from server import config as server_config
-from server import logs, settings, supervisor
+from server import logs, metrics, settings, supervisor
 from server.app import App
 from server.catalog import Catalog, CatalogError
-from server.descriptors import default_max_connections, descriptor_limit
+from server.banner import print_banner
+from server.descriptors import default_max_connections
+from server.http.scrape import metrics_application
 from server.http.server import GuardedHTTPServer
 from server.store import StoreError, describe_url, is_postgres, open_store, open_waiting
 
@@ -214,17 +216,21 @@ def bind(flag, port, host):
         raise StartError("%s %d: cannot listen on %s: %s" % (flag, port, host, reason)) from None
 
 
-async def serve(args, options, config, bundle=None, bundled=None, sockets=None, made_token=None):
-    """Serve until SIGTERM/SIGINT, then drain. `sockets`: already bound (a process of several);
-    `made_token`: the admin token made up for this run, printed once the server listens."""
-    backend = App(config, sweep_interval=options.sweep_interval)
+async def serve(args, options, config, bundle=None, bundled=None, sockets=None, made_token=None,
+                metrics_sockets=None):
+    """Serve until SIGTERM/SIGINT, then drain. `sockets` (and `metrics_sockets`, METRICS_LISTEN's):
+    already bound (a process of several); `made_token`: the admin token made up for this run,
+    printed once the server listens."""
+    backend = App(config, sweep_interval=options.sweep_interval, metrics_route=not options.metrics_listen)
     await backend.start()
     one_of_several = sockets is not None
     try:
         sockets = sockets or bind("--port", args.port, args.host)
+        if options.metrics_listen and not one_of_several:
+            metrics_sockets = bind_metrics(options.metrics_listen)
         sim_sockets = bind("--simulator-port", args.simulator_port, "127.0.0.1") if args.simulator else None
     except StartError:
-        for sock in sockets or ():
+        for sock in (sockets or []) + (metrics_sockets or []):
             sock.close()
         await backend.stop()
         raise
@@ -232,6 +238,10 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
                            args.simulator_allow_host) if args.simulator else None
     server = GuardedHTTPServer(backend.web, limits=options.limits, xheaders=options.xheaders)
     server.add_sockets(sockets)
+    metrics_server = None
+    if metrics_sockets:
+        metrics_server = GuardedHTTPServer(metrics_application(), limits=options.limits)
+        metrics_server.add_sockets(metrics_sockets)
     stopped = stop_signal()
     if one_of_several:
         log.info("process %d serving", os.getpid())
@@ -244,29 +254,12 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
     await stopped.wait()
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     await backend.stop()
     if sim_app is not None:
         sim_app.shutdown()
     log.info("stopped")
-
-
-def print_banner(args, options, config, max_connections, processes=1):
-    limits = options.limits
-    print("Backend on http://%s:%d (notify URL %s, sign type %s, database %s%s)" % (
-        "[%s]" % args.host if ":" in args.host else args.host, args.port,
-        config.notify_url, config.sign_type, describe_url(config.database_url),
-        ", %d processes" % processes if processes > 1 else ""), flush=True)
-    if config.pay_version == server_config.V3:
-        print("WeChat Pay API v3: merchant %s, certificate serial %s; WeChat's signatures verified with %s"
-              % (config.mch_id, config.mch_serial_no, " and ".join(filter(None, [
-                  config.pay_public_key_id and "the WeChat Pay public key %s" % config.pay_public_key_id,
-                  config.platform_cert_dir and "platform certificates kept in %s" % config.platform_cert_dir]))),
-              flush=True)
-    print("HTTP limits%s: first request head within %gs, body within %gs, idle keep-alive %gs, answers "
-          "taken within %gs, at most %d connections (descriptor limit %s)" % (
-              " per process" if processes > 1 else "",
-              limits.header_timeout, limits.body_timeout, limits.idle_timeout, limits.send_timeout,
-              max_connections, descriptor_limit() or "none"), flush=True)
 
 
 async def migrate(config):
@@ -295,17 +288,28 @@ def serve_several(args, options, config):
         Catalog.from_file(config.catalog_file)   # a bad catalog: one line now, not N crashing processes
     asyncio.run(migrate(config))
     sockets = bind("--port", args.port, args.host)
+    metrics_sockets = bind_metrics(options.metrics_listen) if options.metrics_listen else []
     max_connections = options.limits.max_connections or default_max_connections()
-    print_banner(args, options, config, max_connections, args.processes)
+    with metrics.MultiprocessDirectory(options.metrics_dir) as directory:
+        metrics.setup(directory)   # before the fork: every process writes its metrics there
+        print_banner(args, options, config, max_connections, args.processes)
 
-    def serve_process(bound):
-        try:
-            supervisor.run(options.event_loop, serve(args, options, config, sockets=bound))
-            return 0
-        except (StoreError, StartError) as exc:
-            print("%s: process %d: %s" % (PROG, os.getpid(), exc), file=sys.stderr, flush=True)
-            return 2
-    return supervisor.Supervisor(args.processes, sockets, serve_process).run()
+        def serve_process(bound):
+            try:
+                supervisor.run(options.event_loop, serve(args, options, config, sockets=bound[:len(sockets)],
+                                                         metrics_sockets=bound[len(sockets):]))
+                return 0
+            except (StoreError, StartError) as exc:
+                print("%s: process %d: %s" % (PROG, os.getpid(), exc), file=sys.stderr, flush=True)
+                return 2
+        return supervisor.Supervisor(args.processes, sockets + metrics_sockets, serve_process,
+                                     metrics.process_dead).run()
+
+
+def bind_metrics(listen):
+    """METRICS_LISTEN's sockets; StartError naming it when that fails."""
+    host, port = settings.listen_address(listen)
+    return bind("METRICS_LISTEN", port, host)
 
 
 def stop_signal():

@@ -1,6 +1,5 @@
 """Configuration: one frozen object built at start from the environment and flags (server/settings.py)."""
 import dataclasses
-import os
 import ssl
 from urllib.parse import urlsplit
 
@@ -110,7 +109,7 @@ def _v3_problems(raw):
         problems += _key_file_problems("WECHAT_PAY_PUBLIC_KEY_FILE", public_key_file, v3_wire.load_public_key,
                                        "the WeChat Pay public key")
     cert_dir = raw.get("platform_cert_dir")
-    if cert_dir and not _dir_usable(cert_dir):
+    if cert_dir and not settings.directory_ok(cert_dir):
         problems.append("WECHAT_PLATFORM_CERT_DIR %s must be a writable directory (or one that can be created)"
                         % cert_dir)
     if not public_key_file and not public_key_id and not cert_dir:
@@ -134,13 +133,6 @@ def _key_file_problems(variable, path, load, what):
     except v3_wire.KeyFileError as exc:
         return ["%s %s %s" % (variable, path, exc)]
     return []
-
-
-def _dir_usable(path):
-    if os.path.isdir(path):
-        return os.access(path, os.W_OK | os.X_OK)
-    parent = os.path.dirname(os.path.abspath(path))
-    return not os.path.exists(path) and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)
 
 
 def _pem_problems(raw):
@@ -188,6 +180,8 @@ class ServerOptions:
     access_log: bool
     xheaders: bool
     log_format: str = "text"
+    metrics_listen: str = ""   # host:port of GET /metrics without the token ("": on the API's port)
+    metrics_dir: str = ""      # --processes N: the processes' metrics files ("": a temporary directory)
 
     @classmethod
     def from_env(cls, environ, overrides=None):
@@ -207,7 +201,7 @@ class ServerOptions:
         limits = httpserver.Limits(v["header_timeout"], v["idle_timeout"], v["body_timeout"], v["max_connections"],
                                    v["send_timeout"])
         return cls(v["sweep_interval"], v["log_level"], limits, v["event_loop"], v["access_log"], v["xheaders"],
-                   v["log_format"])
+                   v["log_format"], v["metrics_listen"], v["metrics_dir"])
 
 
 def _importable(module):

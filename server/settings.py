@@ -115,6 +115,30 @@ def seconds(low, high, below=False):
     return lambda text: low <= float(text) < high if below else low <= float(text) <= high
 
 
+def listen_address(text):
+    """(host, port) of `host:port` (`[v6 address]:port`); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets")
+    if not sep or not host or any(c.isspace() for c in host):
+        raise ValueError("host:port")
+    return host, numbers.parse_whole(port, 1, 65535)
+
+
+def listen_ok(text):
+    return text == "" or listen_address(text) is not None
+
+
+def directory_ok(path):
+    """A writable directory, or one that can be made in a writable one."""
+    if os.path.isdir(path):
+        return os.access(path, os.W_OK | os.X_OK)
+    parent = os.path.dirname(os.path.abspath(path))
+    return not os.path.exists(path) and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)
+
+
 def most_connections():
     limit = descriptors.descriptor_limit()
     return (limit - 32) if limit else 10 ** 6
@@ -261,6 +285,15 @@ SETTINGS = (
             "`X-Forwarded-For`; only behind a proxy you run", "", convert=lambda v: v == "1", shown="off",
             flag="--xheaders", flag_help="behind a reverse proxy: take the client address from X-Real-IP / "
             "X-Forwarded-For (TRUST_PROXY_HEADERS=1)"),
+    Setting("METRICS_LISTEN", "metrics_listen", PROCESS, "`host:port` (`[::1]:9100` for IPv6) where `GET /metrics` "
+            "is served without the admin token, and not on the API's port; unset: on the API's port behind "
+            "`ADMIN_TOKEN` (see [Operations](operations.md#metrics))", "", listen_ok,
+            "must be host:port with a port from 1 to 65535 (an IPv6 host in brackets)", shown="none"),
+    Setting("METRICS_DIR", "metrics_dir", PROCESS, "`--processes N`: the directory where each process keeps its "
+            "metrics so that one scrape adds them up (prometheus_client's multiprocess files, emptied of them at "
+            "start; created if missing); unset: a new temporary directory, removed at stop", "",
+            lambda v: v == "" or directory_ok(v), "must be a writable directory (or one that can be created)",
+            shown="a temporary directory"),
     Setting("HEADER_TIMEOUT", "header_timeout", meaning="seconds a new connection has to send its first complete "
             "request line and headers", default="10", **SERVER_TIMEOUT),
     Setting("BODY_TIMEOUT", "body_timeout", meaning="seconds a request body has to arrive, once its headers have",

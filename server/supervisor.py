@@ -29,8 +29,9 @@ class Supervisor:
     host), is passed on to every process, each drains its requests, and run() returns when all
     have ended."""
 
-    def __init__(self, processes, sockets, serve_process):
+    def __init__(self, processes, sockets, serve_process, on_end=None):
         self.processes, self.sockets, self.serve_process = processes, sockets, serve_process
+        self.on_end = on_end   # called with the pid of each process that ended (its metrics are marked dead)
         self.pid = os.getpid()
         self.children, self.stopping, self.pending = {}, [], []   # pid -> (index, started); [(due, index)]
         self.delays = {}                                           # index -> the back-off of its next restart
@@ -88,6 +89,8 @@ class Supervisor:
     def ended(self, pid, status):
         """A process ended: started again after its back-off, unless we are stopping."""
         index, started = self.children.pop(pid, (None, None))
+        if index is not None and self.on_end is not None:
+            self.on_end(pid)
         if index is None or self.stopping:
             return
         how = ("signal %s" % signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status)

@@ -2,7 +2,7 @@
 import dataclasses
 import logging
 
-from server import domain, logs
+from server import domain, logs, metrics
 from server.domain import ACCEPTED, DUPLICATE, PAY_V2, PAY_V3, REFUND_OUTCOMES, REFUND_RECORD, REFUSED, SUCCESS
 from server.service.common import Part
 from server.service.notelog import KINDS, named, number, v3_kind
@@ -33,7 +33,8 @@ class Notifications(Part):
     async def apply(self, opening, entry):
         """Await the pay client's opening of a notification, then record what it says, and keep
         `entry` in the notification log with the verdict: ACCEPTED or DUPLICATE returned; the
-        refusal of either (NotificationRefused) is logged here and raised."""
+        refusal of either (NotificationRefused) is logged here and raised. Each verdict
+        is counted too (server/metrics.py)."""
         try:
             note = await opening
             logs.bind_order(note.out_trade_no)
@@ -42,15 +43,20 @@ class Notifications(Part):
         except NotificationRefused as exc:
             about = " %r" % exc.about[:64] if exc.about else ""
             log.warning("notification%s refused (%d): %s", about, exc.status, exc)
-            await self.service.notelog.write(_claimed(entry, exc), REFUSED, str(exc))
+            entry = _claimed(entry, exc)
+            metrics.notification(entry.version, entry.kind, REFUSED, str(exc))
+            await self.service.notelog.write(entry, REFUSED, str(exc))
             raise
         if verdict not in (ACCEPTED, DUPLICATE, LOGGED):
             log.warning("notification %r refused: %s", note.id[:64], verdict)
+            metrics.notification(entry.version, entry.kind, REFUSED, verdict)
             await self.service.notelog.write(entry, REFUSED, verdict)
             raise NotificationRefused(400, verdict)
+        outcome = DUPLICATE if verdict == DUPLICATE else ACCEPTED
+        metrics.notification(entry.version, entry.kind, outcome)
         if verdict != LOGGED:
             await self.service.notelog.write(entry, verdict)
-        return DUPLICATE if verdict == DUPLICATE else ACCEPTED
+        return outcome
 
     async def _record(self, note, entry):
         """What a believed notification comes to: LOGGED (applied, `entry` kept with the
@@ -104,6 +110,7 @@ class Notifications(Part):
             return "refund already settled differently"
         if changed:
             log.info("refund %s: %s (notify)", refund.out_refund_no, refund.status)
+            metrics.refund_moved(refund.status)
         return LOGGED if changed else DUPLICATE
 
     async def _refund_problem(self, note, refund):

@@ -6,7 +6,7 @@ import secrets
 import string
 import sys
 
-from server import domain, logs
+from server import domain, logs, metrics
 from server.domain import BEIJING, CLOSED, ORDER, PAID, PAYABLE, PAYERROR, PREPAY_TTL, SUCCESS, NOTPAY, Order
 from server.service.common import (MAX_TOTAL_FEE, Part, ServiceError, check_idempotency_key, page, read_cursor,
                                    whole)
@@ -46,6 +46,7 @@ class Orders(Part):
                                "this Idempotency-Key was used for a different order")
         logs.bind_order(order.out_trade_no)
         if created:
+            metrics.order_created()
             log.debug("order %s created: %s x%d = %d fen", order.out_trade_no, product.id, quantity, order.total_fee)
         elif order.status not in PAYABLE:
             return order, None  # a replay after the order was paid or closed: nothing to pay
@@ -167,6 +168,7 @@ class Orders(Part):
             transaction_id=transaction_id, time_end=time_end)
         if changed:
             log.info("order %s paid (%s, transaction %s)", order.out_trade_no, source, order.transaction_id)
+            metrics.payment_recorded(source)
         return changed, order
 
 

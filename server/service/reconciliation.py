@@ -6,7 +6,7 @@ import re
 import secrets
 import socket
 
-from server import domain, views
+from server import domain, metrics, views
 from server.domain import BEIJING, ORDER, PAID, PENDING, PROCESSING, REFUND_OPEN, REFUND_OUTCOMES, REFUND_RECORD, SUCCESS
 from server.service.common import Part, ServiceError
 from server.config import V2
@@ -119,6 +119,7 @@ class Reconciliation(Part):
                 refund.out_refund_no, domain.sources(REFUND_RECORD, row.refund_status), row.refund_status, SOURCE,
                 refund_id=row.refund_id or refund.refund_id)
             if changed:
+                metrics.refund_moved(refund.status)
                 return found.repair(out_refund_no=refund.out_refund_no, was=ours["status"], now=refund.status)
             if refund.status == row.refund_status:
                 found.matched += 1

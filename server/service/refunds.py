@@ -2,7 +2,7 @@
 import logging
 import re
 
-from server import domain
+from server import domain, metrics
 from server.domain import (FAILED, PENDING, PROCESSING, REFUND, REFUND_RECORD, REFUND_OPEN, REFUND_OUTCOMES, Refund)
 from server.service.common import MAX_TOTAL_FEE, Part, ServiceError, check_idempotency_key, page, read_cursor, whole
 from server.service.orders import new_out_trade_no
@@ -78,13 +78,15 @@ class Refunds(Part):
                 refund_desc=refund.reason or None, notify_url=self.config.refund_notify_url or None)
         except WeChatRefused as exc:
             # a definite no: the amount is free again; any other failure leaves it PENDING for a retry
-            await self.store.refund_transition(refund.out_refund_no, domain.sources(REFUND_RECORD, FAILED), FAILED,
-                                               "refund", error=str(exc.wechat_code))
+            changed, _ = await self.store.refund_transition(refund.out_refund_no, domain.sources(REFUND_RECORD, FAILED),
+                                                            FAILED, "refund", error=str(exc.wechat_code))
+            if changed:
+                metrics.refund_moved(FAILED)
             raise ServiceError(502, "UPSTREAM_ERROR", "WeChat refused the refund: %s" % exc,
                                exc.wechat_code) from None
         log.info("refund %s of %d fen for order %s accepted", refund.out_refund_no, refund.refund_fee, order.out_trade_no)
-        return (await self.store.refund_transition(refund.out_refund_no, (PENDING,), PROCESSING, "refund",
-                                                   refund_id=answer.get("refund_id")))[1]
+        return await self._moved(refund.out_refund_no, (PENDING,), PROCESSING, "refund",
+                                 refund_id=answer.get("refund_id"))
 
     async def admin_order(self, out_trade_no, refresh=False):
         """(order, refunds), refunds reconciled with refundquery when asked or stale."""
@@ -111,10 +113,17 @@ class Refunds(Part):
         status = found["refund_status"]
         if status in REFUND_OUTCOMES or (status == PROCESSING and refund.status == PENDING):
             # a PENDING refund WeChat knows was accepted after all (its answer was lost)
-            return (await self.store.refund_transition(
-                refund.out_refund_no, domain.sources(REFUND_RECORD, status), status, "refundquery",
-                refund_id=found.get("refund_id"), success_time=found.get("success_time")))[1]
+            return await self._moved(refund.out_refund_no, domain.sources(REFUND_RECORD, status), status,
+                                     "refundquery", refund_id=found.get("refund_id"),
+                                     success_time=found.get("success_time"))
         await self.store.mark_refund_checked(refund.out_refund_no, self.clock())
+        return refund
+
+    async def _moved(self, out_refund_no, from_statuses, to_status, source, **fields):
+        """The refund after its move (counted when this call made it)."""
+        changed, refund = await self.store.refund_transition(out_refund_no, from_statuses, to_status, source, **fields)
+        if changed:
+            metrics.refund_moved(to_status)
         return refund
 
     def _resendable(self, refund):

@@ -16,6 +16,8 @@ import time
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from server import metrics
+
 log = logging.getLogger("server.store")
 
 
@@ -212,6 +214,7 @@ class Outage:
         self.last_failure = self.recovered = float("-inf")
 
     def failed(self, exc, started):
+        metrics.store_error()   # every failed operation, whether or not it starts an outage
         now = self.clock()
         if self.since is None:
             if started < self.recovered:

@@ -4,6 +4,7 @@ import json
 import urllib.parse
 from urllib.parse import urlsplit
 
+from server import metrics
 from server.descriptors import default_connections_per_host
 from server.wechat import AnswerTooLarge, UpstreamError, UpstreamTimeout, WeChatRefused, guidance, upstream
 from server.wechat import PAYMENT
@@ -24,7 +25,7 @@ class BaseClient:
         self.backoff = backoff
         per_host = config.connections_per_host or default_connections_per_host()
         self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=per_host,
-                                  proxy=upstream.Proxy(config.proxy_url or None))
+                                  proxy=upstream.Proxy(config.proxy_url or None), watch=metrics.pool_changed)
         self.tls = upstream.client_ssl_context(config.ca_file)
         self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
                               if config.cert_file else self.tls)
@@ -71,8 +72,10 @@ class BaseClient:
         return notify.reply(problem)
 
     # -- transport ---------------------------------------------------------------
-    async def _with_retries(self, once, name):
-        return await with_retries(once, name, self.attempts, self.backoff)
+    async def _with_retries(self, once, name, endpoint=None):
+        """A call, its retries included, timed as one (the metrics' endpoint: `endpoint`, else `name`)."""
+        async with metrics.WeChatCall(endpoint or name):
+            return await with_retries(once, name, self.attempts, self.backoff)
 
     async def _fetch(self, method, url, body, name, client_cert=False, max_body=upstream.MAX_BODY_BYTES):
         tls = self.tls_with_cert if client_cert else self.tls

@@ -96,9 +96,11 @@ def _proxy_address(url):
 class Pool:
     """Keep-alive connections per (host, port, TLS context, proxy): at most `max_per_host`
     open at once (callers wait their turn within their deadline), idle ones dropped after
-    `idle_timeout` seconds."""
+    `idle_timeout` seconds. `open` and `idle` count its connections (an idle one is also
+    open); `watch(opened, idle)`, if given, is told each change of them."""
 
-    def __init__(self, connect_timeout, max_per_host=64, idle_timeout=30.0, proxy=None, clock=time.monotonic):
+    def __init__(self, connect_timeout, max_per_host=64, idle_timeout=30.0, proxy=None, clock=time.monotonic,
+                 watch=None):
         self.connect_timeout = connect_timeout
         self.max_per_host = max_per_host
         self.idle_timeout = idle_timeout
@@ -107,11 +109,23 @@ class Pool:
         self._idle = collections.defaultdict(list)    # key -> [(reader, writer, idle since)]
         self._slots = {}                               # key -> Semaphore(max_per_host)
         self.connections_opened = 0
+        self.open = self.idle = 0
+        self.watch = watch
+
+    def _count(self, opened=0, idle=0):
+        self.open += opened
+        self.idle += idle
+        if self.watch is not None:
+            self.watch(opened, idle)
+
+    def _close(self, writer, was_idle=False):
+        writer.close()
+        self._count(-1, -1 if was_idle else 0)
 
     def close(self):
         for connections in self._idle.values():
             for _, writer, _ in connections:
-                writer.close()
+                self._close(writer, was_idle=True)
         self._idle.clear()
 
     async def fetch(self, method, url, body, headers, timeout, ssl_context=None, max_body=MAX_BODY_BYTES):
@@ -161,30 +175,32 @@ class Pool:
             fields = []
             status, keep_alive, answer = await _exchange(*connection, request, method, reused, fields, max_body)
         except BaseException:
-            connection[1].close()
+            self._close(connection[1])
             raise
         self._release(key, connection, keep_alive)
         return status, fields, answer
 
     def _drop_idle(self, key):
         for _, writer, _ in self._idle.pop(key, []):
-            writer.close()
+            self._close(writer, was_idle=True)
 
     def _take(self, key):
         idle, now = self._idle[key], self.clock()
         while idle and now - idle[0][2] > self.idle_timeout:   # oldest first: retire the expired
-            idle.pop(0)[1].close()
+            self._close(idle.pop(0)[1], was_idle=True)
         while idle:
             reader, writer, since = idle.pop()
             if not reader.at_eof() and not writer.is_closing():
+                self._count(idle=-1)
                 return reader, writer
-            writer.close()
+            self._close(writer, was_idle=True)
         return None
 
     async def _connect(self, host, port, ssl_context, via):
         async with asyncio.timeout(self.connect_timeout):
             connection = await self._open(host, port, ssl_context, via)
         self.connections_opened += 1
+        self._count(opened=1)
         return connection
 
     async def _open(self, host, port, ssl_context, via):
@@ -204,8 +220,9 @@ class Pool:
     def _release(self, key, connection, keep_alive):
         if keep_alive and len(self._idle[key]) < self.max_per_host:
             self._idle[key].append((connection[0], connection[1], self.clock()))
+            self._count(idle=1)
         else:
-            connection[1].close()
+            self._close(connection[1])
 
 
 async def _tunnel(reader, writer, host, port, auth):

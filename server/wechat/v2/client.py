@@ -1,7 +1,7 @@
 """WeChat Pay API v2 client: the PayClient over XML signed with the API key (MD5 or HMAC-SHA256),
 every pay answer verified (wire.py)."""
 
-from server import numbers
+from server import metrics, numbers
 from server.domain import PAY_V2
 from server.wechat import NotificationRefused, UpstreamError, WeChatRefused, fen, guidance
 from server.wechat.base import BaseClient
@@ -92,10 +92,11 @@ class WeChatClient(BaseClient):
             params["sign_type"] = self.config.sign_type
         body = wire.signed_xml(params, self.config.api_key, self.config.sign_type)
         url = self.config.pay_base_url.rstrip("/") + "/pay/downloadbill"
-        answer = await bill.bounded(self._fetch("POST", url, body, "downloadbill", max_body=self.config.bill_max_bytes),
-                                    self.config.bill_max_bytes)
-        if answer.lstrip()[:5] == b"<xml>":
-            raise _bill_refused(answer)
+        async with metrics.WeChatCall("downloadbill"):
+            answer = await bill.bounded(self._fetch("POST", url, body, "downloadbill",
+                                                    max_body=self.config.bill_max_bytes), self.config.bill_max_bytes)
+            if answer.lstrip()[:5] == b"<xml>":
+                raise _bill_refused(answer)
         return await bill.read(answer, self.config.bill_max_bytes, gzipped=answer[:2] == bill.GZIP_MAGIC)
 
     async def _pay(self, path, fields, client_cert=False, sign_type=None):

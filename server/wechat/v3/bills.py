@@ -2,6 +2,7 @@
 import re
 from urllib.parse import urlsplit
 
+from server import metrics
 from server.wechat import UpstreamError, WeChatRefused, bill
 from server.wechat.v3 import wire
 
@@ -43,9 +44,10 @@ async def _download(client, url):
     headers = dict(client._headers, Authorization=wire.authorization(
         client.config.mch_id, client.config.mch_serial_no, client.private_key, "GET", target, b"",
         int(client.clock())))
-    status, _, body = await client._send("GET", url, b"", headers, "billdownload", client.config.bill_max_bytes)
-    if status != 200:
-        raise UpstreamError("billdownload answered HTTP %d" % status)
+    async with metrics.WeChatCall("billdownload"):   # download_url's path is WeChat's: not a label
+        status, _, body = await client._send("GET", url, b"", headers, "billdownload", client.config.bill_max_bytes)
+        if status != 200:
+            raise UpstreamError("billdownload answered HTTP %d" % status)
     return body
 
 

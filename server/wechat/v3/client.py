@@ -30,6 +30,7 @@ import logging
 import time
 from urllib.parse import quote, urlsplit
 
+from server import metrics
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, REFUNDCLOSE, SUCCESS
 from server.wechat import (PAYMENT, REFUND_RESULT, AnswerTooLarge, Notification, NotificationRefused, UpstreamError,
                            UpstreamTimeout, WeChatRefused, upstream)
@@ -216,7 +217,7 @@ class WeChatClientV3(BaseClient):
                 headers["Content-Type"] = "application/json"
             status, fields, answer = await self._send(method, url, body, headers, name)
             return await self._answer(name, status, fields, answer)
-        return await self._with_retries(once, name)
+        return await self._with_retries(once, name, metrics.v3_endpoint(path))
 
     async def _send(self, method, url, body, headers, name, max_body=upstream.MAX_BODY_BYTES):
         try:
@@ -309,7 +310,8 @@ class WeChatClientV3(BaseClient):
         headers = dict(self._headers, Authorization=wire.authorization(
             self.config.mch_id, self.config.mch_serial_no, self.private_key, "GET", urlsplit(url).path, b"",
             int(self.clock())))
-        status, fields, body = await self._send("GET", url, b"", headers, "certificates")
+        async with metrics.WeChatCall("/v3/certificates"):
+            status, fields, body = await self._send("GET", url, b"", headers, "certificates")
         if status != 200:
             raise UpstreamError("certificates answered HTTP %d" % status)
         answer = _json_object(body)
