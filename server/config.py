@@ -138,7 +138,7 @@ def _key_file_problems(variable, path, load, what):
 def _pem_problems(raw):
     """Load the certificate files as the WeChat client will, so a bad one is named now."""
     problems = []
-    context = ssl.create_default_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # no system CAs: only the files are checked here
     if raw.get("ca_file"):
         try:
             context.load_verify_locations(raw["ca_file"])

@@ -18,6 +18,7 @@ none at all is allowed by TLS, and the handlers decide per path (/secapi/ needs 
 """
 import dataclasses
 import datetime
+import functools
 import ipaddress
 import os
 import ssl
@@ -282,9 +283,16 @@ def _read_cert(path):
 def _read_key(path):
     data = _read(path)
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        return parse_private_key(data)
     except (ValueError, TypeError):
         raise TLSError("%s: not an unencrypted PEM private key" % path) from None
+
+
+@functools.lru_cache(maxsize=16)
+def parse_private_key(data):
+    """A PEM private key's bytes -> the key. The same bytes are the same key: OpenSSL's RSA
+    consistency check (tens of ms of CPU) runs once per key, not at each load."""
+    return serialization.load_pem_private_key(data, password=None)
 
 
 def _read(path):

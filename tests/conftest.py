@@ -122,3 +122,9 @@ _databases = iter(range(1, 1 << 30))
 def postgres_url(postgres_server):
     """DATABASE_URL of a new, empty database (a schema of its own) on the session's server."""
     return postgres_server.create_schema("test_%d" % next(_databases))
+
+
+def pytest_collection_modifyitems(items):
+    """Process-level modules (marked e2e) first: xdist hands whole modules to its workers in
+    this order, and the long ones started last would leave one worker finishing alone."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

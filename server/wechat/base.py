@@ -26,9 +26,19 @@ class BaseClient:
         per_host = config.connections_per_host or default_connections_per_host()
         self.http = upstream.Pool(connect_timeout=min(config.timeout, 5.0), max_per_host=per_host,
                                   proxy=upstream.Proxy(config.proxy_url or None), watch=metrics.pool_changed)
-        self.tls = upstream.client_ssl_context(config.ca_file)
-        self.tls_with_cert = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
-                              if config.cert_file else self.tls)
+        self._tls = {}   # the TLS contexts, made at the first HTTPS call (loading the CAs costs ~20 ms)
+
+    def tls(self, url, client_cert=False):
+        """The TLS context of a call to url: None for plain HTTP; the client certificate's when
+        asked for and configured."""
+        if not url.startswith("https:"):
+            return None
+        with_cert = bool(client_cert and self.config.cert_file)
+        if with_cert not in self._tls:
+            config = self.config
+            self._tls[with_cert] = (upstream.client_ssl_context(config.ca_file, config.cert_file, config.key_file)
+                                    if with_cert else upstream.client_ssl_context(config.ca_file))
+        return self._tls[with_cert]
 
     async def start(self):
         """Background work the client needs (none for v2)."""
@@ -78,9 +88,9 @@ class BaseClient:
             return await with_retries(once, name, self.attempts, self.backoff)
 
     async def _fetch(self, method, url, body, name, client_cert=False, max_body=upstream.MAX_BODY_BYTES):
-        tls = self.tls_with_cert if client_cert else self.tls
         try:
-            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout, tls, max_body)
+            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout,
+                                                   self.tls(url, client_cert), max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except upstream.TooLarge:

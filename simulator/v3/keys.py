@@ -238,7 +238,7 @@ def _own_key(path):
                                        serialization.NoEncryption()), 0o600)
         return key
     try:
-        key = serialization.load_pem_private_key(_read(path), password=None)
+        key = tls.parse_private_key(_read(path))
     except (ValueError, TypeError):
         raise V3Error("%s: not an unencrypted PEM private key (delete it to have a new one "
                       "made)" % path) from None

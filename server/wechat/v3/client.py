@@ -221,7 +221,8 @@ class WeChatClientV3(BaseClient):
 
     async def _send(self, method, url, body, headers, name, max_body=upstream.MAX_BODY_BYTES):
         try:
-            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls, max_body)
+            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls(url),
+                                                  max_body)
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except upstream.TooLarge:

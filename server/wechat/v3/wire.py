@@ -16,6 +16,7 @@ protocol.md section 10; every entry of vectors_v3.json is reproduced by this mod
 """
 import base64
 import binascii
+import functools
 import json
 import re
 import secrets
@@ -230,12 +231,19 @@ def decrypt_certificates(answer, apiv3_key):
 def load_private_key(pem):
     """The merchant's RSA private key (PEM, unencrypted, >= 2048 bits). Raises KeyFileError."""
     try:
-        key = serialization.load_pem_private_key(_bytes(pem), password=None)
+        key = _parse_private_key(_bytes(pem))
     except TypeError:
         raise KeyFileError("is encrypted (give the unencrypted apiclient_key.pem)") from None
     except (ValueError, UnsupportedAlgorithm):
         raise KeyFileError("is not a PEM private key") from None
     return _rsa(key, rsa.RSAPrivateKey, "private key")
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_private_key(data):
+    # the same bytes are the same key: OpenSSL's RSA consistency check (tens of ms of CPU) runs
+    # once per key, not at each load (a test, a reload, each process of a restart)
+    return serialization.load_pem_private_key(data, password=None)
 
 
 def load_public_key(pem):
