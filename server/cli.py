@@ -224,13 +224,14 @@ async def serve(args, options, config, bundle=None, bundled=None, sockets=None, 
     backend = App(config, sweep_interval=options.sweep_interval, metrics_route=not options.metrics_listen)
     await backend.start()
     one_of_several = sockets is not None
-    try:
+    sim_sockets = None
+    try:   # the simulator's port first: once --port accepts (what a script waits for), it does too
+        sim_sockets = bind("--simulator-port", args.simulator_port, "127.0.0.1") if args.simulator else None
         sockets = sockets or bind("--port", args.port, args.host)
         if options.metrics_listen and not one_of_several:
             metrics_sockets = bind_metrics(options.metrics_listen)
-        sim_sockets = bind("--simulator-port", args.simulator_port, "127.0.0.1") if args.simulator else None
     except StartError:
-        for sock in (sockets or []) + (metrics_sockets or []):
+        for sock in (sockets or []) + (metrics_sockets or []) + (sim_sockets or []):
             sock.close()
         await backend.stop()
         raise
