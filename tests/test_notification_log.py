@@ -118,6 +118,32 @@ async def test_replay_of_an_applied_notification_is_a_duplicate_and_changes_noth
     assert newest["verdict"] == "duplicate" and newest["replay_of"] == entry["id"]
 
 
+def notification_counts():
+    """{(verdict, reason): count} of this process's wxpay_notifications_total (v2 payments)."""
+    from server import metrics
+    counts = {}
+    for family in metrics.setup().prom.REGISTRY.collect():
+        for s in family.samples:
+            if s.name == "wxpay_notifications_total" and s.labels["kind"] == "payment" and s.labels["version"] == "v2":
+                counts[(s.labels["verdict"], s.labels["reason"])] = s.value
+    return counts
+
+
+async def test_a_replay_is_not_counted_as_a_notification_received(http_client, base_url, app):
+    """wxpay_notifications_total counts what WeChat (or a forger) sent; an admin's replay of a
+    stored one is not a new notification, and a replayed refusal must not raise the alert on
+    refusals. What a replay applies is counted where it lands (a payment, a refund)."""
+    paid = await an_order(app, "CNT1")
+    await post(http_client, base_url + "/wechat/pay/notify", signed(v2_fields(paid)))
+    await post(http_client, base_url + "/wechat/pay/notify", signed(v2_fields(paid), key="f" * 32))
+    applied, forged = (await log_of(http_client, base_url))["notifications"][::-1]
+    before = notification_counts()
+    for entry in (applied, forged):
+        status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
+        assert status == 200 and answer["verdict"] == {"accepted": "duplicate"}.get(entry["verdict"], "refused")
+    assert notification_counts() == before
+
+
 async def test_replay_of_a_refusal_after_the_fix_is_accepted(http_client, base_url, app):
     """An order unknown when its notification came (say, created by a host whose write was
     late): refused; once the order is there, the replay applies it."""
