@@ -174,3 +174,19 @@ async def test_a_forgers_line_break_cannot_start_a_line_of_its_own_in_text_mode(
     lines = buffer.getvalue().splitlines()
     assert [line for line in lines if "sign_type" in line], lines
     assert all(ISO_BEIJING.match(line) for line in lines), lines
+
+
+async def test_metrics_listens_access_lines_have_the_json_fields_of_every_access_line(http_client, json_log):
+    import tornado.httpserver
+    import tornado.netutil
+    from server.http.scrape import metrics_application
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(metrics_application())
+    server.add_sockets(sockets)
+    try:
+        url = "http://127.0.0.1:%d/metrics" % sockets[0].getsockname()[1]
+        assert (await fetch(http_client, url, headers={"X-Request-Id": "scrape-1"})).code == 200
+    finally:
+        server.stop()
+    [line] = access_lines(json_log(), "/metrics")
+    assert (line["request_id"], line["status"], line["method"]) == ("scrape-1", 200, "GET"), line
