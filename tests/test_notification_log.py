@@ -266,3 +266,13 @@ async def test_v3_forgery_is_refused_on_replay_too(http_client, base_url, app, v
     status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
     assert status == 200 and answer["verdict"] == "refused" and answer["reason"].startswith("signature")
     assert (await app.service.store.get_order("V3F")).status == NOTPAY
+
+
+@pytest.mark.parametrize("version", ["v3"])
+async def test_v3_a_body_nested_too_deep_for_json_is_refused_and_logged(http_client, base_url, app, version):
+    body = b"[" * 50000   # under the 64 KiB bound; too deep for Python's JSON reader
+    headers, _ = v3_notification(v3_resource("V3N"))
+    status, answer = await post(http_client, base_url + "/wechat/pay/v3/notify", body, headers)
+    assert status in (400, 401) and json.loads(answer)["code"] == "FAIL", (status, answer)
+    [entry] = (await log_of(http_client, base_url))["notifications"]
+    assert (entry["verdict"], entry["kind"], entry["body"]) == ("refused", "other", body.decode())
