@@ -129,8 +129,8 @@ def payment_recorded(source):
 
 def notification(version, kind, verdict, reason=""):
     """A notification's verdict: accepted, duplicate or refused (reason: its message, classed).
-    kind: the notification log's "payment", "refund" or "other" (a v3 one refused before it
-    was opened, or an event the backend has nothing to do with)."""
+    kind: the notification log's "payment", "refund" or "other" (an event the backend has
+    nothing to do with; a v3 one refused before it was opened: what its event_type claims)."""
     setup().notifications.labels(version, kind if kind in KINDS else "other", verdict,
                                  reason_class(reason) if reason else "").inc()
 

@@ -276,3 +276,29 @@ async def test_v3_a_body_nested_too_deep_for_json_is_refused_and_logged(http_cli
     assert status in (400, 401) and json.loads(answer)["code"] == "FAIL", (status, answer)
     [entry] = (await log_of(http_client, base_url))["notifications"]
     assert (entry["verdict"], entry["kind"], entry["body"]) == ("refused", "other", body.decode())
+
+
+def v3_counts():
+    """{(kind, verdict, reason): count} of this process's wxpay_notifications_total for v3."""
+    from server import metrics
+    return {(s.labels["kind"], s.labels["verdict"], s.labels["reason"]): s.value
+            for family in metrics.setup().prom.REGISTRY.collect() for s in family.samples
+            if s.name == "wxpay_notifications_total" and s.labels["version"] == "v3"}
+
+
+@pytest.mark.parametrize("version", ["v3"])
+async def test_v3_each_verdict_is_counted_once(http_client, base_url, app, version):
+    from tests.support.server3 import other_key
+    await an_order(app, "V3C")
+    before = v3_counts()
+    url = base_url + "/wechat/pay/v3/notify"
+    headers, body = v3_notification(v3_resource("V3C"))
+    assert (await post(http_client, url, body, headers))[0] == 200
+    assert (await post(http_client, url, body, headers))[0] == 401               # its nonce again
+    assert (await post(http_client, url, *v3_notification(v3_resource("V3C"))[::-1]))[0] == 200   # resent: new nonce
+    assert (await post(http_client, url, *v3_notification(v3_resource("V3C"), key=other_key())[::-1]))[0] == 401
+    after = v3_counts()
+    moved = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert moved == {("payment", "accepted", ""): 1, ("payment", "duplicate", ""): 1,
+                     ("payment", "refused", "replay"): 1, ("payment", "refused", "signature"): 1}
+    assert len((await log_of(http_client, base_url))["notifications"]) == 4
