@@ -158,6 +158,27 @@ async def test_replay_of_a_refusal_after_the_fix_is_accepted(http_client, base_u
     assert (await app.service.store.events("LATE1"))[-1] == (NOTPAY, SUCCESS, "notify")
 
 
+async def test_replay_of_a_v2_refund_notification_is_read_with_the_key_again_and_a_duplicate(http_client, base_url,
+                                                                                             app):
+    from tests.support.store import paid, refund
+    from tests.test_refunds import encrypted_notification
+    store = app.service.store
+    await paid(store, "TR1")
+    await store.insert_refund(refund("RR1", fee=500, trade="TR1"), 50)
+    await store.refund_transition("RR1", ("PENDING",), "PROCESSING", "refund")
+    info = {"out_refund_no": "RR1", "out_trade_no": "TR1", "refund_id": "50000001", "refund_fee": "500",
+            "total_fee": str((await store.get_order("TR1")).total_fee), "refund_status": "SUCCESS",
+            "success_time": "2026-01-01 12:00:00"}
+    status, body = await post(http_client, base_url + "/wechat/refund/notify", encrypted_notification(info))
+    assert status == 200 and b"SUCCESS" in body, body
+    [entry] = (await log_of(http_client, base_url))["notifications"]
+    assert (entry["kind"], entry["verdict"], entry["out_refund_no"]) == ("refund", "accepted", "RR1")
+    before = await store.refund_events("RR1")
+    status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
+    assert status == 200 and answer["verdict"] == "duplicate", answer
+    assert await store.refund_events("RR1") == before
+
+
 async def test_a_refusal_whose_log_cannot_be_stored_is_still_answered(http_client, base_url, app):
     async def broken(entry):
         raise StoreError("database error")
