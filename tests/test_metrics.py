@@ -192,3 +192,15 @@ def test_a_scrape_reads_past_a_file_a_starting_process_has_just_created(tmp_path
     _, body = metrics.scrape()
     samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
     assert samples["wxpay_store_errors_total"] == 3.0
+
+
+def test_a_scrape_reads_only_the_metrics_files_of_a_shared_directory(tmp_path, monkeypatch):
+    """METRICS_DIR's start-up cleaning leaves other files (a SQLite database beside them, say):
+    the scrape must not read them as metrics."""
+    import sqlite3
+    from server import metrics
+    sqlite3.connect(str(tmp_path / "payments.db")).execute("CREATE TABLE t (x)").connection.close()
+    monkeypatch.setattr(metrics.setup(), "multiprocess", True)
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    _, body = metrics.scrape()
+    assert b"payments" not in body
