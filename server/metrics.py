@@ -70,13 +70,15 @@ def scrape():
 
 
 def _files_collector():
-    """prometheus_client's collector of the processes' files, past a file a starting process has
-    created but not yet sized (its library reads such a file as an error: the scrape was a 500)."""
+    """prometheus_client's collector of the processes' files (<type>_<pid>.db), past a file a
+    starting process has created but not yet sized (the library read it as an error: a 500)."""
     from prometheus_client import multiprocess
 
     class Collector(multiprocess.MultiProcessCollector):
         def collect(self):
-            return self.merge([f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)])
+            # only the library's own files: METRICS_DIR may hold others, which start-up leaves alone
+            names = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _FILE.fullmatch(os.path.basename(f))]
+            return self.merge([f for f in names if _sized(f)])
     return Collector
 
 
