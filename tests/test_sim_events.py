@@ -118,7 +118,7 @@ async def test_a_change_after_order_created_paid_notified_refunded_and_clock(
 
 
 @pytest.mark.gen_test
-async def test_changes_are_coalesced(app, http_port):
+async def test_changes_are_coalesced(app, http_port, http_server):
     stream = await Stream.open(http_port)
     await stream.hello()
     state = app.sim_state
@@ -133,7 +133,8 @@ async def test_changes_are_coalesced(app, http_port):
 
 
 @pytest.mark.gen_test
-async def test_streams_are_bounded_and_a_client_going_away_frees_its_slot(app, http_port):
+async def test_streams_are_bounded_and_a_client_going_away_frees_its_slot(app, http_port,
+                                                                     http_server):
     events = app.sim_events
     events.limit = 2
     first, second = await Stream.open(http_port), await Stream.open(http_port)
