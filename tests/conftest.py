@@ -32,6 +32,18 @@ def v3_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("sim-v3"))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request):
+    """Store tests run on both engines (a test asks for `engine` or `where`)."""
+    return request.param
+
+
+@pytest.fixture
+def where(engine, request, tmp_path):
+    """The database of this test: a SQLite file, or a new schema of the session's PostgreSQL."""
+    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
+
+
 @pytest.fixture
 def sign_type():
     """Overridden by parametrising tests: the backend's WECHAT_SIGN_TYPE."""

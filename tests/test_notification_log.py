@@ -19,16 +19,6 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request):
-    return request.param
-
-
-@pytest.fixture
-def where(engine, request, tmp_path):
-    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
-
-
 @pytest.fixture
 def version():
     """Overridden by the v3 tests."""

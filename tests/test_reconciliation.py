@@ -19,16 +19,6 @@ from tests.support.store import make_store, order, refund
 
 pytestmark = pytest.mark.gen_test
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request):
-    return request.param
-
-
-@pytest.fixture
-def where(engine, request, tmp_path):
-    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
-
-
 @pytest.fixture
 def clock():
     return Clock()

@@ -11,17 +11,6 @@ from tests.support.store import make_store, order, paid, refund
 pytestmark = pytest.mark.gen_test
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request):
-    return request.param
-
-
-@pytest.fixture
-def where(engine, request, tmp_path):
-    """The database of this test: a SQLite file, or a new PostgreSQL database."""
-    return request.getfixturevalue("postgres_url") if engine == "postgres" else str(tmp_path / "p.db")
-
-
 @pytest.fixture
 def opened(engine, where, io_loop):
     """`await opened(**kwargs)` -> an opened store on this test's database (several may share
