@@ -77,7 +77,7 @@
   function when(ts, pastWord) {
     if (!ts) return '';
     return el('span', { className: 'when', title: dateTime(ts) + ' Beijing (UTC+8)' },
-      clockTime(ts), ' ',
+      el('span', { className: 't', text: clockTime(ts) }), ' ',
       el('span', { className: 'rel', 'data-at': seconds(ts), 'data-past': pastWord || '' }));
   }
 
@@ -121,7 +121,7 @@
       el('a', { href: orderUrl(no), className: 'order-link', title: no + ': its page' },
         shortId(no)),
       el('button', { type: 'button', className: 'copy-icon', title: 'copy ' + no,
-        'aria-label': 'copy ' + no, 'data-copy': no }, '⧉'));
+        'aria-label': 'copy ' + no, 'data-copy': no }, 'copy'));
   }
 
   function copied(button, ok) {
@@ -291,9 +291,11 @@
         if (newer(event)) refresh();
       });
       source.addEventListener('change', function (event) { if (newer(event)) refresh(); });
+      // refused (closed), or failing before its hello: poll; once live, let it reconnect
       source.onerror = function () {
         if (source.readyState === EventSource.CLOSED) fallBack('the event stream was refused');
-        else if (mode === 'push') setConnection('down', 'event stream lost; reconnecting');
+        else if (mode !== 'push') fallBack('the event stream failed');
+        else setConnection('down', 'event stream lost; reconnecting');
       };
     }
 

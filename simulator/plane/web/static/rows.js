@@ -78,8 +78,10 @@
   }
 
   function buildOrder(o) {
-    var unpayable = o.unpayable && o.trade_state === 'NOTPAY' ?
-      el('div', { className: 'note', text: o.unpayable.message }) : null;
+    // why the phone cannot pay it (an expired prepay_id says so in its own cell already)
+    var why = o.unpayable && o.trade_state === 'NOTPAY' && o.unpayable.code !== 'PREPAY_EXPIRED';
+    var unpayable = why ? el('div', { className: 'note', title: o.unpayable.message,
+      text: C.clip(o.unpayable.message, 70) }) : null;
     return el('tr', { 'data-order': o.out_trade_no, 'data-mch': o.mch_id,
       'data-state': o.trade_state, 'data-version': version(o), 'data-search': orderSearch(o) },
       td([C.orderRef(o.out_trade_no), el('div', { className: 'sub' }, 'mch ' + o.mch_id,
