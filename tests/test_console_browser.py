@@ -144,7 +144,6 @@ def test_pay_from_the_console_and_the_backend_reports_success(shop):
     no = shop.order(auth).json()["out_trade_no"]
     row = shop.page.locator('#orders tr[data-order="%s"]' % no)
     expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
-    shop.screenshot("orders")
     row.locator('button[data-action="pay"]').click()
     expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
     wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "the backend to record the payment")
@@ -239,7 +238,7 @@ def test_a_request_signed_with_a_wrong_key_shows_its_explanation(shop):
     assert DEMO["api_key"] not in text and wrong_key not in text  # the key masked
     assert wxpay.sign(dict(fields), DEMO["api_key"]) in text     # the sign WeChat expected
     assert wxpay.sign(dict(fields), wrong_key) in text           # the one it got
-    shop.screenshot("explanation")
+    shop.screenshot("explanation", at="#requests tr.bad")
 
 
 def test_resend_duplicate_shows_the_new_attempts(shop):
@@ -267,7 +266,7 @@ def test_a_fault_added_in_the_console_makes_the_next_order_fail_with_502(shop):
     form.locator("input[name=value]").fill("500")
     form.locator("[type=submit]").click()
     expect(shop.page.locator("#faults tr[data-fault]")).to_have_count(1, timeout=10000)
-    shop.screenshot("faults")
+    shop.screenshot("faults", at="#faults")
     r = shop.order(auth)
     assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_ERROR"
     shop.page.locator("#faults tr[data-fault] button.delete").click()
