@@ -18,6 +18,8 @@ REQUEST_ID = contextvars.ContextVar("request_id", default=None)
 OUT_TRADE_NO = contextvars.ContextVar("out_trade_no", default=None)
 _SENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")   # a proxy's id kept as sent; anything else is replaced
 _ACCESS = logging.getLogger("tornado.access")
+_BREAKS = {ord("\r"): "\\r", ord("\n"): "\\n", 0x0B: "\\x0b", 0x0C: "\\x0c", 0x1C: "\\x1c", 0x1D: "\\x1d",
+           0x1E: "\\x1e", 0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"}   # what str.splitlines() splits at
 
 
 def zoned(created):
@@ -30,6 +32,11 @@ class ZonedFormatter(logging.Formatter):
 
     def formatTime(self, record, datefmt=None):
         return zoned(record.created)
+
+    def formatMessage(self, record):
+        # a message may quote what a client or a forger sent: its line breaks must not start a line
+        record.message = record.message.translate(_BREAKS)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,4 +1,5 @@
 """Prometheus metrics: their names, one function per thing counted, the scrape (one process or --processes N)."""
+import glob
 import os
 import re
 import shutil
@@ -60,12 +61,33 @@ def setup(multiprocess_dir=None):
 def scrape():
     """(content type, body) of a scrape: this process's metrics, or every process's with --processes N."""
     m = setup()
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     registry = m.prom.REGISTRY
     if m.multiprocess:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _files_collector()(registry)
     return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
+def _files_collector():
+    """prometheus_client's collector of the processes' files (<type>_<pid>.db), past a file a
+    starting process has created but not yet sized (the library read it as an error: a 500)."""
+    from prometheus_client import multiprocess
+
+    class Collector(multiprocess.MultiProcessCollector):
+        def collect(self):
+            # only the library's own files: METRICS_DIR may hold others, which start-up leaves alone
+            names = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _FILE.fullmatch(os.path.basename(f))]
+            return self.merge([f for f in names if _sized(f)])
+    return Collector
+
+
+def _sized(path):
+    """Whether the file holds at least its header (the 8 bytes saying how much of it is used)."""
+    try:
+        return os.path.getsize(path) >= 8
+    except FileNotFoundError:   # a dead process's gauges, removed since the listing
+        return False
 
 
 class MultiprocessDirectory:
@@ -109,8 +131,8 @@ def payment_recorded(source):
 
 def notification(version, kind, verdict, reason=""):
     """A notification's verdict: accepted, duplicate or refused (reason: its message, classed).
-    kind: the notification log's "payment", "refund" or "other" (a v3 one refused before it
-    was opened, or an event the backend has nothing to do with)."""
+    kind: the notification log's "payment", "refund" or "other" (an event the backend has
+    nothing to do with; a v3 one refused before it was opened: what its event_type claims)."""
     setup().notifications.labels(version, kind if kind in KINDS else "other", verdict,
                                  reason_class(reason) if reason else "").inc()
 

@@ -10,6 +10,7 @@ from simulator.endpoint import GETSIGNKEY_XDC
 from simulator.hosts import ForeignHost, HostPolicy
 from simulator.notifier import Notifier
 from simulator.plane import bills as planebills, console, control, health, pay, phone
+from simulator.plane.events import Events
 from simulator.rules import MAX_BODY
 from simulator.settlement import Settlement
 from simulator.v2 import api as v2api, bills as v2bills
@@ -33,8 +34,8 @@ class SimHTTPServer(tornado.httpserver.HTTPServer):
 class SimApplication(tornado.web.Application):
     """An Application whose listen() caps request bodies (WeChat answers are small too).
 
-    sim_state, sim_notifier and sim_settlement are the simulator's parts; shutdown() stops
-    its timers and deliveries.
+    sim_state, sim_notifier, sim_settlement and sim_events (the console's push channel) are
+    the simulator's parts; shutdown() stops its timers, deliveries and event streams.
     """
 
     def listen(self, port, address=None, backlog=1024, **kwargs):
@@ -47,6 +48,7 @@ class SimApplication(tornado.web.Application):
         """Stop for good: no refund settles and no notification is sent any more."""
         self.sim_settlement.cancel_all()
         self.sim_notifier.shutdown()
+        self.sim_events.shutdown()
 
 
 def make_server(app, **kwargs):
@@ -141,4 +143,5 @@ def make_app(state, notify_timeout=5.0, refund_delay=None, client_certs=None,
     app.sim_hosts = hosts
     app.sim_notifier = notifier
     app.sim_settlement = settlement
+    app.sim_events = Events(state)
     return app

@@ -6,6 +6,8 @@ import re
 
 import tornado.web
 
+from simulator.bodies import BodyLog
+
 log = logging.getLogger("simulator")
 
 SANDBOX_PREFIXES = ("/sandboxnew", "/xdc/apiv2sandbox")
@@ -72,11 +74,11 @@ def canonical_api(path):
     return "/pay/getsignkey" if path == GETSIGNKEY_XDC else path
 
 
-class WeChatEndpoint(tornado.web.RequestHandler):
+class WeChatEndpoint(BodyLog, tornado.web.RequestHandler):
     """One WeChat endpoint: its request-log entry and the faults configured for it.
 
     The entry is the request's own while it is served: the endpoint fills it in (signature,
-    error, explanation) and writes its verdict when it finishes.
+    error, explanation) and writes its verdict, bodies and status when it finishes.
     """
     api = ""
     malformed = MALFORMED_XML
@@ -113,11 +115,13 @@ class WeChatEndpoint(tornado.web.RequestHandler):
         """Close the connection without a byte of answer."""
         self.request.connection.close()
         self._finished = True   # nothing may be written any more
+        self.dropped = True
         self.entry["error"] = error
         self.on_finish()
 
     def on_finish(self):
         self.entry["verdict"] = verdict(self.entry)
+        super().on_finish()
 
     def answer_status(self, status):
         self.set_status(status)

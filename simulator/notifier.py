@@ -8,6 +8,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import IOLoop
 from tornado.simple_httpclient import HTTPTimeoutError
 
+from simulator.bodies import kept
 from simulator.rules import NOTIFY_SCHEDULE
 from simulator.v2 import notifications as v2notifications, wire as v2wire
 from simulator.v3 import notifications as v3notifications
@@ -197,6 +198,7 @@ class Notifier:
             record["next_attempt_in"] = gap
             record["next_attempt_at"] = self.state.clock.now() + gap
             self._schedule(target, attempt + 1, gap)
+            self.state.changed("notifications")
 
     async def resend(self, order, mode="normal", count=5):
         """POST /sim/orders/<no>/notify: returns the attempt records.
@@ -225,20 +227,24 @@ class Notifier:
         record.update({"url": target.url, "time": self.state.clock.now(), "attempt": attempt,
                        "mode": mode, "forged": mode in target.forged})
         record.update(target.extra())
-        record.update({"outcome": "pending", "kind": target.kind})
+        record.update({"outcome": "pending", "kind": target.kind,
+                       "body_sent": kept(self.state, body, headers.get("Content-Type", ""))})
         self.state.log_notification(record)
         request = HTTPRequest(target.url, method="POST", body=body, headers=dict(headers),
                               connect_timeout=self.timeout, request_timeout=self.timeout)
+        record.update(await self._deliver(target, request))
+        self.state.changed("notifications")
+        return record
+
+    async def _deliver(self, target, request):
+        """What the attempt's record learns from its answer (or from its failure)."""
         try:
             response = await self.http.fetch(request, raise_error=False)
         except HTTPTimeoutError as exc:
-            record.update(status=None, response="", outcome="timeout", error=str(exc))
-            return record
+            return dict(status=None, response="", outcome="timeout", error=str(exc))
         except Exception as exc:  # DNS, refused, closed: any failure is just a failed attempt
-            record.update(status=None, response="", outcome="error", error=str(exc))
-            return record
-        record.update(target.judge(response))
-        return record
+            return dict(status=None, response="", outcome="error", error=str(exc))
+        return target.judge(response)
 
     def _forgotten(self, target):
         # After /sim/reset an old order or refund may still have a retry in flight.

@@ -15,6 +15,7 @@ from simulator import models, payurls, rules
 from simulator.config import REFUND_DELAY, check_refund_delay
 from simulator.models import (DEVELOPER_USER, Clock, Fault, LoginCode, Refund, beijing,
                               check_outcome, openid_for)
+from simulator.revision import WHAT, changes
 from simulator.rules import LoginError
 from simulator.v2.state import V2State
 from simulator.v3.state import V3State
@@ -60,7 +61,17 @@ class State(V2State, V3State):
         # numbers request-log entries and notification attempts (the console's row keys); not
         # reset, so a number never names two entries
         self._seq = itertools.count(1)
+        # counts changes (not reset either: a console never sees it go back); listeners hear
+        # each change as (revision, what) (plane/events.py pushes them to the console)
+        self.revision = 0
+        self.listeners = []
         self.reset()
+
+    def changed(self, *what):
+        """Something the console shows changed (`what`: names from revision.WHAT)."""
+        self.revision += 1
+        for listener in list(self.listeners):
+            listener(self.revision, what)
 
     def reset(self):
         """Forget orders, codes, refunds, logs and faults (transport counters in `stats` stay)."""
@@ -80,13 +91,19 @@ class State(V2State, V3State):
         self.v3_nonces = collections.OrderedDict()      # (mchid, nonce_str) -> forget after
         self.v3_signatures = 0                          # notification attempts signed
         self.bill_files = {}                            # v3 bill download token -> BillFile
+        self.changed(*(w for w in WHAT if w != "config"))
 
+    @changes("config")
     def set_refund_delay(self, seconds):
         self.refund_delay = check_refund_delay(seconds)
 
     def advance_clock(self, seconds):
-        """POST /sim/clock; what became due is settled by the caller's Settlement."""
+        """POST /sim/clock; what became due is settled by the caller's Settlement. A new
+        Beijing day means the bill of the day that ended exists."""
+        day = beijing(self.clock.now(), "%Y%m%d")
         self.clock.advance(seconds)
+        new_day = beijing(self.clock.now(), "%Y%m%d") != day
+        self.changed(*(("clock", "bills") if new_day else ("clock",)))
 
     # --- logs and counters -------------------------------------------------------
     def log_request(self, entry, wechat=True):
@@ -95,8 +112,10 @@ class State(V2State, V3State):
         self.requests.append(entry)
         if wechat:
             self.stats["wechat_requests"] += 1
+        self.changed("requests")
         return entry
 
+    @changes("notifications")
     def log_notification(self, record):
         """Append a notification attempt; the attempt fills in its outcome when it ends."""
         record["seq"] = next(self._seq)
@@ -161,6 +180,7 @@ class State(V2State, V3State):
     def prepay_expired(self, order):
         return self.clock.now() >= order.prepay_expires_at
 
+    @changes("orders")
     def issue_h5_link(self, order):
         """An H5 order's link (mweb_url, h5_url) as an order call answers it: the current one
         while it lives, else the next, for payurls.H5_LINK_TTL."""
@@ -184,6 +204,7 @@ class State(V2State, V3State):
     def orders_named(self, out_trade_no):
         return [o for (_, no), o in self.orders.items() if no == out_trade_no]
 
+    @changes("orders")
     def mark_paid(self, order, coupon_fee=0, coupon_type="CASH"):
         """Paid, in cash or partly with a coupon (rules.check_coupon has checked it)."""
         now = self.clock.now()
@@ -200,20 +221,29 @@ class State(V2State, V3State):
         order.bank_type = "OTHERS"
         self.by_transaction[order.transaction_id] = order
 
+    @changes("orders")
     def payment_failed(self, order):
         """wx.requestPayment failed at the bank: the order is PAYERROR."""
         order.trade_state = "PAYERROR"
 
+    @changes("orders")
     def payment_pending(self, order):
         """The payer still has to enter the password: USERPAYING."""
         order.trade_state = "USERPAYING"
 
+    @changes("orders")
     def record_phone_result(self, order, result, err_msg):
         """What the phone (wx.requestPayment, /sim/pay or the console) last did with the order:
         a cancelled payment changes nothing at WeChat, so this is its only trace."""
         self.phone_results[(order.mch_id, order.out_trade_no)] = {
             "result": result, "errMsg": err_msg, "time": self.clock.now()}
 
+    @changes("orders")
+    def set_notify_lost(self, order, lost):
+        """Whether the order's payment notifications are lost (POST .../notifications)."""
+        order.notify_lost = lost
+
+    @changes("orders")
     def set_refund_outcome(self, order, status):
         """How the order's next refund ends (SUCCESS, REFUNDCLOSE or CHANGE)."""
         order.refund_outcome = "" if check_outcome(status) == "SUCCESS" else status
@@ -223,6 +253,7 @@ class State(V2State, V3State):
         p = self.notify_sign_type_probability
         return p > 0 and self.random.random() < p
 
+    @changes("orders", "refunds")
     def mark_notified(self, record):
         """An Order's or a Refund's notification was answered SUCCESS."""
         record.notify_delivered = True
@@ -237,6 +268,7 @@ class State(V2State, V3State):
         self.by_refund_id[refund.refund_id] = refund
         return refund
 
+    @changes("orders", "refunds")
     def platform_refund(self, order, refund_fee, out_refund_no, notify_url=""):
         """A refund made by hand in the merchant platform (POST /sim/orders/<no>/refunds):
         accepted PROCESSING like any other (the caller settles it at once); the backend
@@ -269,6 +301,7 @@ class State(V2State, V3State):
             if refund_id not in self.by_refund_id:
                 return refund_id
 
+    @changes("orders", "refunds")
     def settle_refund(self, refund, status):
         """PROCESSING -> SUCCESS, REFUNDCLOSE or CHANGE."""
         check_outcome(status)
@@ -298,6 +331,7 @@ class State(V2State, V3State):
         return self.orders.get((record.mch_id, record.out_trade_no)) is record
 
     # --- faults ------------------------------------------------------------------
+    @changes("faults")
     def add_fault(self, path, kind, value=None, probability=1.0, count=None):
         fault = Fault(secrets.token_hex(6), path, kind, value, probability, count)
         self.faults.append(fault)
@@ -312,14 +346,18 @@ class State(V2State, V3State):
             if fault.count is not None:
                 fault.count -= 1
         self.faults = [f for f in self.faults if f.count is None or f.count > 0]
+        if fired:
+            self.changed("faults")
         return fired
 
+    @changes("faults")
     def delete_fault(self, fault_id):
         """True when a rule with that id was removed."""
         before = len(self.faults)
         self.faults = [f for f in self.faults if f.id != fault_id]
         return len(self.faults) < before
 
+    @changes("faults")
     def clear_faults(self):
         """Remove every rule; how many there were."""
         deleted = len(self.faults)

@@ -175,3 +175,32 @@ def test_the_multiprocess_directory_is_emptied_of_old_files_or_made_and_removed(
     with MultiprocessDirectory() as made:
         assert os.listdir(made) == []
     assert not os.path.exists(made)
+
+
+def test_a_scrape_reads_past_a_file_a_starting_process_has_just_created(tmp_path, monkeypatch):
+    """A process (re)started by the supervisor creates its file empty, then sizes it: a scrape
+    in that moment must still answer, with every other process's numbers."""
+    import json
+    from prometheus_client.mmap_dict import MmapedDict
+    from server import metrics
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    written.write_value(json.dumps(["wxpay_store_errors", "wxpay_store_errors_total", {}, "h"]), 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").write_bytes(b"")   # opened by process 102, not yet sized
+    monkeypatch.setattr(metrics.setup(), "multiprocess", True)   # setup() first: it clears the variable
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    _, body = metrics.scrape()
+    samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples["wxpay_store_errors_total"] == 3.0
+
+
+def test_a_scrape_reads_only_the_metrics_files_of_a_shared_directory(tmp_path, monkeypatch):
+    """METRICS_DIR's start-up cleaning leaves other files (a SQLite database beside them, say):
+    the scrape must not read them as metrics."""
+    import sqlite3
+    from server import metrics
+    sqlite3.connect(str(tmp_path / "payments.db")).execute("CREATE TABLE t (x)").connection.close()
+    monkeypatch.setattr(metrics.setup(), "multiprocess", True)
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    _, body = metrics.scrape()
+    assert b"payments" not in body

@@ -118,6 +118,32 @@ async def test_replay_of_an_applied_notification_is_a_duplicate_and_changes_noth
     assert newest["verdict"] == "duplicate" and newest["replay_of"] == entry["id"]
 
 
+def notification_counts():
+    """{(verdict, reason): count} of this process's wxpay_notifications_total (v2 payments)."""
+    from server import metrics
+    counts = {}
+    for family in metrics.setup().prom.REGISTRY.collect():
+        for s in family.samples:
+            if s.name == "wxpay_notifications_total" and s.labels["kind"] == "payment" and s.labels["version"] == "v2":
+                counts[(s.labels["verdict"], s.labels["reason"])] = s.value
+    return counts
+
+
+async def test_a_replay_is_not_counted_as_a_notification_received(http_client, base_url, app):
+    """wxpay_notifications_total counts what WeChat (or a forger) sent; an admin's replay of a
+    stored one is not a new notification, and a replayed refusal must not raise the alert on
+    refusals. What a replay applies is counted where it lands (a payment, a refund)."""
+    paid = await an_order(app, "CNT1")
+    await post(http_client, base_url + "/wechat/pay/notify", signed(v2_fields(paid)))
+    await post(http_client, base_url + "/wechat/pay/notify", signed(v2_fields(paid), key="f" * 32))
+    applied, forged = (await log_of(http_client, base_url))["notifications"][::-1]
+    before = notification_counts()
+    for entry in (applied, forged):
+        status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
+        assert status == 200 and answer["verdict"] == {"accepted": "duplicate"}.get(entry["verdict"], "refused")
+    assert notification_counts() == before
+
+
 async def test_replay_of_a_refusal_after_the_fix_is_accepted(http_client, base_url, app):
     """An order unknown when its notification came (say, created by a host whose write was
     late): refused; once the order is there, the replay applies it."""
@@ -130,6 +156,27 @@ async def test_replay_of_a_refusal_after_the_fix_is_accepted(http_client, base_u
     assert status == 200 and answer["verdict"] == "accepted"
     assert (await app.service.store.get_order("LATE1")).status == SUCCESS
     assert (await app.service.store.events("LATE1"))[-1] == (NOTPAY, SUCCESS, "notify")
+
+
+async def test_replay_of_a_v2_refund_notification_is_read_with_the_key_again_and_a_duplicate(http_client, base_url,
+                                                                                             app):
+    from tests.support.store import paid, refund
+    from tests.test_refunds import encrypted_notification
+    store = app.service.store
+    await paid(store, "TR1")
+    await store.insert_refund(refund("RR1", fee=500, trade="TR1"), 50)
+    await store.refund_transition("RR1", ("PENDING",), "PROCESSING", "refund")
+    info = {"out_refund_no": "RR1", "out_trade_no": "TR1", "refund_id": "50000001", "refund_fee": "500",
+            "total_fee": str((await store.get_order("TR1")).total_fee), "refund_status": "SUCCESS",
+            "success_time": "2026-01-01 12:00:00"}
+    status, body = await post(http_client, base_url + "/wechat/refund/notify", encrypted_notification(info))
+    assert status == 200 and b"SUCCESS" in body, body
+    [entry] = (await log_of(http_client, base_url))["notifications"]
+    assert (entry["kind"], entry["verdict"], entry["out_refund_no"]) == ("refund", "accepted", "RR1")
+    before = await store.refund_events("RR1")
+    status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
+    assert status == 200 and answer["verdict"] == "duplicate", answer
+    assert await store.refund_events("RR1") == before
 
 
 async def test_a_refusal_whose_log_cannot_be_stored_is_still_answered(http_client, base_url, app):
@@ -240,3 +287,39 @@ async def test_v3_forgery_is_refused_on_replay_too(http_client, base_url, app, v
     status, answer = await admin(http_client, base_url + "/admin/notifications/%d/replay" % entry["id"], "POST")
     assert status == 200 and answer["verdict"] == "refused" and answer["reason"].startswith("signature")
     assert (await app.service.store.get_order("V3F")).status == NOTPAY
+
+
+@pytest.mark.parametrize("version", ["v3"])
+async def test_v3_a_body_nested_too_deep_for_json_is_refused_and_logged(http_client, base_url, app, version):
+    body = b"[" * 50000   # under the 64 KiB bound; too deep for Python's JSON reader
+    headers, _ = v3_notification(v3_resource("V3N"))
+    status, answer = await post(http_client, base_url + "/wechat/pay/v3/notify", body, headers)
+    assert status in (400, 401) and json.loads(answer)["code"] == "FAIL", (status, answer)
+    [entry] = (await log_of(http_client, base_url))["notifications"]
+    assert (entry["verdict"], entry["kind"], entry["body"]) == ("refused", "other", body.decode())
+
+
+def v3_counts():
+    """{(kind, verdict, reason): count} of this process's wxpay_notifications_total for v3."""
+    from server import metrics
+    return {(s.labels["kind"], s.labels["verdict"], s.labels["reason"]): s.value
+            for family in metrics.setup().prom.REGISTRY.collect() for s in family.samples
+            if s.name == "wxpay_notifications_total" and s.labels["version"] == "v3"}
+
+
+@pytest.mark.parametrize("version", ["v3"])
+async def test_v3_each_verdict_is_counted_once(http_client, base_url, app, version):
+    from tests.support.server3 import other_key
+    await an_order(app, "V3C")
+    before = v3_counts()
+    url = base_url + "/wechat/pay/v3/notify"
+    headers, body = v3_notification(v3_resource("V3C"))
+    assert (await post(http_client, url, body, headers))[0] == 200
+    assert (await post(http_client, url, body, headers))[0] == 401               # its nonce again
+    assert (await post(http_client, url, *v3_notification(v3_resource("V3C"))[::-1]))[0] == 200   # resent: new nonce
+    assert (await post(http_client, url, *v3_notification(v3_resource("V3C"), key=other_key())[::-1]))[0] == 401
+    after = v3_counts()
+    moved = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert moved == {("payment", "accepted", ""): 1, ("payment", "duplicate", ""): 1,
+                     ("payment", "refused", "replay"): 1, ("payment", "refused", "signature"): 1}
+    assert len((await log_of(http_client, base_url))["notifications"]) == 4

@@ -327,3 +327,28 @@ async def test_a_refund_settled_after_the_days_end_is_matched_not_a_mismatch(mak
     report = await service.reconciliation.run(DAY)
     assert (report["matched"], report["repaired"], report["mismatches"]) == (1, [], [])
     assert (await service.store.get_refund("R-LATE")).status == SUCCESS
+
+
+def counted():
+    """This process's payments by how and refunds by outcome (server/metrics.py)."""
+    from server import metrics
+    found = {}
+    for family in metrics.setup().prom.REGISTRY.collect():
+        for s in family.samples:
+            if s.name in ("wxpay_payments_recorded_total", "wxpay_refunds_total"):
+                found[(s.name, tuple(s.labels.values()))] = s.value
+    return found
+
+
+async def test_a_runs_repairs_are_counted_once_as_payments_and_refunds_by_reconciliation(make_service, clock):
+    service = await make_service(FakeBills(BILL))
+    await a_day_of_every_kind(service.store)
+    before = counted()
+    await service.reconciliation.run(DAY)
+    clock.now += 60
+    await service.reconciliation.run(DAY)   # matched now: nothing counted again
+    after = counted()
+    moved = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert moved == {("wxpay_payments_recorded_total", ("reconciliation",)): 2,   # ERR1, LOST1
+                     ("wxpay_refunds_total", ("accepted",)): 1,                   # R-PEND: PROCESSING
+                     ("wxpay_refunds_total", ("success",)): 1}                    # R-PROC

@@ -156,3 +156,37 @@ async def test_the_sweeps_lines_carry_the_order_they_are_about_and_no_request_id
     assert paid["out_trade_no"] == no and "request_id" not in paid, paid
     [summary] = [e for e in json_log() if e["message"].startswith("sweep: checked")]
     assert "out_trade_no" not in summary and "request_id" not in summary, summary
+
+
+async def test_a_forgers_line_break_cannot_start_a_line_of_its_own_in_text_mode(http_client, base_url, sim, app):
+    """The text format (the default) is read line by line too: a refusal's message quotes what
+    a forger sent (an unverified v2 sign_type), whose line break must not forge a line."""
+    from tests.support.api import notification, post_notify, signed
+    buffer = io.StringIO()
+    handler = logs.handler(logs.TEXT, buffer)
+    logging.getLogger().addHandler(handler)
+    try:
+        order = await create(http_client, base_url, await login(http_client, base_url, sim))
+        fields = dict(notification(order), sign_type="MD5\n2026 FORGED")
+        assert (await post_notify(http_client, base_url, signed(fields)))[1]["return_code"] == "FAIL"
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = buffer.getvalue().splitlines()
+    assert [line for line in lines if "sign_type" in line], lines
+    assert all(ISO_BEIJING.match(line) for line in lines), lines
+
+
+async def test_metrics_listens_access_lines_have_the_json_fields_of_every_access_line(http_client, json_log):
+    import tornado.httpserver
+    import tornado.netutil
+    from server.http.scrape import metrics_application
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(metrics_application())
+    server.add_sockets(sockets)
+    try:
+        url = "http://127.0.0.1:%d/metrics" % sockets[0].getsockname()[1]
+        assert (await fetch(http_client, url, headers={"X-Request-Id": "scrape-1"})).code == 200
+    finally:
+        server.stop()
+    [line] = access_lines(json_log(), "/metrics")
+    assert (line["request_id"], line["status"], line["method"]) == ("scrape-1", 200, "GET"), line

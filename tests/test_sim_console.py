@@ -322,7 +322,7 @@ async def test_snapshot_shape(http_client, base, app):
     snap = await state(http_client, base)
     assert sorted(snap) == ["clock", "config", "faults", "notifications", "orders", "pending",
                             "refund_delay", "refund_delay_scaled", "refunds", "requests",
-                            "seed", "stats", "ttl"]
+                            "revision", "seed", "stats", "ttl"]
     assert [o["out_trade_no"] for o in snap["orders"]] == ["S2", "S1"]       # newest first
     s2 = snap["orders"][0]
     for field in ("trade_state", "total_fee", "openid", "sign_type", "prepay_id",

@@ -1,7 +1,7 @@
 """GET /metrics: the Prometheus scrape, behind the admin token on the API's port, or open on METRICS_LISTEN's own."""
 import tornado.web
 
-from server import metrics
+from server import logs, metrics
 from server.http.handlers import AdminHandler, NotFoundHandler
 
 
@@ -25,7 +25,7 @@ class OpenMetricsHandler(MetricsHandler):
 def metrics_application():
     """The Application of METRICS_LISTEN's address: /metrics and nothing else (404 JSON)."""
     args = {"service": None}
-    web = tornado.web.Application([(r"/metrics", OpenMetricsHandler, args)],
-                                  default_handler_class=NotFoundHandler, default_handler_args=args)
+    web = tornado.web.Application([(r"/metrics", OpenMetricsHandler, args)], default_handler_class=NotFoundHandler,
+                                  default_handler_args=args, log_function=logs.access)
     web.inflight = set()   # BaseHandler's count of requests in flight
     return web

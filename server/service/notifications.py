@@ -34,7 +34,7 @@ class Notifications(Part):
         """Await the pay client's opening of a notification, then record what it says, and keep
         `entry` in the notification log with the verdict: ACCEPTED or DUPLICATE returned; the
         refusal of either (NotificationRefused) is logged here and raised. Each verdict
-        is counted too (server/metrics.py)."""
+        is counted too (server/metrics.py), but not a replay's (see _count)."""
         try:
             note = await opening
             logs.bind_order(note.out_trade_no)
@@ -44,16 +44,16 @@ class Notifications(Part):
             about = " %r" % exc.about[:64] if exc.about else ""
             log.warning("notification%s refused (%d): %s", about, exc.status, exc)
             entry = _claimed(entry, exc)
-            metrics.notification(entry.version, entry.kind, REFUSED, str(exc))
+            _count(entry, REFUSED, str(exc))
             await self.service.notelog.write(entry, REFUSED, str(exc))
             raise
         if verdict not in (ACCEPTED, DUPLICATE, LOGGED):
             log.warning("notification %r refused: %s", note.id[:64], verdict)
-            metrics.notification(entry.version, entry.kind, REFUSED, verdict)
+            _count(entry, REFUSED, verdict)
             await self.service.notelog.write(entry, REFUSED, verdict)
             raise NotificationRefused(400, verdict)
         outcome = DUPLICATE if verdict == DUPLICATE else ACCEPTED
-        metrics.notification(entry.version, entry.kind, outcome)
+        _count(entry, outcome)
         if verdict != LOGGED:
             await self.service.notelog.write(entry, verdict)
         return outcome
@@ -124,6 +124,14 @@ class Notifications(Part):
         if note.refund_status not in REFUND_OUTCOMES:
             return "unexpected refund_status"
         return None
+
+
+def _count(entry, verdict, reason=""):
+    """Count a notification WeChat (or a forger) sent; an admin's replay of a stored one is not
+    a new one received (a replayed refusal would trip the alert on refusals). What a replay
+    applies is still counted where it lands: wxpay_payments_recorded_total, wxpay_refunds_total."""
+    if entry.replay_of is None:
+        metrics.notification(entry.version, entry.kind, verdict, reason)
 
 
 def _claimed(entry, exc):

@@ -92,7 +92,7 @@ def claimed_kind(body):
     PAYMENT, REFUND_RESULT or None."""
     try:
         event_type = json.loads(body).get("event_type")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):   # RecursionError: JSON nested too deep to read
         return None
     prefix = event_type.partition(".")[0] if isinstance(event_type, str) else ""
     return {"TRANSACTION": PAYMENT, "REFUND": REFUND_RESULT}.get(prefix)

@@ -51,7 +51,7 @@ class SimOrderNotificationsHandler(SimHandler):
         if not isinstance(deliver, bool):
             raise SimError(400, "BAD_FIELD", "deliver must be true or false")
         order = self.order_named(out_trade_no)
-        order.notify_lost = not deliver
+        self.state.set_notify_lost(order, not deliver)
         self.reply({"out_trade_no": order.out_trade_no, "mch_id": order.mch_id,
                     "deliver": deliver})
 

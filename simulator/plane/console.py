@@ -3,14 +3,16 @@ listens) that shows and drives fake WeChat: orders and the phone, refunds, notif
 attempts, the request log with signature explanations, faults, the clock, the configuration.
 
 Its page and static files (simulator/plane/web/) are plain HTML, CSS and JavaScript: no
-framework, no build step, no URL outside the simulator. The page polls GET /sim/console/state
-(one snapshot of everything, read-only) once a second and acts through the /sim/ control plane.
+framework, no build step, no URL outside the simulator. The page reads GET /sim/console/state
+(one snapshot of everything, read-only) when GET /sim/console/events (events.py) says the
+state changed, and acts through the /sim/ control plane; each order has a page (orderpage.py).
 """
 import dataclasses
 import os
 
 import tornado.web
 
+from simulator.bodies import mask_secret
 from simulator.endpoint import FAULT_KINDS, WECHAT_APIS
 from simulator.plane.control import SimHandler, notify_modes, v3_summary
 from simulator.plane.phone import unpayable
@@ -29,17 +31,6 @@ CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'self'; i
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".svg": "image/svg+xml", ".png": "image/png"}
-
-
-def mask_secret(secret):
-    """A key or AppSecret as the console shows it: the first and last 4 characters, stars
-    between (fewer shown for short secrets); never the whole secret."""
-    secret = secret or ""
-    n = len(secret)
-    shown = 4 if n >= 16 else 2 if n >= 8 else 0
-    if not shown:
-        return "*" * n
-    return secret[:shown] + "*" * (n - 2 * shown) + secret[-shown:]
 
 
 def masked_config(config):
@@ -77,6 +68,11 @@ def pending_key(entry):
             entry.get("out_refund_no") if entry.get("kind") == "refund" else None)
 
 
+def without_bodies(records, names):
+    """The snapshot's rows: bodies are on the order's page (and in /sim/requests)."""
+    return [{k: v for k, v in r.items() if k not in names} for r in records]
+
+
 def notifications_json(state, pending, limit):
     """The newest attempts first; each with next_retry_at: when its retry is due, None when
     none is pending (delivered, resent, reset, or the schedule ran out)."""
@@ -93,14 +89,22 @@ def notifications_json(state, pending, limit):
     return out
 
 
-def snapshot(state, notifier, request_limit=REQUEST_LIMIT, notification_limit=NOTIFICATION_LIMIT):
-    """Everything the console shows, in one read (it changes nothing)."""
+def snapshot(state, notifier, request_limit=REQUEST_LIMIT, notification_limit=NOTIFICATION_LIMIT,
+             bodies=False):
+    """Everything the console shows, in one read (it changes nothing); bodies: whether the
+    requests and notification attempts keep their bodies."""
     clock = state.clock
     pending = notifier.pending()
     requests = list(state.requests)[-request_limit:] if request_limit else []
     orders = sorted(state.orders.values(), key=lambda o: o.created_at, reverse=True)
     refunds = sorted(state.refunds.values(), key=lambda r: r.created_at, reverse=True)
+    requests, notifications = (list(reversed(requests)),
+                               notifications_json(state, pending, notification_limit))
+    if not bodies:
+        requests = without_bodies(requests, ("request_body", "answer_body"))
+        notifications = without_bodies(notifications, ("body_sent",))
     return {
+        "revision": state.revision,
         "clock": {"now": clock.now(), "offset": clock.offset, "time_scale": clock.time_scale},
         "ttl": {"code": clock.scaled(CODE_TTL), "prepay": clock.scaled(PREPAY_TTL),
                 "first_retry": clock.scaled(NOTIFY_SCHEDULE[0])},
@@ -108,9 +112,9 @@ def snapshot(state, notifier, request_limit=REQUEST_LIMIT, notification_limit=NO
         "refunds": [refund_json(r) for r in refunds],
         "refund_delay": state.refund_delay,
         "refund_delay_scaled": clock.scaled(state.refund_delay),
-        "notifications": notifications_json(state, pending, notification_limit),
+        "notifications": notifications,
         "pending": pending,
-        "requests": list(reversed(requests)),
+        "requests": requests,
         "faults": [dataclasses.asdict(f) for f in state.faults],
         "config": dict(masked_config(state.config), v3=v3_summary(state.v3)),
         "stats": {"connections_accepted": state.stats["connections_accepted"],
@@ -124,22 +128,28 @@ class ConsolePageHandler(SimHandler):
     and the address it was reached at)."""
 
     def get(self):
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", "no-cache")
+        page_headers(self)
         self.render(PAGE, host=self.request.host,
                     protocol=self.request.protocol, paths=WECHAT_APIS, kinds=FAULT_KINDS)
 
 
+def page_headers(handler):
+    """A console page's headers: its strict CSP, no referrer, revalidated."""
+    handler.set_header("Content-Security-Policy", CSP)
+    handler.set_header("Referrer-Policy", "no-referrer")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Cache-Control", "no-cache")
+
+
 class ConsoleStateHandler(SimHandler):
-    """GET /sim/console/state[?requests=N&notifications=N]: the console's snapshot."""
+    """GET /sim/console/state[?requests=N&notifications=N&bodies=1]: the console's snapshot."""
 
     def get(self):
         self.set_header("Cache-Control", "no-store")
         self.reply(snapshot(self.state, self.notifier,
                             self.int_argument("requests", REQUEST_LIMIT),
-                            self.int_argument("notifications", NOTIFICATION_LIMIT)))
+                            self.int_argument("notifications", NOTIFICATION_LIMIT),
+                            bool(self.int_argument("bodies", 0, 1))))
 
 
 class ConsoleStaticHandler(tornado.web.StaticFileHandler):
@@ -155,8 +165,12 @@ class ConsoleStaticHandler(tornado.web.StaticFileHandler):
 
 
 def routes(deps):
+    from simulator.plane import events, orderpage    # they build on this module
     return [
         (r"/sim/console/?", ConsolePageHandler, deps),
         (r"/sim/console/state", ConsoleStateHandler, deps),
+        (r"/sim/console/events", events.EventsHandler, deps),
+        (r"/sim/console/orders/([^/]+)", orderpage.OrderPageHandler, deps),
+        (r"/sim/console/orders/([^/]+)/data", orderpage.OrderDataHandler, deps),
         (r"/sim/console/static/(.*)", ConsoleStaticHandler, {"path": STATIC_DIR}),
     ]

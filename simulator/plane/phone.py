@@ -2,6 +2,7 @@
 paySign checked as WeChat's client checks it; and the console's phone (POST
 /sim/orders/<no>/phone), which needs no paySign."""
 
+from simulator.bodies import BodyLog
 from simulator.endpoint import verdict
 from simulator.models import beijing
 from simulator.plane.control import SimError, SimHandler, check_same_origin
@@ -35,7 +36,7 @@ class PaymentFail(Exception):
         self.status, self.err_msg = status, err_msg
 
 
-class SimPayHandler(SimHandler):
+class SimPayHandler(BodyLog, SimHandler):
     """POST /sim/pay: plays wx.requestPayment, checking paySign as WeChat's client does.
 
     Besides wx.requestPayment's fields, optional "result" (SUCCESS, CANCEL, FAIL, USERPAYING),
@@ -64,6 +65,7 @@ class SimPayHandler(SimHandler):
     def on_finish(self):
         if hasattr(self, "entry"):
             self.entry["verdict"] = verdict(self.entry)
+        super().on_finish()
 
     def checked_order(self, data):
         for name in self.fields:
@@ -199,7 +201,7 @@ def unpayable(state, order):
     return None
 
 
-class SimPhoneHandler(SimHandler):
+class SimPhoneHandler(BodyLog, SimHandler):
     """POST /sim/orders/<out_trade_no>/phone {"result", "coupon_fee"?, "coupon_type"?}: the
     developer plays the payer's phone from the console (no paySign: the developer pressed the
     button, not a Mini Program). coupon_fee and coupon_type as for /sim/pay (400 when bad).
@@ -222,7 +224,7 @@ class SimPhoneHandler(SimHandler):
             coupon = check_coupon(order, data)
         except ValueError as exc:
             raise SimError(400, "BAD_FIELD", str(exc)) from None
-        entry = self.state.log_request({
+        entry = self.entry = self.state.log_request({
             "time": self.state.clock.now(), "method": "POST", "path": self.request.path,
             "api": "wx.requestPayment (console)", "signature": None, "error": None,
             "out_trade_no": order.out_trade_no, "result": result}, wechat=False)

@@ -1,6 +1,7 @@
 """API v2's changes to the simulator's State: unifiedorder, closeorder, refund, and the
 refundquery lookup (State inherits them: every change is still a State method)."""
 from simulator.models import Order, Refund, openid_for
+from simulator.revision import changes
 from simulator.v2 import rules as v2rules, wire as v2wire
 from simulator.v2.rules import PayError
 
@@ -8,6 +9,7 @@ from simulator.v2.rules import PayError
 class V2State:
     """The v2 half of State: it works on State's orders, refunds and clock (state.py)."""
 
+    @changes("orders")
     def unified_order(self, merchant, msg, sandbox):
         """Create or repeat an order (protocol.md 4); returns the Order or raises."""
         v2rules.check_unifiedorder(msg)
@@ -28,6 +30,7 @@ class V2State:
         self._new_prepay(order)
         return order
 
+    @changes("orders")
     def set_payer(self, order, user):
         """Who pays an order created without openid (NATIVE, APP, MWEB): WeChat learns the payer
         when the phone pays, and names their openid under the order's appid in the payment
@@ -35,10 +38,12 @@ class V2State:
         order.payer_openid = openid_for(order.appid, user)
         self.openids[order.appid][order.payer_openid] = user
 
+    @changes("orders")
     def close_order(self, order):
         v2rules.check_open(order)
         order.trade_state = "CLOSED"
 
+    @changes("orders", "refunds")
     def refund(self, merchant, msg, sandbox):
         """POST /secapi/pay/refund (protocol.md 7): (Refund, repeated) or raises.
 

@@ -3,6 +3,7 @@ orders, closes and refunds (State inherits them: every change is still a State m
 import time
 
 from simulator.models import Order, Refund, beijing, openid_for
+from simulator.revision import changes
 from simulator.v3 import rules as v3rules
 from simulator.v3.rules import V3Error
 
@@ -36,6 +37,7 @@ class V3State:
             return "public-key" if self.v3_signatures % 2 else "certificate"
         return "certificate" if mode == "certificate" else "public-key"
 
+    @changes("orders")
     def v3_order(self, mchid, appid, body, trade_type="JSAPI"):
         """POST /v3/pay/transactions/jsapi (or /native, /app, /h5: trade_type NATIVE, APP,
         MWEB): a new order, or the same open order of the same kind again with a live
@@ -71,16 +73,19 @@ class V3State:
             self.issue_h5_link(order)
             order.prepay_expires_at = order.h5_link_expires_at
 
+    @changes("orders")
     def v3_payer(self, order, user):
         """Who scanned the Native code or opened the H5 or App payment: the payer's openid
         for the order's appid (JSAPI orders name theirs when they are created)."""
         order.fields["openid"] = openid_for(order.appid, user)
 
+    @changes("orders")
     def v3_close(self, order):
         """POST .../out-trade-no/{no}/close: CLOSED, unless paid or closed already."""
         v3rules.check_open(order)
         order.trade_state = "CLOSED"
 
+    @changes("orders", "refunds")
     def v3_refund(self, mchid, fields):
         """POST /v3/refund/domestic/refunds (fields: v3rules.check_refund's): (Refund,
         repeated). The same out_refund_no refunds once: repeated with the same amounts it

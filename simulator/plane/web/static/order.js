@@ -8,13 +8,11 @@
   var $ = C.$, el = C.el, td = C.td, code = C.code, R = C.rows;
   var updates = null;
 
-  function orderNo() {
-    var m = /\/sim\/console\/orders\/([^/]+)\/?$/.exec(window.location.pathname);
-    return m ? decodeURIComponent(m[1]) : '';
-  }
-
+  // the page names its order and merchant (two merchants may use one number)
   function dataUrl() {
-    return window.location.pathname.replace(/\/$/, '') + '/data' + window.location.search;
+    var body = document.body;
+    return C.orderUrl(body.getAttribute('data-out-trade-no')) + '/data?mch_id=' +
+      encodeURIComponent(body.getAttribute('data-mch-id'));
   }
 
   function field(name, value) {
@@ -155,7 +153,6 @@
   }
 
   function init() {
-    $('#order-no').textContent = orderNo();
     document.addEventListener('click', function (event) {
       R.onAction(event, function () { updates.refresh(); });
     });
