@@ -156,7 +156,8 @@ async def test_nothing_refers_outside_the_simulator(http_client, base, app):
     # every path it requests is the simulator's: /sim/..., or a suffix appended to one
     paths = re.findall(r"""['"](/[^'"]*)['"]""", script)
     assert "/sim/console/state" in paths and "/sim/console/events" in paths, paths
-    assert all(p.startswith("/sim/") or re.fullmatch("/[a-z-]*", p) for p in paths), paths
+    assert all(p.startswith("/sim/") or re.fullmatch(r"/[a-z-]*(\?[a-z_]+=)?", p)
+               for p in paths), paths
     assert re.findall(r'src="([^"]*)"', page) == SCRIPTS
     assert sorted(re.findall(r'href="([^"#]*)"', page)) == ["/sim/console/static/console.css",
                                                              "data:,"]
