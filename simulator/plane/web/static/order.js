@@ -70,8 +70,7 @@
 
   function pre(text) {
     if (text == null || text === '') return '';
-    if (typeof text !== 'string') text = JSON.stringify(text, null, 2);
-    return el('pre', { className: 'body-text', text: text });
+    return el('pre', { className: 'body-text', text: R.readable(text) });
   }
 
   function buildAttempt(n) {

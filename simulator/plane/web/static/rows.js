@@ -192,11 +192,21 @@
     return box;
   }
 
+  // a body laid out to be read: XML a field a line, JSON indented; other text as it is
+  function readable(text) {
+    if (typeof text !== 'string') return JSON.stringify(text, null, 2);
+    var trimmed = text.trim();
+    if (trimmed.charAt(0) === '<') return trimmed.replace(/(<\/[A-Za-z0-9_]+>)(?=<)/g, '$1\n');
+    if (trimmed.charAt(0) === '{') {
+      try { return JSON.stringify(JSON.parse(trimmed), null, 2); } catch (e) { /* as is */ }
+    }
+    return text;
+  }
+
   function body(name, text) {
     if (text == null || text === '') return null;
-    if (typeof text !== 'string') text = JSON.stringify(text, null, 2);
     return el('div', { className: 'body' }, el('div', { className: 'label', text: name }),
-      el('pre', { className: 'body-text', text: text }));
+      el('pre', { className: 'body-text', text: readable(text) }));
   }
 
   // the request and answer bodies (keys masked by the simulator), folded
@@ -319,6 +329,6 @@
     buildOrder: buildOrder, buildRefund: buildRefund, buildNotification: buildNotification,
     buildRequest: buildRequest, explanation: explanation, kindBadges: kindBadges,
     phoneButtons: phoneButtons, orderMenu: orderMenu, refundMenu: refundMenu, paid: paid,
-    version: version, onAction: onAction, bodies: bodies
+    version: version, onAction: onAction, bodies: bodies, readable: readable
   };
 }(window.Console));
