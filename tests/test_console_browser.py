@@ -4,7 +4,7 @@ processes: what a developer sees and clicks.
 Needs Debian's Chromium (/usr/bin/chromium, or CHROMIUM=path) and Playwright for Python (no
 browser download: Playwright drives that Chromium). Without them the tests are skipped with
 one line locally, and fail in CI (CI set). UPDATE_SCREENSHOTS=1 writes docs/console.md's
-screenshots (docs/console-*.png) from these runs.
+screenshots (docs/console-*.png) from these runs. Every page is 1280x800, a laptop's screen.
 """
 import json
 import os
@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from server.wechat.v2 import wire as wxpay
-from tests.support import DEMO
+from tests.support import ADMIN_TOKEN, DEMO
 from tests.support.processes import ROOT, Proc, free_port
 from tests.support.shop import backend_env
 
@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = os.path.join(ROOT, "docs")
+LAPTOP = {"width": 1280, "height": 800}
 
 
 def unavailable(reason):
@@ -60,7 +61,7 @@ class Processes:
         self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01",
                                              "--v3-dir", str(self.v3_dir)], port=sim_port)
         env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
-                   SWEEP_INTERVAL="0")
+                   SWEEP_INTERVAL="0", ADMIN_TOKEN=ADMIN_TOKEN)
         self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
 
     def stop(self):
@@ -78,12 +79,14 @@ def processes(tmp_path_factory, browser):
 class Shop:
     """The processes, seen by the backend's API and by a console page open on the simulator."""
 
-    def __init__(self, processes, browser):
+    def __init__(self, processes, browser, path="/sim/console?poll=200", events=None):
         self.sim, self.backend = processes.sim, processes.backend
         requests.delete(self.sim.url + "/sim/faults", timeout=5)   # each test starts without faults
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.context = browser.new_context(viewport=LAPTOP)
+        if events:      # what answers the page's GET /sim/console/events instead
+            self.context.route("**/sim/console/events", events)
         self.page = self.context.new_page()
-        self.page.goto(self.sim.url + "/sim/console?poll=200")   # 5 times a second: shorter waits
+        self.page.goto(self.sim.url + path)     # polled 5 times a second if the push fails
 
     def close(self):
         self.context.close()
@@ -105,10 +108,19 @@ class Shop:
         return requests.get(self.backend.url + "/api/orders/%s?refresh=1" % no, headers=auth,
                             timeout=10).json()["status"]
 
-    def screenshot(self, name):
+    def screenshot(self, name, at=None):
+        """docs/console-<name>.png: the 1280x800 screen, scrolled to `at` (a selector)."""
         if os.environ.get("UPDATE_SCREENSHOTS") == "1":
             os.makedirs(SCREENSHOTS, exist_ok=True)
-            self.page.screenshot(path=os.path.join(SCREENSHOTS, "console-%s.png" % name), full_page=True)
+            if at:
+                self.page.locator(at).first.evaluate("node => node.scrollIntoView()")
+            self.page.screenshot(path=os.path.join(SCREENSHOTS, "console-%s.png" % name))
+            self.page.evaluate("window.scrollTo(0, 0)")
+
+    def refund(self, no, fee, out_refund_no):
+        headers = {"Authorization": "Bearer " + ADMIN_TOKEN, "Idempotency-Key": out_refund_no}
+        return requests.post(self.backend.url + "/admin/orders/%s/refunds" % no, headers=headers,
+                             json={"refund_fee": fee, "out_refund_no": out_refund_no}, timeout=10)
 
 
 @pytest.fixture
@@ -132,7 +144,6 @@ def test_pay_from_the_console_and_the_backend_reports_success(shop):
     no = shop.order(auth).json()["out_trade_no"]
     row = shop.page.locator('#orders tr[data-order="%s"]' % no)
     expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
-    shop.screenshot("orders")
     row.locator('button[data-action="pay"]').click()
     expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
     wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "the backend to record the payment")
@@ -227,7 +238,7 @@ def test_a_request_signed_with_a_wrong_key_shows_its_explanation(shop):
     assert DEMO["api_key"] not in text and wrong_key not in text  # the key masked
     assert wxpay.sign(dict(fields), DEMO["api_key"]) in text     # the sign WeChat expected
     assert wxpay.sign(dict(fields), wrong_key) in text           # the one it got
-    shop.screenshot("explanation")
+    shop.screenshot("explanation", at="#requests tr.bad")
 
 
 def test_resend_duplicate_shows_the_new_attempts(shop):
@@ -240,6 +251,7 @@ def test_resend_duplicate_shows_the_new_attempts(shop):
     expect(attempts.first).to_be_visible(timeout=10000)
     wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "paid")
     before = attempts.count()
+    row.locator("details.menu summary").click()         # the row's menu holds the resends
     row.locator('button[data-resend="duplicate"]').click()
     wait_until(lambda: attempts.count() >= before + 2, "the duplicate attempts to show")
     assert shop.backend_status(auth, no) == "SUCCESS"
@@ -254,7 +266,7 @@ def test_a_fault_added_in_the_console_makes_the_next_order_fail_with_502(shop):
     form.locator("input[name=value]").fill("500")
     form.locator("[type=submit]").click()
     expect(shop.page.locator("#faults tr[data-fault]")).to_have_count(1, timeout=10000)
-    shop.screenshot("faults")
+    shop.screenshot("faults", at="#faults")
     r = shop.order(auth)
     assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_ERROR"
     shop.page.locator("#faults tr[data-fault] button.delete").click()
@@ -283,6 +295,145 @@ def test_advancing_the_clock_in_the_console_expires_a_login_code(shop):
                "the clock to show the jump")
     r = requests.post(shop.backend.url + "/api/login", json={"code": code}, timeout=10)
     assert r.status_code == 401 and r.json()["error"]["wechat_code"] == 40029
+
+
+def fits(page, sections=("orders", "notifications", "requests")):
+    """Nothing scrolls sideways: neither the page nor any of the sections."""
+    sizes = page.evaluate("""ids => [document.documentElement.scrollWidth,
+        document.documentElement.clientWidth].concat(ids.map(id => {
+            const s = document.getElementById(id); return s.scrollWidth - s.clientWidth; }))""",
+                          list(sections))
+    assert sizes[0] <= sizes[1] and sizes[2:] == [0] * len(sections), sizes
+
+
+def v3_native_order(processes, no, total=388):
+    pay = v3_sdk(processes, __import__("wechatpayv3").WeChatPayType.NATIVE)
+    code, text = pay.pay(description="Coffee", out_trade_no=no, amount={"total": total})
+    assert code == 200, text
+
+
+def test_the_console_fits_1280_px_with_long_ids_and_v3_orders(shop, processes):
+    from playwright.sync_api import expect
+    auth = shop.login("a-rather-long-user-name-for-the-openid")
+    v2 = shop.order(auth).json()["out_trade_no"]
+    v3 = "LAYOUTV3NATIVE%018d" % (time.time_ns() % 10 ** 18)          # 32 characters, v3's most
+    v3_native_order(processes, v3)
+    requests.post(shop.sim.url + "/sim/orders/%s/phone" % v3, json={"result": "SUCCESS"}, timeout=10)
+    row = shop.page.locator('#orders tr[data-order="%s"]' % v3)
+    expect(row.locator(".state")).to_have_text("SUCCESS", timeout=10000)
+    expect(shop.page.locator('#notifications tr[data-order="%s"]' % v3).first).to_be_visible(timeout=10000)
+    fits(shop.page)
+    # v3 and its kind shown like v2's; yuan and fen; the id shortened, whole in its title
+    expect(row.locator(".badge.version-v3")).to_have_text("v3")
+    expect(row.locator(".badge.trade-type")).to_have_text("NATIVE")
+    expect(row.locator("td.amount")).to_have_text("¥3.88 (388 fen)")
+    link = row.locator("a.order-link")
+    expect(link).to_have_text(v3[:6] + "…" + v3[-4:])
+    assert v3 in link.get_attribute("title")
+    v2_row = shop.page.locator('#orders tr[data-order="%s"]' % v2)
+    expect(v2_row.locator(".badge.version-v2")).to_have_text("v2")
+    # every time in the one zone the header states
+    expect(shop.page.locator("#zone")).to_contain_text("UTC+8")
+    # the row's menu by keyboard: Enter opens it, Escape closes it
+    summary = row.locator("details.menu summary")
+    summary.focus()
+    shop.page.keyboard.press("Enter")
+    expect(row.locator('button[data-resend="wrong_serial"]')).to_be_visible()
+    fits(shop.page)
+    shop.screenshot("orders")
+    shop.page.keyboard.press("Escape")
+    expect(row.locator('button[data-resend="wrong_serial"]')).to_be_hidden()
+    # a click on an id copies the whole id; a mark says so beside it
+    shop.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=shop.sim.url)
+    row.locator("button.copy-icon").click()
+    expect(row.locator(".copied")).to_have_text("copied")
+    assert shop.page.evaluate("navigator.clipboard.readText()") == v3
+
+
+def test_the_filter_narrows_the_rows_and_a_reload_keeps_it(shop):
+    from playwright.sync_api import expect
+    auth = shop.login("filter-user")
+    nos = [shop.order(auth).json()["out_trade_no"] for _ in range(2)]
+    rows = shop.page.locator("#orders tr[data-order]:visible")
+    expect(shop.page.locator('#orders tr[data-order="%s"]' % nos[1])).to_be_visible(timeout=10000)
+    assert rows.count() >= 2
+    shop.page.locator("#filter").fill(nos[0].lower())                    # any case
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-order", nos[0])
+    requests_shown = shop.page.locator("#requests tr[data-request]:visible")
+    assert "q=" + nos[0].lower() in shop.page.url
+    shop.page.reload()
+    expect(shop.page.locator("#filter")).to_have_value(nos[0].lower())
+    expect(rows).to_have_count(1, timeout=10000)
+    expect(shop.page.locator('#notifications tr[data-notification]:visible')).to_have_count(0)
+    shop.page.locator("#filter").fill("/sns/jscode2session")            # a path
+    expect(rows).to_have_count(0)
+    expect(requests_shown.first).to_be_visible()
+    assert all(r == "/sns/jscode2session" for r in requests_shown.evaluate_all(
+        "rows => rows.map(r => r.getAttribute('data-api'))"))
+    shop.page.locator("#filter").fill("")
+    assert "q=" not in shop.page.url
+
+
+def test_the_order_page_of_a_paid_and_refunded_order(shop):
+    from playwright.sync_api import expect
+    auth = shop.login("order-page-user")
+    order = shop.order(auth).json()
+    no = order["out_trade_no"]
+    paid = requests.post(shop.sim.url + "/sim/pay", json=order["payment"], timeout=10)
+    assert paid.status_code == 200, paid.text
+    wait_until(lambda: shop.backend_status(auth, no) == "SUCCESS", "the backend to record the payment")
+    refund = shop.refund(no, 100, "RF" + no[-20:])
+    assert refund.status_code in (200, 201, 202), refund.text
+    shop.page.locator('#orders tr[data-order="%s"] a.order-link' % no).click(timeout=10000)
+    expect(shop.page).to_have_url(re.compile("/sim/console/orders/" + no))
+    expect(shop.page.locator("#order-no")).to_have_text(no)
+    expect(shop.page.locator("#order-state")).to_have_text("REFUND", timeout=10000)
+    req = shop.page.locator("#order-requests tr[data-request]")
+    for path in ("/pay/unifiedorder", "/sim/pay", "/secapi/pay/refund"):
+        expect(req.filter(has_text=path).first).to_be_visible()
+    unified = req.filter(has_text="/pay/unifiedorder").first
+    expect(unified.locator("pre.body-text").first).to_contain_text(no)        # the request body
+    expect(unified.locator("pre.body-text").nth(1)).to_contain_text("prepay_id")   # the answer
+    assert DEMO["api_key"] not in shop.page.content()
+    attempt = shop.page.locator("#order-notifications tr[data-attempt]").first
+    expect(attempt.locator(".outcome")).to_have_text("success", timeout=10000)
+    expect(attempt.locator("td.exchange")).to_contain_text("return_code")    # the answer
+    expect(attempt.locator("td.exchange")).to_contain_text(no)              # the body sent
+    expect(shop.page.locator("#order-refunds [data-refund]")).to_have_attribute(
+        "data-refund", "RF" + no[-20:])
+    expect(shop.page.locator("#order-refunds")).to_contain_text("¥1.00 (100 fen)")
+    fits(shop.page, ("summary", "order-requests", "order-notifications", "order-refunds"))
+    shop.screenshot("order")
+
+
+def test_a_pushed_update_shows_with_polling_off(processes, browser):
+    from playwright.sync_api import expect
+    shop = Shop(processes, browser, "/sim/console?poll=0")        # push only: never polled
+    try:
+        expect(shop.page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10000)
+        states = []
+        shop.page.on("request", lambda req: states.append(req.url) if "/console/state" in req.url else None)
+        no = shop.order(shop.login("push-user")).json()["out_trade_no"]
+        expect(shop.page.locator('#orders tr[data-order="%s"]' % no)).to_be_visible(timeout=10000)
+        assert states, "the page fetched the state after the push"
+    finally:
+        shop.close()
+
+
+@pytest.mark.parametrize("refuse", ["404", "abort"])
+def test_polling_takes_over_when_the_event_stream_fails(processes, browser, refuse):
+    from playwright.sync_api import expect
+    shop = Shop(processes, browser, events=lambda route: route.fulfill(status=404, body="no")
+                if refuse == "404" else route.abort())
+    try:
+        connection = shop.page.locator("#connection")
+        expect(connection).to_have_attribute("data-state", "polling", timeout=10000)
+        expect(connection).to_contain_text("push unavailable")
+        no = shop.order(shop.login("poll-user")).json()["out_trade_no"]
+        expect(shop.page.locator('#orders tr[data-order="%s"]' % no)).to_be_visible(timeout=10000)
+    finally:
+        shop.close()
 
 
 def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):

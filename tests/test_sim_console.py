@@ -86,8 +86,11 @@ async def state(client, base, query=""):
 
 # --- the page and its files ----------------------------------------------------------
 
-ASSETS = {"/sim/console/static/console.js": "text/javascript; charset=utf-8",
-          "/sim/console/static/console.css": "text/css; charset=utf-8"}
+SCRIPTS = ["/sim/console/static/common.js", "/sim/console/static/rows.js",
+           "/sim/console/static/console.js"]
+ASSETS = dict({path: "text/javascript; charset=utf-8" for path in SCRIPTS},
+              **{"/sim/console/static/order.js": "text/javascript; charset=utf-8",
+                 "/sim/console/static/console.css": "text/css; charset=utf-8"})
 
 
 @pytest.mark.gen_test
@@ -149,16 +152,17 @@ async def test_nothing_refers_outside_the_simulator(http_client, base, app):
             assert not pattern.search(text), (name, pattern.pattern, pattern.search(text))
     page = bodies["page"].decode("utf-8")
     assert all(value.startswith(LOCAL) for value in ATTRIBUTE.findall(page)), ATTRIBUTE.findall(page)
-    script = bodies["/sim/console/static/console.js"].decode("utf-8")
+    script = "\n".join(bodies[path].decode("utf-8") for path in ASSETS if path.endswith(".js"))
     # every path it requests is the simulator's: /sim/..., or a suffix appended to one
     paths = re.findall(r"""['"](/[^'"]*)['"]""", script)
-    assert "/sim/console/state" in paths, paths
-    assert all(p.startswith("/sim/") or re.fullmatch("/[a-z]*", p) for p in paths), paths
-    assert re.findall(r'src="([^"]*)"', page) == ["/sim/console/static/console.js"]
+    assert "/sim/console/state" in paths and "/sim/console/events" in paths, paths
+    assert all(p.startswith("/sim/") or re.fullmatch(r"/[a-z-]*(\?[a-z_]+=)?", p)
+               for p in paths), paths
+    assert re.findall(r'src="([^"]*)"', page) == SCRIPTS
     assert sorted(re.findall(r'href="([^"#]*)"', page)) == ["/sim/console/static/console.css",
                                                              "data:,"]
     # the files on disk are the ones served (nothing else lies in the static folder)
-    assert sorted(os.listdir(console.STATIC_DIR)) == ["console.css", "console.js"]
+    assert sorted(os.listdir(console.STATIC_DIR)) == sorted(p.rsplit("/", 1)[1] for p in ASSETS)
 
 
 # --- the phone -----------------------------------------------------------------------
