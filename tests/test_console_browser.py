@@ -27,6 +27,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = os.path.join(ROOT, "docs")
 LAPTOP = {"width": 1280, "height": 800}
+# a second merchant beside the demo's: two merchants may use one order number
+OTHER = {"mch_id": "10000200", "api_key": "b" * 32}
 
 
 def unavailable(reason):
@@ -58,8 +60,13 @@ class Processes:
     def __init__(self, tmp_path):
         sim_port, port = free_port(), free_port()
         self.v3_dir = tmp_path / "sim-v3"
-        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01",
-                                             "--v3-dir", str(self.v3_dir)], port=sim_port)
+        config = tmp_path / "merchants.json"
+        config.write_text(json.dumps({
+            "apps": [{"appid": DEMO["appid"], "secret": DEMO["app_secret"]}],
+            "merchants": [dict(mch_id=DEMO["mch_id"], api_key=DEMO["api_key"], appids=[DEMO["appid"]]),
+                          dict(OTHER, appids=[DEMO["appid"]])]}))
+        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01", "--config",
+                                             str(config), "--v3-dir", str(self.v3_dir)], port=sim_port)
         env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
                    SWEEP_INTERVAL="0", ADMIN_TOKEN=ADMIN_TOKEN)
         self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
@@ -152,18 +159,24 @@ def test_pay_from_the_console_and_the_backend_reports_success(shop):
     shop.screenshot("paid")
 
 
+def v2_order(sim, no, trade_type="NATIVE", merchant=None, **fields):
+    """A v2 unifiedorder signed with the merchant's key (the demo's by default)."""
+    merchant = merchant or {"mch_id": DEMO["mch_id"], "api_key": DEMO["api_key"]}
+    fields.update(appid=DEMO["appid"], mch_id=merchant["mch_id"], nonce_str="console", body="Coffee",
+                  out_trade_no=no, total_fee="100", spbill_create_ip="127.0.0.1",
+                  notify_url="http://127.0.0.1:9/notify", trade_type=trade_type)
+    r = requests.post(sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, merchant["api_key"]),
+                      timeout=5)
+    assert wxpay.from_xml(r.content)["result_code"] == "SUCCESS", r.text
+
+
 def test_the_console_pays_native_app_and_h5_orders(shop):
     from playwright.sync_api import expect
     extra = {"NATIVE": {"product_id": "coffee"}, "APP": {},
              "MWEB": {"scene_info": '{"h5_info": {"type": "Wap"}}'}}
     for trade_type, fields in extra.items():
         no = "CONSOLE%s%d" % (trade_type, os.getpid())
-        fields.update(appid=DEMO["appid"], mch_id=DEMO["mch_id"], nonce_str="console", body="Coffee",
-                      out_trade_no=no, total_fee="100", spbill_create_ip="127.0.0.1",
-                      notify_url="http://127.0.0.1:9/notify", trade_type=trade_type)
-        r = requests.post(shop.sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, DEMO["api_key"]),
-                          timeout=5)
-        assert wxpay.from_xml(r.content)["result_code"] == "SUCCESS", r.text
+        v2_order(shop.sim, no, trade_type, **fields)
         row = shop.page.locator('#orders tr[data-order="%s"]' % no)
         expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
         row.locator('button[data-action="pay"]').click()
@@ -405,6 +418,19 @@ def test_the_order_page_of_a_paid_and_refunded_order(shop):
     expect(shop.page.locator("#order-refunds")).to_contain_text("¥1.00 (100 fen)")
     fits(shop.page, ("summary", "order-requests", "order-notifications", "order-refunds"))
     shop.screenshot("order")
+
+
+def test_an_order_number_two_merchants_use_links_to_each_ones_page(shop):
+    from playwright.sync_api import expect
+    no = "SAME%d" % (time.time_ns() % 10 ** 9)
+    v2_order(shop.sim, no, product_id="coffee")
+    v2_order(shop.sim, no, merchant=OTHER, product_id="coffee")
+    for mch_id in (OTHER["mch_id"], DEMO["mch_id"]):
+        shop.page.goto(shop.sim.url + "/sim/console?poll=200")
+        shop.page.locator('#orders tr[data-order="%s"][data-mch="%s"] a.order-link' % (no, mch_id)).click(
+            timeout=10000)
+        expect(shop.page.locator("#order-no")).to_have_text(no)
+        expect(shop.page.locator('#order-fields dd[data-field="merchant"]')).to_have_text(mch_id, timeout=10000)
 
 
 def test_a_pushed_update_shows_with_polling_off(processes, browser):
