@@ -433,6 +433,25 @@ def test_an_order_number_two_merchants_use_links_to_each_ones_page(shop):
         expect(shop.page.locator('#order-fields dd[data-field="merchant"]')).to_have_text(mch_id, timeout=10000)
 
 
+def test_eight_console_tabs_in_one_browser_all_load_and_hear_pushes(processes, browser):
+    """A browser opens at most 6 connections to a host: a stream per tab would starve the 7th."""
+    from playwright.sync_api import expect
+    context = browser.new_context(viewport=LAPTOP)
+    try:
+        pages = []
+        for _ in range(8):
+            page = context.new_page()
+            page.goto(processes.sim.url + "/sim/console?poll=0", timeout=10000)     # push only
+            expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10000)
+            pages.append(page)
+        pages.pop(0).close()        # the tab that may hold the stream goes; the others still hear
+        v2_order(processes.sim, "TABS%d" % (time.time_ns() % 10 ** 9), product_id="coffee")
+        for page in pages:
+            expect(page.locator("#orders tr[data-order^=TABS]").first).to_be_visible(timeout=10000)
+    finally:
+        context.close()
+
+
 def test_a_pushed_update_shows_with_polling_off(processes, browser):
     from playwright.sync_api import expect
     shop = Shop(processes, browser, "/sim/console?poll=0")        # push only: never polled
