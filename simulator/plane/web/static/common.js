@@ -105,7 +105,11 @@
     return id.length > 13 ? id.slice(0, 6) + '…' + id.slice(-4) : id;
   }
 
-  function orderUrl(no) { return '/sim/console/orders/' + encodeURIComponent(no); }
+  // an order's page; with its merchant, as two merchants may use one number (409 without)
+  function orderUrl(no, mch) {
+    return '/sim/console/orders/' + encodeURIComponent(no) +
+      (mch ? '?mch_id=' + encodeURIComponent(mch) : '');
+  }
 
   // An id shortened, the whole id in its title; a click copies it (a "copied" mark beside).
   function idButton(id, className) {
@@ -114,11 +118,11 @@
       title: id + ' (click to copy)', 'data-copy': id }, shortId(id));
   }
 
-  // An order number: a link to its page and a copy button.
-  function orderRef(no) {
+  // An order number: a link to its page (the merchant's, when known) and a copy button.
+  function orderRef(no, mch) {
     if (!no) return '';
     return el('span', { className: 'order-ref' },
-      el('a', { href: orderUrl(no), className: 'order-link', title: no + ': its page' },
+      el('a', { href: orderUrl(no, mch), className: 'order-link', title: no + ': its page' },
         shortId(no)),
       el('button', { type: 'button', className: 'copy-icon', title: 'copy ' + no,
         'aria-label': 'copy ' + no, 'data-copy': no }, 'copy'));
