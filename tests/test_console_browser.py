@@ -490,6 +490,8 @@ def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):
     now = requests.get(shop.sim.url + "/sim/clock", timeout=5).json()["now"]
     day = time.strftime("%Y-%m-%d", time.gmtime(now + 8 * 3600))     # Beijing
     shop.page.locator("#bill-date").fill(day)
+    expect(shop.page.locator("#bill-mch option")).to_have_count(2, timeout=10000)     # two merchants
+    shop.page.locator("#bill-mch").select_option(DEMO["mch_id"])
     shop.page.locator("button#show-bill").click()
     expect(shop.page.locator("#bill-text")).to_contain_text("has not ended", timeout=10000)
     end = (now + 8 * 3600) // 86400 * 86400 + 86400 - 8 * 3600
@@ -499,4 +501,4 @@ def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):
     expect(bill).to_contain_text("交易时间,公众账号ID,商户号", timeout=10000)
     expect(bill).to_contain_text("`" + order["out_trade_no"] + ",")
     assert shop.page.locator("#bill-link").get_attribute("href") == (
-        "/sim/bills/%s?bill_type=ALL" % day)
+        "/sim/bills/%s?bill_type=ALL&mch_id=%s" % (day, DEMO["mch_id"]))
