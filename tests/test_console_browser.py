@@ -27,6 +27,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = os.path.join(ROOT, "docs")
 LAPTOP = {"width": 1280, "height": 800}
+# a second merchant beside the demo's: two merchants may use one order number
+OTHER = {"mch_id": "10000200", "api_key": "b" * 32}
 
 
 def unavailable(reason):
@@ -58,8 +60,13 @@ class Processes:
     def __init__(self, tmp_path):
         sim_port, port = free_port(), free_port()
         self.v3_dir = tmp_path / "sim-v3"
-        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01",
-                                             "--v3-dir", str(self.v3_dir)], port=sim_port)
+        config = tmp_path / "merchants.json"
+        config.write_text(json.dumps({
+            "apps": [{"appid": DEMO["appid"], "secret": DEMO["app_secret"]}],
+            "merchants": [dict(mch_id=DEMO["mch_id"], api_key=DEMO["api_key"], appids=[DEMO["appid"]]),
+                          dict(OTHER, appids=[DEMO["appid"]])]}))
+        self.sim = Proc("run_simulator.py", ["--port", str(sim_port), "--time-scale", "0.01", "--config",
+                                             str(config), "--v3-dir", str(self.v3_dir)], port=sim_port)
         env = dict(backend_env(self.sim.url, port, "MD5"), DATABASE_URL="sqlite:///%s" % (tmp_path / "c.db"),
                    SWEEP_INTERVAL="0", ADMIN_TOKEN=ADMIN_TOKEN)
         self.backend = Proc("run_server.py", ["--port", str(port)], env=env, port=port)
@@ -152,18 +159,24 @@ def test_pay_from_the_console_and_the_backend_reports_success(shop):
     shop.screenshot("paid")
 
 
+def v2_order(sim, no, trade_type="NATIVE", merchant=None, **fields):
+    """A v2 unifiedorder signed with the merchant's key (the demo's by default)."""
+    merchant = merchant or {"mch_id": DEMO["mch_id"], "api_key": DEMO["api_key"]}
+    fields.update(appid=DEMO["appid"], mch_id=merchant["mch_id"], nonce_str="console", body="Coffee",
+                  out_trade_no=no, total_fee="100", spbill_create_ip="127.0.0.1",
+                  notify_url="http://127.0.0.1:9/notify", trade_type=trade_type)
+    r = requests.post(sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, merchant["api_key"]),
+                      timeout=5)
+    assert wxpay.from_xml(r.content)["result_code"] == "SUCCESS", r.text
+
+
 def test_the_console_pays_native_app_and_h5_orders(shop):
     from playwright.sync_api import expect
     extra = {"NATIVE": {"product_id": "coffee"}, "APP": {},
              "MWEB": {"scene_info": '{"h5_info": {"type": "Wap"}}'}}
     for trade_type, fields in extra.items():
         no = "CONSOLE%s%d" % (trade_type, os.getpid())
-        fields.update(appid=DEMO["appid"], mch_id=DEMO["mch_id"], nonce_str="console", body="Coffee",
-                      out_trade_no=no, total_fee="100", spbill_create_ip="127.0.0.1",
-                      notify_url="http://127.0.0.1:9/notify", trade_type=trade_type)
-        r = requests.post(shop.sim.url + "/pay/unifiedorder", data=wxpay.signed_xml(fields, DEMO["api_key"]),
-                          timeout=5)
-        assert wxpay.from_xml(r.content)["result_code"] == "SUCCESS", r.text
+        v2_order(shop.sim, no, trade_type, **fields)
         row = shop.page.locator('#orders tr[data-order="%s"]' % no)
         expect(row.locator(".state")).to_have_text("NOTPAY", timeout=10000)
         row.locator('button[data-action="pay"]').click()
@@ -407,6 +420,38 @@ def test_the_order_page_of_a_paid_and_refunded_order(shop):
     shop.screenshot("order")
 
 
+def test_an_order_number_two_merchants_use_links_to_each_ones_page(shop):
+    from playwright.sync_api import expect
+    no = "SAME%d" % (time.time_ns() % 10 ** 9)
+    v2_order(shop.sim, no, product_id="coffee")
+    v2_order(shop.sim, no, merchant=OTHER, product_id="coffee")
+    for mch_id in (OTHER["mch_id"], DEMO["mch_id"]):
+        shop.page.goto(shop.sim.url + "/sim/console?poll=200")
+        shop.page.locator('#orders tr[data-order="%s"][data-mch="%s"] a.order-link' % (no, mch_id)).click(
+            timeout=10000)
+        expect(shop.page.locator("#order-no")).to_have_text(no)
+        expect(shop.page.locator('#order-fields dd[data-field="merchant"]')).to_have_text(mch_id, timeout=10000)
+
+
+def test_eight_console_tabs_in_one_browser_all_load_and_hear_pushes(processes, browser):
+    """A browser opens at most 6 connections to a host: a stream per tab would starve the 7th."""
+    from playwright.sync_api import expect
+    context = browser.new_context(viewport=LAPTOP)
+    try:
+        pages = []
+        for _ in range(8):
+            page = context.new_page()
+            page.goto(processes.sim.url + "/sim/console?poll=0", timeout=10000)     # push only
+            expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10000)
+            pages.append(page)
+        pages.pop(0).close()        # the tab that may hold the stream goes; the others still hear
+        v2_order(processes.sim, "TABS%d" % (time.time_ns() % 10 ** 9), product_id="coffee")
+        for page in pages:
+            expect(page.locator("#orders tr[data-order^=TABS]").first).to_be_visible(timeout=10000)
+    finally:
+        context.close()
+
+
 def test_a_pushed_update_shows_with_polling_off(processes, browser):
     from playwright.sync_api import expect
     shop = Shop(processes, browser, "/sim/console?poll=0")        # push only: never polled
@@ -445,6 +490,8 @@ def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):
     now = requests.get(shop.sim.url + "/sim/clock", timeout=5).json()["now"]
     day = time.strftime("%Y-%m-%d", time.gmtime(now + 8 * 3600))     # Beijing
     shop.page.locator("#bill-date").fill(day)
+    expect(shop.page.locator("#bill-mch option")).to_have_count(2, timeout=10000)     # two merchants
+    shop.page.locator("#bill-mch").select_option(DEMO["mch_id"])
     shop.page.locator("button#show-bill").click()
     expect(shop.page.locator("#bill-text")).to_contain_text("has not ended", timeout=10000)
     end = (now + 8 * 3600) // 86400 * 86400 + 86400 - 8 * 3600
@@ -454,4 +501,4 @@ def test_the_bills_panel_shows_a_days_bill_once_it_has_ended(shop):
     expect(bill).to_contain_text("交易时间,公众账号ID,商户号", timeout=10000)
     expect(bill).to_contain_text("`" + order["out_trade_no"] + ",")
     assert shop.page.locator("#bill-link").get_attribute("href") == (
-        "/sim/bills/%s?bill_type=ALL" % day)
+        "/sim/bills/%s?bill_type=ALL&mch_id=%s" % (day, DEMO["mch_id"]))

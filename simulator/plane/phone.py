@@ -227,7 +227,8 @@ class SimPhoneHandler(BodyLog, SimHandler):
         entry = self.entry = self.state.log_request({
             "time": self.state.clock.now(), "method": "POST", "path": self.request.path,
             "api": "wx.requestPayment (console)", "signature": None, "error": None,
-            "out_trade_no": order.out_trade_no, "result": result}, wechat=False)
+            "out_trade_no": order.out_trade_no, "mch_id": order.mch_id, "result": result},
+            wechat=False)
         problem = unpayable(self.state, order)
         if problem is not None:
             entry["error"] = problem[0]

@@ -7,6 +7,7 @@
 
   var EVENTS_URL = '/sim/console/events';
   var HELLO_WAIT_MS = 5000;
+  var SHARED = 'sim-console-events';   // the lock and channel of the tabs' one stream
   var BEIJING = 8 * 3600;         // every time shown is Beijing's (UTC+8), as WeChat's own
 
   function $(selector) { return document.querySelector(selector); }
@@ -105,7 +106,11 @@
     return id.length > 13 ? id.slice(0, 6) + '…' + id.slice(-4) : id;
   }
 
-  function orderUrl(no) { return '/sim/console/orders/' + encodeURIComponent(no); }
+  // an order's page; with its merchant, as two merchants may use one number (409 without)
+  function orderUrl(no, mch) {
+    return '/sim/console/orders/' + encodeURIComponent(no) +
+      (mch ? '?mch_id=' + encodeURIComponent(mch) : '');
+  }
 
   // An id shortened, the whole id in its title; a click copies it (a "copied" mark beside).
   function idButton(id, className) {
@@ -114,11 +119,11 @@
       title: id + ' (click to copy)', 'data-copy': id }, shortId(id));
   }
 
-  // An order number: a link to its page and a copy button.
-  function orderRef(no) {
+  // An order number: a link to its page (the merchant's, when known) and a copy button.
+  function orderRef(no, mch) {
     if (!no) return '';
     return el('span', { className: 'order-ref' },
-      el('a', { href: orderUrl(no), className: 'order-link', title: no + ': its page' },
+      el('a', { href: orderUrl(no, mch), className: 'order-link', title: no + ': its page' },
         shortId(no)),
       el('button', { type: 'button', className: 'copy-icon', title: 'copy ' + no,
         'aria-label': 'copy ' + no, 'data-copy': no }, 'copy'));
@@ -274,29 +279,74 @@
       refresh();
     }
 
-    function newer(event) {
-      var data = {};
-      try { data = JSON.parse(event.data); } catch (e) { /* refetch anyway */ }
-      return !(data.revision <= revision);
+    function newer(data) { return !(data && data.revision <= revision); }
+
+    // The stream's events, from this tab's EventSource or relayed by the tab holding it.
+    function heard(type, data) {
+      if (type === 'hello') {
+        clearTimeout(helloTimer);
+        mode = 'push';
+        describeMode();
+        if (newer(data)) refresh();
+      } else if (type === 'change') {
+        if (newer(data)) refresh();
+      } else if (type === 'failed') {
+        fallBack(data);
+      } else if (type === 'lost') {
+        setConnection('down', 'event stream lost; reconnecting');
+      }
+    }
+
+    function parsed(event) {
+      try { return JSON.parse(event.data); } catch (e) { return {}; }    // refetch anyway
+    }
+
+    // This tab's own EventSource; tell(type, data) hears its events.
+    function own(tell) {
+      var greeted = false;
+      source = new EventSource(EVENTS_URL);
+      source.addEventListener('hello', function (event) {
+        greeted = true;
+        tell('hello', parsed(event));
+      });
+      source.addEventListener('change', function (event) { tell('change', parsed(event)); });
+      // refused (closed), or failing before its hello: poll; once live, let it reconnect
+      source.onerror = function () {
+        if (source.readyState === EventSource.CLOSED) tell('failed', 'the event stream was refused');
+        else if (!greeted) tell('failed', 'the event stream failed');
+        else tell('lost');
+      };
+    }
+
+    // One stream for all of this browser's console tabs: a browser opens at most 6
+    // connections to a host, so a stream per tab would leave a 7th tab none to load with.
+    // The tab holding the lock keeps the EventSource and relays its events over a
+    // BroadcastChannel (and the latest to a tab that asks); when it goes, another takes over.
+    function shared() {
+      var channel = new BroadcastChannel(SHARED), leading = false, latest = null;
+      channel.onmessage = function (event) {
+        var m = event.data || {};
+        if (m.type === 'ask') { if (leading && latest) channel.postMessage(latest); }
+        else if (!leading) heard(m.type, m.data);
+      };
+      navigator.locks.request(SHARED, function () {
+        leading = true;
+        own(function (type, data) {
+          latest = { type: type === 'change' ? 'hello' : type, data: data };
+          channel.postMessage({ type: type, data: data });
+          heard(type, data);
+        });
+        return new Promise(function () {});     // held while this page lives
+      });
+      channel.postMessage({ type: 'ask' });
     }
 
     function push() {
       if (!window.EventSource) { fallBack('no EventSource in this browser'); return; }
-      source = new EventSource(EVENTS_URL);
       helloTimer = setTimeout(function () { fallBack('no hello within 5 s'); }, HELLO_WAIT_MS);
-      source.addEventListener('hello', function (event) {
-        clearTimeout(helloTimer);
-        mode = 'push';
-        describeMode();
-        if (newer(event)) refresh();
-      });
-      source.addEventListener('change', function (event) { if (newer(event)) refresh(); });
-      // refused (closed), or failing before its hello: poll; once live, let it reconnect
-      source.onerror = function () {
-        if (source.readyState === EventSource.CLOSED) fallBack('the event stream was refused');
-        else if (mode !== 'push') fallBack('the event stream failed');
-        else setConnection('down', 'event stream lost; reconnecting');
-      };
+      // both need a secure context (127.0.0.1 and localhost are one): else a stream per tab
+      if (window.BroadcastChannel && navigator.locks) shared();
+      else own(heard);
     }
 
     refresh();

@@ -134,6 +134,7 @@
     syncRows($('#apps-body'), s.config.apps, function (a) { return a.appid; }, buildApp, '', 2);
     syncRows($('#merchants-body'), s.config.merchants, function (m) { return m.mch_id; },
       buildMerchant, '', 4);
+    syncBillMerchants(s.config.merchants);
   }
 
   function quickButton(selector, seconds) {
@@ -209,9 +210,23 @@
     if (b && !b.disabled) pageAction(b);
   }
 
+  // a bill is one merchant's: with several configured, the simulator needs ?mch_id=
   function billUrl() {
     return '/sim/bills/' + encodeURIComponent($('#bill-date').value) +
-      '?bill_type=' + encodeURIComponent($('#bill-type').value);
+      '?bill_type=' + encodeURIComponent($('#bill-type').value) +
+      '&mch_id=' + encodeURIComponent($('#bill-mch').value);
+  }
+
+  // the merchant choice follows the configured merchants (the first chosen at first)
+  function syncBillMerchants(merchants) {
+    var select = $('#bill-mch');
+    var ids = merchants.map(function (m) { return m.mch_id; });
+    if (Array.prototype.map.call(select.options, function (o) { return o.value; }).join() ===
+        ids.join()) return;
+    var chosen = select.value;
+    select.textContent = '';
+    ids.forEach(function (id) { select.appendChild(el('option', { value: id, text: id })); });
+    if (ids.indexOf(chosen) >= 0) select.value = chosen;
   }
 
   // GET /sim/bills/<day>: the bill's text, or the reason there is none (yet)
