@@ -38,9 +38,10 @@ class Stream:
         self.conn, self.head = conn, head
 
     @classmethod
-    async def open(cls, port, path="/sim/console/events"):
+    async def open(cls, port, path="/sim/console/events", origin=None):
         conn = await TCPClient().connect("127.0.0.1", port)
-        await conn.write(("GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n" % (path, port))
+        extra = "Origin: %s\r\n" % origin if origin else ""
+        await conn.write(("GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (path, port, extra))
                          .encode("ascii"))
         head = (await conn.read_until(b"\r\n\r\n")).decode("latin-1")
         return cls(conn, head)
@@ -166,3 +167,15 @@ async def test_shutdown_with_a_stream_open_ends_it(app, http_port, http_server):
     assert late.status == 503, late.head
     with pytest.raises(StreamClosedError):
         await stream.frame()
+
+
+@pytest.mark.gen_test
+async def test_another_web_page_cannot_hold_streams_the_console_needs(app, http_port, http_server):
+    """EventSource from another site sends its Origin: refused before it takes one of the
+    bounded slots (the console's own page sends none, or its own)."""
+    foreign = await Stream.open(http_port, origin="http://evil.test")
+    assert foreign.status == 403 and '"CROSS_ORIGIN"' in (await foreign.conn.read_until_close()).decode()
+    assert not app.sim_events.streams
+    own = await Stream.open(http_port, origin="http://127.0.0.1:%d" % http_port)
+    await own.hello()
+    own.close()
