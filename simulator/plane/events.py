@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 
 from simulator import bills
 from simulator.models import BEIJING
-from simulator.plane.control import SimError, SimHandler
+from simulator.plane.control import SimError, SimHandler, check_same_origin
 
 MAX_STREAMS = 32
 PING = 15.0             # seconds between comments that keep proxies from closing a stream
@@ -140,6 +140,7 @@ class EventsHandler(SimHandler):
 
     async def get(self):
         events = self.application.sim_events
+        check_same_origin(self)     # another site's EventSource would hold a slot the console needs
         self.stream = events.open()
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
