@@ -29,6 +29,11 @@ def json_log():
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # a CLI main run in process by an earlier test of this worker (logs.setup with access lines
+    # off) leaves tornado.access at WARNING: these tests want the access lines
+    access = {name: logging.getLogger(name).level for name in ("tornado.access", "simulator.access")}
+    for name in access:
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
     def lines():
         text = buffer.getvalue()
@@ -38,6 +43,8 @@ def json_log():
     yield lines
     root.removeHandler(handler)
     root.setLevel(level)
+    for name, was in access.items():
+        logging.getLogger(name).setLevel(was)
 
 
 async def fetch(http_client, url, **kwargs):
