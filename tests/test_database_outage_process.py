@@ -74,13 +74,25 @@ class Buyers(Users):
         return True
 
 
-@pytest.fixture
-def own_postgres(postgres_server):
-    """A PostgreSQL server the test may stop, not the session's (`postgres_server` only decides
-    whether PostgreSQL tests run here at all)."""
+@pytest.fixture(scope="module")
+def module_postgres(postgres_server):
+    """A PostgreSQL server this module's tests may stop, not the session's (`postgres_server`
+    only decides whether PostgreSQL tests run here at all); one for the module: a start costs
+    an initdb."""
     own = PostgresServer().start()
     yield own
     own.stop()
+
+
+@pytest.fixture
+def own_postgres(module_postgres):
+    """The module's server, running (each test leaves it running; one that failed half-way
+    may not have: then it is started again, so the next test does not fail for it)."""
+    try:
+        module_postgres.psql("SELECT 1")
+    except Exception:
+        module_postgres.resume()
+    return module_postgres
 
 
 @pytest.fixture
@@ -148,7 +160,7 @@ def wait_healthy(proc, timeout=20):
 def test_started_before_its_database_the_backend_waits_then_serves(own_postgres, args):
     """The database comes up after the backend (both started together): the backend (the
     supervisor, with --processes) says once per attempt that it is waiting, then serves."""
-    url = own_postgres.create_schema("late")
+    url = own_postgres.create_schema("late_%d" % len(args))   # the module's server: a schema per case
     own_postgres.pause()
     port = free_port()
     backend = Proc("run_server.py", ["--port", str(port), *args], env=standalone(url), port=port, wait_port=False)
