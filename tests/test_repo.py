@@ -22,8 +22,11 @@ def test_readme_has_the_two_setup_commands():
     commands = readme_commands()
     assert any(c.endswith("run_server.py --simulator") and "pip install -r requirements.txt" in c for c in commands)
     test_command = readme_test_command()
-    # Python and node: the npm install from the lockfile and the node tests are part of it
-    assert "requirements-dev.txt" in test_command and "npm ci" in test_command and test_command.endswith("npm test")
+    # Python and node: the npm install from the lockfile, and pytest, which runs the node tests
+    # too (tests/test_miniprogram_node.py) beside the Python ones
+    assert "requirements-dev.txt" in test_command and "npm ci" in test_command
+    assert test_command.endswith(".venv/bin/python -m pytest")
+    assert os.path.exists(os.path.join(ROOT, "tests", "test_miniprogram_node.py"))
 
 
 def test_ci_runs_the_readme_test_command_exactly():
