@@ -1,4 +1,5 @@
 """The entry scripts: thin, every flag explained in --help, --version, what they print when, their log lines."""
+import functools
 import os
 import re
 import socket
@@ -38,10 +39,16 @@ def options_without_help(help_text):
     return bare
 
 
+@functools.lru_cache(maxsize=None)
+def help_of(script):
+    """`script --help`, run once per script for this module's tests."""
+    return subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+
+
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
 def test_every_flag_has_a_help_text(script):
-    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    done = help_of(script)
     assert done.returncode == 0, done.stderr
     assert "--port" in done.stdout
     assert options_without_help(done.stdout) == []
@@ -49,8 +56,7 @@ def test_every_flag_has_a_help_text(script):
 
 @pytest.mark.parametrize("script, port", [("run_server.py", 8000), ("run_simulator.py", 9000)])
 def test_the_port_flag_names_its_default(script, port):
-    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    done = help_of(script)
     described = re.search(r"\n  --port PORT\s+(.*?)\n  -", done.stdout, re.S).group(1)
     assert "default %d" % port in " ".join(described.split()), described
 
@@ -89,7 +95,7 @@ def test_both_entry_points_print_the_one_version():
 
 
 def test_the_simulators_usage_line_names_the_demo_subcommand_and_its_flags_have_help():
-    done = run("run_simulator.py", "--help")
+    done = help_of("run_simulator.py")
     usage = done.stdout.split("\n\n", 1)[0]
     assert "run_simulator.py demo" in usage, usage
     demo = run("run_simulator.py", "demo", "--help")

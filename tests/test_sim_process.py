@@ -93,10 +93,14 @@ GOOD = {"apps": [{"appid": "wxaaaa", "secret": "sa"}, {"appid": "wxbbbb", "secre
     (dict(GOOD, merchant=[]), "unknown field 'merchant'"),
     ([1, 2], "top level must be a JSON object"),
 ])
-def test_bad_config_is_one_clear_line_exit_2(tmp_path, content, needle):
-    code, out = run_failing(["--port", str(free_port()), "--config", write(tmp_path, content)])
+def test_bad_config_is_one_clear_line_exit_2(tmp_path, content, needle, capsys):
+    """run_simulator.py's main in process (it stops before it listens or logs); the process
+    path of a bad --config is test_missing_config_file_and_conflicting_flags's."""
+    from simulator import cli
+    code = cli.main(["--port", str(free_port()), "--config", write(tmp_path, content)])
+    captured = capsys.readouterr()
     assert code == 2
-    assert_one_clear_line(out, "merchants.json", needle)
+    assert_one_clear_line(captured.out + captured.err, "merchants.json", needle)
 
 
 def test_missing_config_file_and_conflicting_flags(tmp_path):
