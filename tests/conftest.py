@@ -140,3 +140,15 @@ def pytest_collection_modifyitems(items):
     """Process-level modules (marked e2e) first: xdist hands whole modules to its workers in
     this order, and the long ones started last would leave one worker finishing alone."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
+def pytest_configure(config):
+    """The controller compiles the project's modules once, before xdist starts its workers: on
+    a fresh checkout the workers and the first processes they start would otherwise all
+    compile the same modules at the same moment."""
+    if hasattr(config, "workerinput"):
+        return
+    import compileall
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("server", "simulator", "bench", os.path.join("tests", "support")):
+        compileall.compile_dir(os.path.join(root, name), quiet=2)
