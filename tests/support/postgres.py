@@ -65,13 +65,20 @@ class PostgresServer:
         data = os.path.join(self.folder, "data")
         self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync",
                   "--locale=C")
-        self.port = free_port()
-        options = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=64MB"
-                   % (self.port, self.folder))
-        if not self.durable:
-            options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        self._options = options
-        self.resume()
+        for attempt in range(3):
+            self.port = free_port()
+            options = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=64MB"
+                       % (self.port, self.folder))
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+            self._options = options
+            try:
+                self.resume()
+                return self
+            except Unavailable as exc:
+                # another process (a parallel test) took the free port before the server bound it
+                if "could not create listen socket" not in str(exc) or attempt == 2:
+                    raise
         return self
 
     def pause(self, mode="fast"):
