@@ -88,7 +88,9 @@ class Shop:
 
     def __init__(self, processes, browser, path="/sim/console?poll=200", events=None):
         self.sim, self.backend = processes.sim, processes.backend
-        requests.delete(self.sim.url + "/sim/faults", timeout=5)   # each test starts without faults
+        # each test starts without faults, and with only its own orders, requests and notifications
+        # on the page (the module's simulator would otherwise pile up every earlier test's)
+        requests.post(self.sim.url + "/sim/reset", timeout=5).raise_for_status()
         self.context = browser.new_context(viewport=LAPTOP)
         if events:      # what answers the page's GET /sim/console/events instead
             self.context.route("**/sim/console/events", events)
