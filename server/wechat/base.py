@@ -88,18 +88,23 @@ class BaseClient:
             return await with_retries(once, name, self.attempts, self.backoff)
 
     async def _fetch(self, method, url, body, name, client_cert=False, max_body=upstream.MAX_BODY_BYTES):
+        status, answer = await self._exchange(name, url, max_body, self.http.fetch(
+            method, url, body, _HEADERS, self.config.timeout, self.tls(url, client_cert), max_body))
+        if status != 200:
+            raise UpstreamError("%s answered HTTP %d" % (name, status))
+        return answer
+
+    async def _exchange(self, name, url, max_body, fetching):
+        """Await a call of the pool (`fetching`, not awaited yet); what went wrong in transport
+        as the PayClient's errors."""
         try:
-            status, answer = await self.http.fetch(method, url, body, _HEADERS, self.config.timeout,
-                                                   self.tls(url, client_cert), max_body)
+            return await fetching
         except asyncio.TimeoutError:
             raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
         except upstream.TooLarge:
             raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
         except (OSError, upstream.BadResponse) as exc:
             raise UpstreamError(await self._unreachable(name, url, exc)) from None
-        if status != 200:
-            raise UpstreamError("%s answered HTTP %d" % (name, status))
-        return answer
 
     async def _unreachable(self, name, url, exc):
         """What a call that got no answer says: the URL (without its query: jscode2session's carries

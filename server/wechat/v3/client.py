@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 
 from server import metrics
 from server.domain import BEIJING, CHANGE, PREPAY_TTL, REFUNDCLOSE, SUCCESS
-from server.wechat import (PAYMENT, REFUND_RESULT, AnswerTooLarge, Notification, NotificationRefused, UpstreamError,
+from server.wechat import (PAYMENT, REFUND_RESULT, Notification, NotificationRefused, UpstreamError,
                            UpstreamTimeout, WeChatRefused, upstream)
 from server.wechat import guidance
 from server.wechat.base import BaseClient
@@ -220,15 +220,8 @@ class WeChatClientV3(BaseClient):
         return await self._with_retries(once, name, metrics.v3_endpoint(path))
 
     async def _send(self, method, url, body, headers, name, max_body=upstream.MAX_BODY_BYTES):
-        try:
-            return await self.http.fetch_response(method, url, body, headers, self.config.timeout, self.tls(url),
-                                                  max_body)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("%s: WeChat did not answer in time" % name) from None
-        except upstream.TooLarge:
-            raise AnswerTooLarge("%s answered more than %d bytes" % (name, max_body)) from None
-        except (OSError, upstream.BadResponse) as exc:
-            raise UpstreamError(await self._unreachable(name, url, exc)) from None
+        return await self._exchange(name, url, max_body, self.http.fetch_response(
+            method, url, body, headers, self.config.timeout, self.tls(url), max_body))
 
     async def _answer(self, name, status, fields, body):
         """The answer as a JSON object ({} for a 204), believed; else an exception (or a
