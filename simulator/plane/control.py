@@ -224,17 +224,22 @@ def notify_modes(record, kind):
     return (MODES, FORGED) if kind == "payment" else (REFUND_MODES, REFUND_FORGED)
 
 
+def resend_request(data, record, kind):
+    """A resend's {"mode"?, "count"?} for an order or refund: (mode, count, its forged modes)."""
+    modes, forged = notify_modes(record, kind)
+    mode = data.get("mode") or "normal"
+    if mode not in modes:
+        raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(modes))
+    return mode, number(data, "count", 5, 1, 50), forged
+
+
 class SimRefundNotifyHandler(SimHandler):
     """POST /sim/refunds/<out_refund_no>/notify {"mode"?, "count"?}: resend (or forge)."""
 
     async def post(self, out_refund_no):
         data = self.json_body()
         refund = self.refund_named(out_refund_no)
-        modes, forged = notify_modes(refund, "refund")
-        mode = data.get("mode") or "normal"
-        if mode not in modes:
-            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(modes))
-        count = number(data, "count", 5, 1, 50)
+        mode, count, forged = resend_request(data, refund, "refund")
         if refund.refund_status == "PROCESSING" and mode not in forged:
             raise SimError(409, "NOT_SETTLED", "refund %s is PROCESSING: settle it first (POST "
                            "/sim/refunds/%s {\"status\"})" % (out_refund_no, out_refund_no))
@@ -251,16 +256,11 @@ class SimNotifyHandler(SimHandler):
     async def post(self, out_trade_no):
         data = self.json_body()
         order = self.order_named(out_trade_no)
-        modes, forged = notify_modes(order, "payment")
-        mode = data.get("mode") or "normal"
-        if mode not in modes:
-            raise SimError(400, "BAD_FIELD", "mode must be one of " + ", ".join(modes))
-        count = number(data, "count", 5, 1, 50)
+        mode, count, forged = resend_request(data, order, "payment")
         # Forgeries may claim an unpaid order was paid: that is the attack to refuse.
         if not order.paid and mode not in forged:
-            raise SimError(409, "NOT_PAID", "order %s is %s: only paid orders are notified "
-                           "(the forgeries %s work on any order)"
-                           % (out_trade_no, order.trade_state, ", ".join(forged)))
+            raise SimError(409, "NOT_PAID", "order %s is %s: only paid orders are notified (the forgeries "
+                           "%s work on any order)" % (out_trade_no, order.trade_state, ", ".join(forged)))
         attempts = await self.notifier.resend(order, mode, int(count))
         self.reply({"attempts": attempts})
 

@@ -3,7 +3,7 @@ code_url, an opened h5_url, or the App's call to the WeChat SDK (APP调起支付
 checked."""
 from simulator import payurls
 from simulator.models import beijing
-from simulator.plane.phone import PaymentFail, js_type
+from simulator.plane.phone import PaymentFail, explain_rsa_sign, js_type
 from simulator.rules import PREPAY_TTL
 from simulator.v3 import wire as v3wire
 
@@ -115,22 +115,8 @@ def check_strings(data, names):
 
 def explain_app_sign(merchant, data, message):
     """Why an App call's sign failed: the string to sign, and the mistakes it matches."""
-    sign, hints = data["sign"], []
-    if len(sign) in (32, 64) and all(c in "0123456789ABCDEFabcdef" for c in sign):
-        hints.append("sign is %d hex characters: a v2 %s sign; a v3 order's App call signs with "
-                     "the merchant private key (SHA256withRSA, base64)"
-                     % (len(sign), "MD5" if len(sign) == 32 else "HMAC-SHA256"))
-    elif v3wire.decode_signature(sign) is None:
-        hints.append("sign is not base64")
-    elif merchant is not None:
-        hints += ["the sign matches when " + label for label, variant in app_sign_variants(data)
-                  if v3wire.verify(merchant.public_key, variant, sign)]
-    if not hints:
-        hints.append("no common mistake matched: sign appid\\ntimestamp\\nnoncestr\\nprepayid\\n "
-                     "with the private key of merchant certificate %s"
-                     % (merchant.serial_no if merchant else "(none configured)"))
-    return {"sign_type": "SHA256withRSA", "string_to_sign": message.decode("utf-8"),
-            "received_sign": sign, "hints": hints}
+    return explain_rsa_sign(merchant, "sign", data["sign"], message, "a v3 order's App call",
+                            lambda: app_sign_variants(data), "appid\\ntimestamp\\nnoncestr\\nprepayid\\n")
 
 
 def app_sign_variants(data):

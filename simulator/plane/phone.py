@@ -246,26 +246,32 @@ class SimPhoneHandler(BodyLog, SimHandler):
 
 def explain_rsa_pay_sign(merchant, appid, data, message):
     """Why a v3 paySign failed: the string to sign, and the mistakes it matches."""
-    sign = data["paySign"]
     hints = []
     if data["signType"] != "RSA":
         hints.append("signType is %s but a v3 prepay_id (from /v3/pay/transactions/jsapi) "
                      "needs signType RSA" % data["signType"])
-    raw = v3wire.decode_signature(sign)
+    return explain_rsa_sign(merchant, "paySign", data["paySign"], message, "v3",
+                            lambda: rsa_paysign_variants(appid, data, message),
+                            "appId\\ntimeStamp\\nnonceStr\\npackage\\n", hints)
+
+
+def explain_rsa_sign(merchant, field, sign, message, signer, variants, fields, hints=()):
+    """Why a SHA256withRSA sign (a v3 paySign, a v3 App call's sign) failed: the string to sign
+    and the hints. `signer` says who signs so in v3, `variants()` gives (label, string) for the
+    common mistakes, `fields` what is signed."""
+    hints = list(hints)
     if len(sign) in (32, 64) and all(c in "0123456789ABCDEFabcdef" for c in sign):
-        hints.append("paySign is %d hex characters: a v2 %s sign; v3 signs with the merchant "
+        hints.append("%s is %d hex characters: a v2 %s sign; %s signs with the merchant "
                      "private key (SHA256withRSA, base64)"
-                     % (len(sign), "MD5" if len(sign) == 32 else "HMAC-SHA256"))
-    elif raw is None:
-        hints.append("paySign is not base64")
+                     % (field, len(sign), "MD5" if len(sign) == 32 else "HMAC-SHA256", signer))
+    elif v3wire.decode_signature(sign) is None:
+        hints.append("%s is not base64" % field)
     elif merchant is not None:
-        for label, variant in rsa_paysign_variants(appid, data, message):
-            if v3wire.verify(merchant.public_key, variant, sign):
-                hints.append("the paySign matches when " + label)
+        hints += ["the %s matches when %s" % (field, label) for label, variant in variants()
+                  if v3wire.verify(merchant.public_key, variant, sign)]
     if not hints:
-        hints.append("no common mistake matched: sign appId\\ntimeStamp\\nnonceStr\\npackage\\n "
-                     "with the private key of merchant certificate %s"
-                     % (merchant.serial_no if merchant else "(none configured)"))
+        hints.append("no common mistake matched: sign %s with the private key of merchant "
+                     "certificate %s" % (fields, merchant.serial_no if merchant else "(none configured)"))
     return {"sign_type": "SHA256withRSA", "string_to_sign": message.decode("utf-8"),
             "received_sign": sign, "hints": hints}
 
